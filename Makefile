@@ -1,0 +1,34 @@
+# Two commands: `make demo` and `make test`. Each creates .venv if it is missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# A CPU build of torch; users bring their own torch (the package asks only for a range).
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: demo test unit notebooks venv clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m lvdm_ref setup-weights || echo "I3D weights not installed: FVD tests will say why"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m lvdm_ref demo
+
+unit: venv
+	$(PY) -m pytest tests -q
+
+notebooks: venv
+	LVDM_QUICK=1 $(PY) -m pytest --nbval-lax notebooks/ -q
+
+test: venv
+	$(PY) -m pytest tests -q
+	LVDM_QUICK=1 $(PY) -m pytest --nbval-lax notebooks/ -q
+
+clean:
+	rm -rf $(VENV) outputs

@@ -1,0 +1,73 @@
+"""Weights + config in one safetensors file (no pickle), written atomically.
+
+`save_weights` stores tensors and a JSON `metadata` dict (the config, which VAE a model
+expects, latent scale/shift, ...). `load_weights` returns both. Every write goes to a temp
+file in the same folder and is renamed over the target, so an interrupted write never leaves
+a broken file behind (rename is atomic on POSIX and Windows).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+METADATA_KEY = "lvdm_ref"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call `write(tmp_path)`, then rename tmp over `path`. On any error the target is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict) -> Path:
+    """Write `tensors` (contiguous CPU copies) and `metadata` (JSON-able) to a .safetensors file."""
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    header = {METADATA_KEY: json.dumps(metadata)}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+
+
+def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a file written by `save_weights`: (tensors, metadata)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; train one first or pass the path of a shipped file "
+                                f"in data/checkpoints/")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        tensors = load_file(str(path), device=str(device))
+    except SafetensorError as error:
+        raise ValueError(f"{path} is not a readable safetensors file ({error}); was the write interrupted?") from error
+    if METADATA_KEY not in header:
+        raise ValueError(f"{path} has no '{METADATA_KEY}' metadata: it was not written by lvdm_ref.checkpoint")
+    return tensors, json.loads(header[METADATA_KEY])
+
+
+def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Namespace a state dict: {'w': t} -> {'prefix.w': t}."""
+    return {f"{prefix}.{name}": tensor for name, tensor in state.items()}
+
+
+def unprefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Inverse of `prefixed`: the entries under `prefix.`, with the prefix removed."""
+    start = prefix + "."
+    return {name[len(start):]: tensor for name, tensor in tensors.items() if name.startswith(start)}

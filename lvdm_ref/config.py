@@ -1,0 +1,150 @@
+"""Configs as small dataclasses and named presets (nanoGPT-style), instead of YAML.
+
+Presets:
+- `quick`:  the same code path shrunk so that CI and `LVDM_QUICK=1` notebooks run in seconds.
+- `mmnist`: Moving MNIST 64x64, 16 frames, sized to train on a 2-core CPU in about 90 minutes.
+- `ucf101`: UCF-101, the bigger recipe for one GPU.
+
+Each component module owns the meaning of its fields; this file only holds the numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+PRESET_NAMES = ("quick", "mmnist", "ucf101")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "moving_mnist"  # "moving_mnist", "ucf101" or "folder"
+    root: str | None = None  # UCF-101 root or video folder; unused for Moving MNIST
+    num_frames: int = 16
+    size: int = 64
+    channels: int = 1
+    num_digits: int = 2  # Moving MNIST only
+    frame_stride: int = 1  # UCF-101 / folders: take every k-th frame (the official loaders ignore it)
+    num_train: int = 10_000  # Moving MNIST clips generated for training (a fixed, seeded set)
+    seed: int = 0
+
+
+@dataclass
+class VAEConfig:
+    in_channels: int = 1
+    base_channels: int = 32
+    channel_mult: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 1
+    latent_channels: int = 4
+    spatial_downsample: int = 4  # x2, x4 or x8
+    temporal_downsample: int = 2  # x1, x2 or x4
+    kl_weight: float = 0.0  # 0 in every official config: effectively a plain autoencoder
+    disc_weight: float = 0.0  # frame-wise PatchGAN; 0 switches it off
+    disc_start: int = 50_000  # step at which the PatchGAN loss starts (official: 50k)
+
+
+@dataclass
+class UNetConfig:
+    in_channels: int = 4
+    out_channels: int = 4
+    model_channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2)
+    num_res_blocks: int = 1
+    attention_levels: tuple[int, ...] = (1,)  # levels (0 = full resolution) with attention
+    num_heads: int = 4
+    attention: str = "factorized"  # "factorized", "joint" or "spatial"
+    max_relative_position: int = 16  # temporal relative positions clipped to +-this
+    use_mask: bool = False  # hierarchy: a condition-mask channel is concatenated to the input
+    use_perturbation_embedding: bool = False  # hierarchy: embed the perturbation level s
+    num_classes: int | None = None
+    dropout: float = 0.0
+
+
+@dataclass
+class DiffusionConfig:
+    num_timesteps: int = 1000
+    schedule: str = "scaled_linear"  # LVDM: linspace(sqrt(0.0015), sqrt(0.0155), T) ** 2
+    linear_start: float = 0.0015
+    linear_end: float = 0.0155
+    parameterization: str = "eps"  # "eps", "x0" or "v"
+    loss: str = "l1"  # LVDM uses L1 for unconditional video
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 8
+    lr: float = 6e-5  # LVDM short model; 8e-5 for prediction/interpolation
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    ema_decay: float = 0.9999
+    steps: int = 10_000
+    log_every: int = 50
+    ckpt_every: int = 500
+    seed: int = 0
+
+
+@dataclass
+class Preset:
+    name: str
+    data: DataConfig = field(default_factory=DataConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    vae_train: TrainConfig = field(default_factory=TrainConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _quick() -> Preset:
+    return Preset(
+        name="quick",
+        data=DataConfig(num_frames=8, size=32, num_train=256),
+        vae=VAEConfig(base_channels=8, channel_mult=(1, 2), latent_channels=4, spatial_downsample=4,
+                      temporal_downsample=2),
+        vae_train=TrainConfig(batch_size=4, lr=1e-3, steps=30, log_every=5, ckpt_every=15, ema_decay=0.0),
+        unet=UNetConfig(model_channels=16, channel_mult=(1, 2), num_heads=2),
+        diffusion=DiffusionConfig(num_timesteps=100),
+        train=TrainConfig(batch_size=4, lr=1e-3, steps=30, log_every=5, ckpt_every=15, ema_decay=0.99),
+    )
+
+
+def _mmnist() -> Preset:
+    return Preset(name="mmnist")
+
+
+def _ucf101() -> Preset:
+    return Preset(
+        name="ucf101",
+        data=DataConfig(dataset="ucf101", root="data/UCF-101", size=128, channels=3, frame_stride=2,
+                        num_train=0),
+        vae=VAEConfig(in_channels=3, base_channels=64, channel_mult=(1, 2, 4, 4), num_res_blocks=2,
+                      latent_channels=4, spatial_downsample=8, temporal_downsample=4,
+                      disc_weight=0.5, disc_start=50_000),
+        vae_train=TrainConfig(batch_size=8, lr=4.5e-6 * 8, steps=100_000, ema_decay=0.0),
+        unet=UNetConfig(in_channels=4, out_channels=4, model_channels=128, channel_mult=(1, 2, 4),
+                        num_res_blocks=2, attention_levels=(1, 2), num_heads=8),
+        train=TrainConfig(batch_size=16, lr=6e-5, steps=200_000),
+    )
+
+
+_PRESETS = {"quick": _quick, "mmnist": _mmnist, "ucf101": _ucf101}
+
+
+def get_preset(name: str) -> Preset:
+    """A fresh copy of the named preset."""
+    if name not in _PRESETS:
+        raise ValueError(f"preset must be one of {PRESET_NAMES}, got {name!r}")
+    return _PRESETS[name]()
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls, values: dict):
+    """Rebuild a dataclass from `to_dict` output; lists become tuples where the field is a tuple."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(known)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**kwargs)

@@ -1,0 +1,73 @@
+"""Small helpers used across lvdm_ref. Nothing clever lives here."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def exists(value: Any) -> bool:
+    return value is not None
+
+
+def default(value: Any, fallback: Any) -> Any:
+    return value if value is not None else fallback
+
+
+def is_quick() -> bool:
+    """True when `LVDM_QUICK=1` asks for the small, fast version of everything."""
+    return os.environ.get("LVDM_QUICK", "0").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_device(name: str | None = None) -> torch.device:
+    """`"auto"`/None picks CUDA when present, else CPU."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """(B, C, T, H, W) or (C, T, H, W) float in [-1, 1] -> uint8 (B, T, H, W, C) / (T, H, W, C)."""
+    video = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    if video.ndim == 5:
+        return video.permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, T, H, W, C)
+    if video.ndim == 4:
+        return video.permute(1, 2, 3, 0).cpu().numpy()  # (T, H, W, C)
+    raise ValueError(f"expected a (B, C, T, H, W) or (C, T, H, W) tensor, got shape {tuple(video.shape)}")
+
+
+def from_uint8(videos: np.ndarray) -> torch.Tensor:
+    """uint8 (B, T, H, W, C) or (T, H, W, C) -> float (B, C, T, H, W) / (C, T, H, W) in [-1, 1]."""
+    if videos.dtype != np.uint8:
+        raise ValueError(f"expected uint8 videos, got dtype {videos.dtype}")
+    tensor = torch.from_numpy(np.ascontiguousarray(videos)).float() / 127.5 - 1
+    if tensor.ndim == 5:
+        return tensor.permute(0, 4, 1, 2, 3).contiguous()  # (B, C, T, H, W)
+    if tensor.ndim == 4:
+        return tensor.permute(3, 0, 1, 2).contiguous()  # (C, T, H, W)
+    raise ValueError(f"expected (B, T, H, W, C) or (T, H, W, C) uint8 videos, got shape {videos.shape}")
+
+
+def print_result(result: dict) -> None:
+    """End a command: one JSON object on the last line of stdout (DESIGN.md, command line)."""
+    sys.stdout.flush()
+    print(json.dumps(result, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
