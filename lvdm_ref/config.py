@@ -76,7 +76,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     grad_clip: float | None = 1.0
-    ema_decay: float = 0.9999
+    ema_decay: float = 0.9999  # 0 switches EMA off
+    bf16: bool = True  # autocast to bfloat16 on GPU (ignored on CPU)
     steps: int = 10_000
     log_every: int = 50
     ckpt_every: int = 500
