@@ -1,0 +1,60 @@
+"""Project hygiene: environment.yml matches pyproject.toml, notebooks are paired and stripped."""
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import jupytext
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_SOURCES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+def _requirements(lines):
+    """{'torch': 'torch>=2.1', ...}: name (normalised) -> the whole requirement string."""
+    found = {}
+    for line in lines:
+        match = re.match(r"\s*([A-Za-z0-9_.\-]+)", line)
+        if match:
+            found[match.group(1).lower().replace("_", "-")] = line.strip().replace(" ", "")
+    return found
+
+
+def test_environment_yml_lists_the_pyproject_packages_with_the_same_bounds():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    expected = _requirements(project["dependencies"] + project["optional-dependencies"]["dev"])
+    yml = (ROOT / "environment.yml").read_text()
+    pip_section = yml.split("- pip:", 1)[1]
+    listed = _requirements(re.findall(r"^\s+- (.+)$", pip_section, flags=re.M))
+    assert listed == expected
+
+
+def test_every_notebook_source_has_its_pair():
+    assert NOTEBOOK_SOURCES, "no notebooks found"
+    for source in NOTEBOOK_SOURCES:
+        assert source.with_suffix(".ipynb").exists(), f"run: jupytext --to ipynb {source.relative_to(ROOT)}"
+
+
+@pytest.mark.parametrize("source", NOTEBOOK_SOURCES, ids=lambda p: p.stem)
+def test_notebook_pair_matches_source_and_is_stripped(source):
+    paired = json.loads(source.with_suffix(".ipynb").read_text())
+    code_cells = [c for c in paired["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code_cells), \
+        f"{source.stem}.ipynb keeps outputs: commit it stripped"
+
+    def text(cell):
+        return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+    from_source = [(c.cell_type, text(c)) for c in jupytext.read(source).cells]
+    from_pair = [(c["cell_type"], text(c)) for c in paired["cells"]]
+    assert from_source == from_pair, f"{source.stem}: run jupytext --sync {source.relative_to(ROOT)}"
+
+
+@pytest.mark.parametrize("source", NOTEBOOK_SOURCES, ids=lambda p: p.stem)
+def test_notebook_opens_with_colab_badge_and_guarded_install(source):
+    cells = jupytext.read(source).cells
+    assert cells[0].cell_type == "markdown" and "colab-badge.svg" in cells[0].source
+    assert f"notebooks/{source.stem}.ipynb" in cells[0].source
+    install = cells[1].source
+    assert cells[1].cell_type == "code" and '"google.colab" in sys.modules' in install and "pip" in install
