@@ -24,11 +24,11 @@ unit: venv
 	$(PY) -m pytest tests -q
 
 notebooks: venv
-	LVDM_QUICK=1 $(PY) -m pytest --nbval-lax notebooks/ -q
+	LVDM_QUICK=1 $(PY) -m pytest --nbval notebooks/ -q
 
 test: venv
 	$(PY) -m pytest tests -q
-	LVDM_QUICK=1 $(PY) -m pytest --nbval-lax notebooks/ -q
+	LVDM_QUICK=1 $(PY) -m pytest --nbval notebooks/ -q
 
 clean:
 	rm -rf $(VENV) outputs
