@@ -55,7 +55,8 @@ class UNetConfig:
     max_relative_position: int = 16  # temporal relative positions clipped to +-this
     use_mask: bool = False  # hierarchy: a condition-mask channel is concatenated to the input
     use_perturbation_embedding: bool = False  # hierarchy: embed the perturbation level s
-    num_classes: int | None = None
+    num_classes: int | None = None  # class-conditional: an embedding added to the timestep embedding
+    context_dim: int | None = None  # a pooled (B, context_dim) text/other embedding, added the same way
     dropout: float = 0.0
 
 
@@ -67,6 +68,9 @@ class DiffusionConfig:
     linear_end: float = 0.0155
     parameterization: str = "eps"  # "eps", "x0" or "v"
     loss: str = "l1"  # LVDM uses L1 for unconditional video
+    sampler: str = "ddpm"  # LVDM: DDPM (all T steps) for short clips, DDIM for long videos
+    sample_steps: int | None = None  # None = all num_timesteps; DDIM: any number (LVDM long videos: 50)
+    ddim_eta: float = 1.0  # LVDM's long-video DDIM uses eta = 1; 0 makes DDIM deterministic
 
 
 @dataclass
@@ -99,7 +103,7 @@ def _quick() -> Preset:
     return Preset(
         name="quick",
         data=DataConfig(num_frames=8, size=32, num_train=256),
-        vae=VAEConfig(base_channels=8, channel_mult=(1, 2), latent_channels=4, spatial_downsample=4,
+        vae=VAEConfig(base_channels=8, channel_mult=(1, 2, 2), latent_channels=4, spatial_downsample=4,
                       temporal_downsample=2),
         vae_train=TrainConfig(batch_size=4, lr=1e-3, steps=30, log_every=5, ckpt_every=15, ema_decay=0.0),
         unet=UNetConfig(model_channels=16, channel_mult=(1, 2), num_heads=2),

@@ -1,0 +1,234 @@
+"""Oracle tests for lvdm_ref.diffusion: closed forms against iterated / Bayes-rule / Monte-Carlo computations."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lvdm_ref.config import DiffusionConfig
+from lvdm_ref.diffusion import (GaussianDiffusion, EmpiricalDenoiser, make_beta_schedule, SCHEDULES)
+
+
+def make(num_timesteps=50, **kwargs) -> GaussianDiffusion:
+    return GaussianDiffusion(DiffusionConfig(num_timesteps=num_timesteps, **kwargs)).double()
+
+
+def toy_model(x, t, **unused):
+    """A fixed, non-trivial stand-in for a network."""
+    return torch.tanh(x) * 0.5 + 0.01 * t.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+
+
+# ----------------------------------------------------------------------------- schedules
+def test_scaled_linear_is_lvdm_formula():
+    betas = make_beta_schedule("scaled_linear", 1000)
+    expected = np.linspace(np.sqrt(0.0015), np.sqrt(0.0155), 1000) ** 2
+    np.testing.assert_allclose(betas.numpy(), expected, rtol=1e-12)
+
+
+def test_linear_and_cosine_closed_forms():
+    np.testing.assert_allclose(make_beta_schedule("linear", 1000, 1e-4, 0.02).numpy(),
+                               np.linspace(1e-4, 0.02, 1000), rtol=1e-12)
+    # cosine: alphas_cumprod = f(t) / f(0), f(t) = cos^2(((t/T + s) / (1 + s)) pi / 2) (until beta clipping)
+    T, s = 200, 0.008
+    abar = torch.cumprod(1 - make_beta_schedule("cosine", T), 0).numpy()
+    f = np.cos(((np.arange(1, T + 1) / T + s) / (1 + s)) * np.pi / 2) ** 2
+    f0 = np.cos(s / (1 + s) * np.pi / 2) ** 2
+    np.testing.assert_allclose(abar[:-5], (f / f0)[:-5], rtol=1e-9)
+
+
+def test_short_chains_end_as_noisy_as_long_ones():
+    for schedule in SCHEDULES:
+        end_short = GaussianDiffusion(DiffusionConfig(num_timesteps=100, schedule=schedule)).alphas_cumprod[-1]
+        end_long = GaussianDiffusion(DiffusionConfig(num_timesteps=1000, schedule=schedule)).alphas_cumprod[-1]
+        assert end_long < 1e-3 and end_short < 3 * end_long + 1e-4, schedule
+
+
+def test_bad_names_list_the_options():
+    with pytest.raises(ValueError, match="scaled_linear"):
+        make_beta_schedule("quadratic", 10)
+    with pytest.raises(ValueError, match="eps"):
+        GaussianDiffusion(DiffusionConfig(parameterization="score"))
+    with pytest.raises(ValueError, match="ddim"):
+        make().sampling_timesteps("euler")
+
+
+# ----------------------------------------------------------------------------- forward process
+def test_q_sample_closed_form_equals_iterated_steps():
+    diffusion = make(num_timesteps=40, schedule="cosine")
+    betas = diffusion.betas
+    # Exact moments: iterate q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t) from x_0 = 1.5
+    mean, variance = torch.tensor(1.5, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64)
+    for t in range(40):
+        mean, variance = (1 - betas[t]).sqrt() * mean, (1 - betas[t]) * variance + betas[t]
+        closed_mean = diffusion.q_sample(torch.full((1,), 1.5, dtype=torch.float64), torch.tensor([t]),
+                                         noise=torch.zeros(1, dtype=torch.float64))
+        torch.testing.assert_close(closed_mean[0], mean)
+        torch.testing.assert_close(1 - diffusion.alphas_cumprod[t], variance)
+    # Monte Carlo: the iterated chain and q_sample agree in distribution at t = 39
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.full((200_000,), 1.5, dtype=torch.float64)
+    x = x0.clone()
+    for t in range(40):
+        x = (1 - betas[t]).sqrt() * x + betas[t].sqrt() * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    direct = diffusion.q_sample(x0, torch.full((200_000,), 39), torch.randn(x.shape, generator=generator,
+                                                                            dtype=x.dtype))
+    assert abs(x.mean() - direct.mean()) < 0.01 and abs(x.var() - direct.var()) < 0.01
+
+
+def test_q_posterior_equals_bayes_rule():
+    diffusion = make(num_timesteps=30)
+    x0, xt = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    for t in range(1, 30):
+        abar_prev, alpha, beta = diffusion.alphas_cumprod[t - 1], 1 - diffusion.betas[t], diffusion.betas[t]
+        # q(x_{t-1} | x_0) q(x_t | x_{t-1}) as a Gaussian in x_{t-1}: precisions add
+        precision = 1 / (1 - abar_prev) + alpha / beta
+        expected_mean = (abar_prev.sqrt() * x0 / (1 - abar_prev) + alpha.sqrt() * xt / beta) / precision
+        mean, var, log_var = diffusion.q_posterior(x0, xt, torch.full((6,), t))
+        torch.testing.assert_close(mean, expected_mean)
+        torch.testing.assert_close(var[0], 1 / precision)
+        torch.testing.assert_close(log_var[0], torch.log(1 / precision))
+
+
+@pytest.mark.parametrize("parameterization", ["eps", "x0", "v"])
+def test_parameterizations_recover_x0_and_eps(parameterization):
+    diffusion = make(num_timesteps=50, parameterization=parameterization)
+    x0, noise = torch.randn(4, 3, 2, 2, 2, dtype=torch.float64), torch.randn(4, 3, 2, 2, 2, dtype=torch.float64)
+    t = torch.tensor([0, 7, 30, 49])
+    xt = diffusion.q_sample(x0, t, noise)
+    pred_x0, pred_eps = diffusion.model_predictions(diffusion.training_target(x0, noise, t), xt, t)
+    torch.testing.assert_close(pred_x0, x0)
+    torch.testing.assert_close(pred_eps, noise)
+    torch.testing.assert_close(diffusion.predict_start_from_noise(xt, t, noise), x0)
+
+
+# ----------------------------------------------------------------------------- losses
+@pytest.mark.parametrize("loss", ["l1", "l2"])
+def test_training_losses_against_hand_computation(loss):
+    diffusion = make(num_timesteps=50, loss=loss, parameterization="v")
+    x0, noise, t = torch.randn(3, 2, 4, 4, 4, dtype=torch.float64), torch.randn(3, 2, 4, 4, 4, dtype=torch.float64), \
+        torch.tensor([1, 20, 49])
+    out = diffusion.training_losses(toy_model, x0, t=t, noise=noise)
+    abar = diffusion.alphas_cumprod[t].reshape(-1, 1, 1, 1, 1)
+    xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    error = toy_model(xt, t) - (abar.sqrt() * noise - (1 - abar).sqrt() * x0)
+    error = error.abs() if loss == "l1" else error ** 2
+    torch.testing.assert_close(out["loss"], error.mean())
+    mask = torch.zeros(3, 1, 4, 1, 1, dtype=torch.float64)
+    mask[:, :, 1:3] = 1  # loss only on frames 1 and 2
+    masked = diffusion.training_losses(toy_model, x0, t=t, noise=noise, loss_mask=mask)
+    torch.testing.assert_close(masked["loss_per_sample"], error[:, :, 1:3].flatten(1).mean(1))
+
+
+def test_perfect_eps_model_has_zero_loss_and_x_t_override_is_used():
+    diffusion = make(num_timesteps=50, loss="l2")
+    x0, noise = torch.randn(2, 4, 2, 4, 4, dtype=torch.float64), torch.randn(2, 4, 2, 4, 4, dtype=torch.float64)
+    oracle = lambda xt, t: diffusion.predict_noise_from_start(xt, t, x0)  # noqa: E731
+    assert diffusion.loss(oracle, x0, noise=noise) < 1e-20
+    seen = []
+    diffusion.training_losses(lambda xt, t: seen.append(xt) or xt, x0, noise=noise, x_t=x0 * 0 + 7)
+    assert torch.all(seen[0] == 7)
+
+
+# ----------------------------------------------------------------------------- samplers
+@pytest.mark.parametrize("clip", [False, True])
+def test_ddim_eta_one_single_step_equals_ddpm_posterior_step(clip):
+    diffusion = make(num_timesteps=60)
+    x = torch.randn(5, 2, 3, 4, 4, dtype=torch.float64)
+    noise = torch.randn_like(x)
+    for t_value in [0, 1, 17, 59]:
+        t = torch.full((5,), t_value)
+        ddpm, ddpm_x0 = diffusion.p_sample(toy_model, x, t, noise=noise, clip_denoised=clip)
+        ddim, ddim_x0 = diffusion.ddim_sample(toy_model, x, t, t - 1, eta=1.0, noise=noise, clip_denoised=clip)
+        torch.testing.assert_close(ddim, ddpm)
+        torch.testing.assert_close(ddim_x0, ddpm_x0)
+
+
+def test_full_ddim_eta_one_loop_equals_ddpm_loop():
+    diffusion = make(num_timesteps=25)
+    shape = (2, 1, 2, 3, 3)
+    ddpm = diffusion.sample(toy_model, shape, sampler="ddpm", generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    ddim = diffusion.sample(toy_model, shape, sampler="ddim", num_steps=25, eta=1.0,
+                            generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    torch.testing.assert_close(ddim, ddpm)
+
+
+def test_ddim_eta_zero_is_deterministic_and_recovers_a_single_data_point():
+    diffusion = make(num_timesteps=100)
+    data = torch.randn(1, 2, 3, 4, 4, dtype=torch.float64)
+    denoiser = EmpiricalDenoiser(data, diffusion)
+    start = torch.randn(3, 2, 3, 4, 4, dtype=torch.float64)
+    runs = [diffusion.sample(denoiser, start.shape, sampler="ddim", num_steps=10, eta=0.0, noise=start,
+                             generator=torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+    torch.testing.assert_close(runs[0], data.expand_as(start))  # the only point of the data set
+    stochastic = [diffusion.sample(toy_model, start.shape, sampler="ddim", num_steps=10, eta=1.0, noise=start,
+                                   generator=torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    assert not torch.allclose(stochastic[0], stochastic[1])
+
+
+@pytest.mark.parametrize("sampler,eta", [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0)])
+def test_samplers_reproduce_a_gaussian_data_distribution(sampler, eta):
+    """With the exact denoiser of N(0, sigma^2) data, 1000-step samples have standard deviation sigma.
+
+    (Few-step DDIM is biased low here, e.g. about 0.44 instead of 0.5 with 20 steps: discretisation error.)
+    """
+    sigma = 0.5
+    diffusion = make(num_timesteps=1000)
+
+    def exact_eps(xt, t):  # E[x0 | xt] = sqrt(abar) sigma^2 / (abar sigma^2 + 1 - abar) xt
+        abar = diffusion.alphas_cumprod[t].reshape(-1, 1)
+        x0 = abar.sqrt() * sigma ** 2 / (abar * sigma ** 2 + 1 - abar) * xt
+        return diffusion.predict_noise_from_start(xt, t, x0)
+
+    samples = diffusion.sample(exact_eps, (4, 5000), sampler=sampler, eta=eta, dtype=torch.float64,
+                               generator=torch.Generator().manual_seed(0))
+    assert abs(samples.std().item() - sigma) < 0.02 and abs(samples.mean().item()) < 0.02
+
+
+def test_hooks_combine_fn_x_t_fn_callback_and_trajectory():
+    diffusion = make(num_timesteps=30)
+    shape = (2, 1, 4, 2, 2)
+    plain = diffusion.sample(toy_model, shape, sampler="ddim", num_steps=6, eta=1.0,
+                             generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    # guidance-style combination with w = 0 is the conditional model itself
+    w = 0.0
+    combine = lambda model, x, t, kw: (1 + w) * model(x, t, **kw) - w * model(x * 0, t, **kw)  # noqa: E731
+    guided = diffusion.sample(toy_model, shape, sampler="ddim", num_steps=6, eta=1.0, combine_fn=combine,
+                              generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(guided, plain)
+    # x_t_fn writes a given frame into every model input (the hierarchy's conditioning)
+    mask = torch.zeros(shape, dtype=torch.float64)
+    mask[:, :, 0] = 1
+    given = torch.full(shape, 3.0, dtype=torch.float64)
+    inputs, steps = [], []
+
+    def recording_model(x, t):
+        inputs.append(x.clone())
+        return toy_model(x, t)
+
+    x0, trajectory = diffusion.sample(recording_model, shape, sampler="ddim", num_steps=6,
+                                      x_t_fn=lambda x, t: x * (1 - mask) + given * mask,
+                                      callback=lambda step, t, x, pred: steps.append(t), return_trajectory=True,
+                                      dtype=torch.float64)
+    assert all(torch.all(x[:, :, 0] == 3.0) for x in inputs) and len(inputs) == 6
+    assert steps == trajectory.timesteps == [29, 23, 17, 12, 6, 0]
+    assert trajectory.x_t.shape == (7, *shape) and trajectory.pred_x0.shape == (6, *shape)
+    torch.testing.assert_close(trajectory.x_t[-1], x0)
+    with pytest.raises(ValueError, match="ddim"):
+        diffusion.sample(toy_model, shape, sampler="ddpm", num_steps=10)
+
+
+def test_empirical_denoiser_matches_brute_force_and_memorises():
+    diffusion = make(num_timesteps=50, parameterization="x0")
+    data = torch.randn(7, 1, 2, 3, 3, dtype=torch.float64)
+    denoiser = EmpiricalDenoiser(data, diffusion)
+    xt, t = torch.randn(4, 1, 2, 3, 3, dtype=torch.float64), torch.tensor([0, 3, 20, 49])
+    abar = diffusion.alphas_cumprod[t]
+    log_weight = torch.stack([-((xt - abar.sqrt().reshape(-1, 1, 1, 1, 1) * d) ** 2).flatten(1).sum(1)
+                              / (2 * (1 - abar)) for d in data], dim=1)  # (B, N)
+    expected = torch.einsum("bn,nd->bd", log_weight.softmax(1), data.flatten(1)).reshape(xt.shape)
+    torch.testing.assert_close(denoiser(xt, t), expected)
+    samples = diffusion.sample(denoiser, (5, 1, 2, 3, 3), generator=torch.Generator().manual_seed(0),
+                               dtype=torch.float64)
+    nearest = torch.cdist(samples.flatten(1), data.flatten(1)).min(1).values
+    assert nearest.max() < 0.1 * math.sqrt(18)  # each sample is (almost) one of the seven clips
