@@ -1,0 +1,222 @@
+"""Video datasets: UCF-101 in its official layout, and folders of videos or of frame images.
+
+LVDM (He et al. 2022, Sec. 4) trains on 16-frame clips of UCF-101, Sky Time-lapse and TaiChi.
+Both datasets here share one clip rule (`VideoClipDataset`):
+- a clip is `num_frames` frames taken every `frame_stride` frames, so it spans
+  (num_frames - 1) * frame_stride + 1 source frames; the start is random (training) or the
+  middle of the video (evaluation). The official LVDM loaders accept a frame stride and then
+  ignore it; here it is honoured, and `tests/test_data.py` checks which frames come back.
+- frames are decoded with PyAV, seeking to the clip (`video_io.read_video`), never the whole file;
+- resize so the short side is `size` (antialiased bilinear), then a centre crop to size x size;
+- output float (C, T, H, W) in [-1, 1], RGB (channels=3) or gray (channels=1).
+
+Files that cannot be opened or are shorter than one clip are skipped when the index is built
+(`probe=True`, one header read per file) and listed in `.skipped` with the reason, with one
+warning. A file that still fails while loading (e.g. truncated after a good header) is listed
+in `.failed`, warned about, and the next video is returned instead.
+"""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from lvdm_ref.video_io import READ_EXTENSIONS, probe_video, read_video
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+UCF101_SPLITS = ("train", "test", "all")
+UCF101_URL = "https://www.crcv.ucf.edu/data/UCF101.php"
+
+
+@dataclass
+class VideoItem:
+    path: Path  # a video file, or a folder of frame images
+    label: int = -1  # class index (UCF-101), -1 when there are no classes
+    num_frames: int = 0  # filled in by probing
+
+
+# ----------------------------------------------------------------------------- clip logic
+def resize_center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """(T, C, H, W) float -> (T, C, size, size): short side to `size`, then the centre square."""
+    height, width = frames.shape[-2:]
+    scale = size / min(height, width)
+    new_height, new_width = max(size, round(height * scale)), max(size, round(width * scale))
+    if (new_height, new_width) != (height, width):
+        frames = F.interpolate(frames, size=(new_height, new_width), mode="bilinear", antialias=True,
+                               align_corners=False)  # (T, C, H', W')
+    top, left = (new_height - size) // 2, (new_width - size) // 2
+    return frames[..., top:top + size, left:left + size]  # (T, C, S, S)
+
+
+def read_frame_folder(folder: Path, start: int, num_frames: int, stride: int, channels: int = 3) -> np.ndarray:
+    """Frames start, start + stride, ... of a folder of images (sorted by name) -> uint8 (T, H, W, C)."""
+    from PIL import Image
+
+    files = _image_files(folder)[start::stride][:num_frames]
+    mode = "RGB" if channels == 3 else "L"
+    frames = [np.asarray(Image.open(file).convert(mode)) for file in files]  # (H, W, 3) or (H, W)
+    if not frames:
+        raise ValueError(f"{folder}: no frames at or after frame {start}")
+    video = np.stack(frames)
+    return video if channels == 3 else video[..., None]  # (T, H, W, C)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+class VideoClipDataset(Dataset):
+    """A list of videos -> one clip per video per epoch, float (C, T, H, W) in [-1, 1]."""
+
+    def __init__(self, items: list[VideoItem], num_frames: int = 16, frame_stride: int = 1, size: int = 64,
+                 random_start: bool = True, channels: int = 3, probe: bool = True, return_label: bool = False,
+                 max_retries: int = 10, name: str = "videos", skipped: dict[str, str] | None = None):
+        if num_frames < 1 or frame_stride < 1 or size < 1:
+            raise ValueError(f"num_frames, frame_stride and size must be >= 1, got {num_frames}, {frame_stride}, {size}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.num_frames, self.frame_stride, self.size, self.channels = num_frames, frame_stride, size, channels
+        self.random_start, self.return_label, self.max_retries, self.name = random_start, return_label, max_retries, name
+        self.span = (num_frames - 1) * frame_stride + 1  # source frames one clip covers
+        self.skipped: dict[str, str] = dict(skipped or {})  # path -> why it was left out of the index
+        self.failed: dict[str, str] = {}  # path -> why it failed while loading (after the index)
+        total = len(items) + len(self.skipped)
+        self.items = [item for item in items if not probe or self._probe(item)]
+        if self.skipped:
+            reasons = Counter(reason.split(":")[0] for reason in self.skipped.values())
+            warnings.warn(f"{name}: skipped {len(self.skipped)} of {total} videos ({dict(reasons)}); "
+                          "see `.skipped` for the paths", stacklevel=2)
+        if not self.items:
+            raise ValueError(f"{name}: none of the {total} videos is readable and at least {self.span} "
+                             f"frames long (num_frames={num_frames}, frame_stride={frame_stride})")
+
+    def _probe(self, item: VideoItem) -> bool:
+        try:
+            item.num_frames = _count_frames(item.path)
+        except Exception as error:  # PyAV raises many error types for a bad file; all mean "unreadable"
+            self.skipped[str(item.path)] = f"unreadable: {type(error).__name__}: {error}"
+            return False
+        if item.num_frames < self.span:
+            self.skipped[str(item.path)] = f"too short: {item.num_frames} frames < {self.span} for one clip"
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        for attempt in range(self.max_retries + 1):
+            item = self.items[(index + attempt) % len(self.items)]  # on failure, the next video
+            try:
+                clip = self.load_clip(item)
+            except Exception as error:
+                self.failed[str(item.path)] = f"{type(error).__name__}: {error}"
+                warnings.warn(f"{self.name}: could not load {item.path} ({error}); using the next video "
+                              f"({len(self.failed)} failed so far)", stacklevel=2)
+                continue
+            return (clip, item.label) if self.return_label else clip
+        raise RuntimeError(f"{self.name}: {self.max_retries + 1} videos in a row failed to load; see `.failed`")
+
+    def clip_start(self, num_frames: int) -> int:
+        last = num_frames - self.span  # the last start that still fits a whole clip
+        if last < 0:
+            raise ValueError(f"too short: {num_frames} frames < {self.span} for one clip")
+        if self.random_start:
+            return int(torch.randint(0, last + 1, ()))  # torch RNG: seeded per DataLoader worker
+        return last // 2  # evaluation: the middle clip, the same every time
+
+    def load_clip(self, item: VideoItem) -> torch.Tensor:
+        num_frames = item.num_frames or _count_frames(item.path)
+        start = self.clip_start(num_frames)
+        if item.path.is_dir():
+            video = read_frame_folder(item.path, start, self.num_frames, self.frame_stride, self.channels)
+        else:
+            video = read_video(item.path, start, self.num_frames, self.frame_stride, self.channels)
+        if len(video) < self.num_frames:  # the header promised more frames than the file has
+            raise ValueError(f"too short: got {len(video)} of {self.num_frames} frames from frame {start}")
+        frames = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 127.5 - 1  # (T, C, H, W) in [-1, 1]
+        frames = resize_center_crop(frames, self.size).clamp(-1, 1)  # (T, C, S, S)
+        return frames.permute(1, 0, 2, 3).contiguous()  # (C, T, S, S)
+
+
+def _count_frames(path: Path) -> int:
+    return len(_image_files(path)) if path.is_dir() else probe_video(path).num_frames
+
+
+# ----------------------------------------------------------------------------- UCF-101
+class UCF101Dataset(VideoClipDataset):
+    """UCF-101 (Soomro et al. 2012) in the official layout, one of the three train/test splits.
+
+    root holds `UCF-101/<Class>/v_<Class>_gXX_cYY.avi` and `ucfTrainTestlist/` (trainlist01.txt,
+    testlist01.txt, ..., classInd.txt); root may also be the `UCF-101` folder itself, with
+    `ucfTrainTestlist/` inside it or beside it. split="all" takes every video (no lists needed).
+    """
+
+    def __init__(self, root: str | Path, split: str = "train", fold: int = 1, **clip_options):
+        if split not in UCF101_SPLITS:
+            raise ValueError(f"split must be one of {UCF101_SPLITS}, got {split!r}")
+        if fold not in (1, 2, 3):
+            raise ValueError(f"fold must be 1, 2 or 3, got {fold}")
+        root = Path(root).expanduser()
+        videos_dir = root / "UCF-101" if (root / "UCF-101").is_dir() else root
+        videos = {p.relative_to(videos_dir).as_posix().lower(): p for p in videos_dir.glob("*/*.avi")}
+        if not videos:
+            raise FileNotFoundError(
+                f"no UCF-101 videos under {root}: expected {root}/UCF-101/<Class>/v_<Class>_gXX_cYY.avi "
+                f"and the split lists in {root}/ucfTrainTestlist/ (get both from {UCF101_URL})")
+        lists_dir = next((d for d in (root / "ucfTrainTestlist", videos_dir / "ucfTrainTestlist",
+                                      videos_dir.parent / "ucfTrainTestlist") if d.is_dir()), None)
+        class_index = lists_dir / "classInd.txt" if lists_dir else None
+        if class_index is not None and class_index.exists():  # "1 ApplyEyeMakeup": 1-based ids
+            self.classes = [line.split()[1] for line in class_index.read_text().splitlines() if line.strip()]
+        else:
+            self.classes = sorted({path.parent.name for path in videos.values()}, key=str.lower)
+        label_of = {name.lower(): index for index, name in enumerate(self.classes)}
+
+        if split == "all":
+            names = [path.relative_to(videos_dir).as_posix() for path in sorted(videos.values())]
+        else:
+            list_file = lists_dir / f"{split}list0{fold}.txt" if lists_dir else None
+            if list_file is None or not list_file.exists():
+                raise FileNotFoundError(
+                    f"UCF-101 split list not found: expected {root}/ucfTrainTestlist/{split}list0{fold}.txt "
+                    f"(from UCF101TrainTestSplits-RecognitionTask.zip at {UCF101_URL}), or use split='all'")
+            # lines: "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1" (train) or without the label (test)
+            names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+        items, missing = [], {}
+        for name in names:  # lower-case keys: the lists and folders disagree on case (HandstandPushups)
+            if name.lower() in videos:
+                items.append(VideoItem(videos[name.lower()], label_of.get(name.split("/")[0].lower(), -1)))
+            else:  # listed in the split file but not on disk: counted with the unreadable files
+                missing[str(videos_dir / name)] = "missing: in the split list, not on disk"
+        self.root, self.split, self.fold = root, split, fold
+        super().__init__(items, name=f"UCF-101 {split}{'' if split == 'all' else f' fold {fold}'}",
+                         skipped=missing, **clip_options)
+
+
+# ----------------------------------------------------------------------------- video folders
+class VideoFolderDataset(VideoClipDataset):
+    """Every video file (.mp4, .avi, .gif, .mov, .mkv, .webm) and every folder of frame images
+    (.png, .jpg, ...) under `root`, at any depth: Sky Time-lapse, TaiChi or your own videos."""
+
+    def __init__(self, root: str | Path, **clip_options):
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"video folder {root} does not exist")
+        items = []
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and path.suffix.lower() in READ_EXTENSIONS:
+                items.append(VideoItem(path))
+            elif path.is_dir() and _image_files(path):
+                items.append(VideoItem(path))
+        if not items:
+            raise FileNotFoundError(f"no videos under {root}: expected video files ({', '.join(READ_EXTENSIONS)}) "
+                                    f"or folders of frame images ({', '.join(IMAGE_EXTENSIONS)}) at any depth")
+        self.root = root
+        super().__init__(items, name=f"video folder {root}", **clip_options)
