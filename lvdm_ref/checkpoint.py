@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 METADATA_KEY = "lvdm_ref"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "checkpoints"  # weights trained by this project
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:

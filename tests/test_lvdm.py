@@ -1,0 +1,121 @@
+"""The short LVDM: train/sample commands end to end (quick preset), shapes, seeds, checkpoint checks."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lvdm_ref.config import get_preset
+from lvdm_ref.diffusion import GaussianDiffusion
+from lvdm_ref.lvdm import LatentVideoDiffusion, encode_videos
+from lvdm_ref.unet import UNet
+from lvdm_ref.vae3d import VideoAutoencoder
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_SHORT = ROOT / "data" / "checkpoints" / "mmnist_short.safetensors"
+
+
+def run_cli(*args):
+    done = subprocess.run([sys.executable, "-m", "lvdm_ref", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, env={"LVDM_QUICK": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("short")
+    torch.manual_seed(0)
+    VideoAutoencoder(get_preset("quick").vae).save(folder / "vae.safetensors")
+    result = run_cli("train", "--vae", folder / "vae.safetensors", "--out", folder / "run", "--steps", 6)
+    return folder, result
+
+
+def test_train_command_writes_a_loadable_checkpoint(quick_run):
+    folder, result = quick_run
+    assert result["steps"] == 6 and Path(result["checkpoint"]).exists()
+    model = LatentVideoDiffusion.load(result["checkpoint"])
+    assert model.latent_shape == tuple(result["latent_shape"])
+    assert model.metadata["vae"]["path"] == str(folder / "vae.safetensors")
+
+
+def test_resume_continues_without_encoding_again(quick_run):
+    folder, _ = quick_run
+    result = run_cli("train", "--vae", folder / "vae.safetensors", "--out", folder / "run", "--steps", 9,
+                     "--resume")
+    assert result["steps"] == 9
+
+
+def test_sample_command_writes_uint8_clips(quick_run, tmp_path):
+    folder, result = quick_run
+    out = tmp_path / "samples.npz"
+    sampled = run_cli("sample", "--ckpt", result["checkpoint"], "--num", 3, "--sampler", "ddim", "--steps", 5,
+                      "--out", out)
+    quick = get_preset("quick").data
+    videos = np.load(out)["videos"]
+    assert videos.dtype == np.uint8 and videos.shape == (3, quick.num_frames, quick.size, quick.size, 1)
+    assert sampled["shape"] == list(videos.shape)
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".mp4"])
+def test_videos_are_written_as_a_grid(tmp_path, suffix):
+    from lvdm_ref.cli import _write_videos
+    from lvdm_ref.video_io import read_video
+
+    videos = np.random.default_rng(0).integers(0, 256, (3, 8, 32, 32, 1), dtype=np.uint8)
+    frames = read_video(_write_videos(tmp_path / f"grid{suffix}", videos))
+    assert frames.shape[0] == 8 and frames.shape[2] >= 3 * 32  # three tiles side by side
+
+
+def test_unknown_extension_is_a_clear_error(tmp_path):
+    from lvdm_ref.cli import _write_videos
+
+    with pytest.raises(ValueError, match=r"\.npz, \.gif or \.mp4"):
+        _write_videos(tmp_path / "x.avi", np.zeros((1, 8, 32, 32, 1), np.uint8))
+
+
+def test_same_seed_same_videos_other_seed_other_videos(quick_run):
+    _, result = quick_run
+    model = LatentVideoDiffusion.load(result["checkpoint"])
+    first = model.sample(2, sampler="ddim", num_steps=4, seed=3)
+    again = model.sample(2, sampler="ddim", num_steps=4, seed=3)
+    other = model.sample(2, sampler="ddim", num_steps=4, seed=4)
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
+def test_checkpoint_refuses_a_different_autoencoder(quick_run, tmp_path):
+    _, result = quick_run
+    torch.manual_seed(1)
+    VideoAutoencoder(get_preset("quick").vae).save(tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="sha256 differs"):
+        LatentVideoDiffusion.load(result["checkpoint"], vae=tmp_path / "other.safetensors")
+
+
+def test_encode_videos_matches_one_batch_encode():
+    torch.manual_seed(0)
+    vae = VideoAutoencoder(get_preset("quick").vae).eval()
+    videos = np.random.default_rng(0).integers(0, 256, (5, 8, 32, 32, 1), dtype=np.uint8)
+    batched = encode_videos(vae, videos, batch_size=2, progress=False)
+    from lvdm_ref.utils import from_uint8
+    with torch.no_grad():
+        whole = vae.encode(from_uint8(videos))
+    torch.testing.assert_close(batched, whole, rtol=1e-4, atol=1e-5)
+
+
+def test_channel_mismatch_is_a_clear_error():
+    vae = VideoAutoencoder(get_preset("quick").vae)
+    unet = UNet(get_preset("quick").unet.__class__(in_channels=3, out_channels=3, model_channels=16))
+    with pytest.raises(ValueError, match="channels"):
+        LatentVideoDiffusion(vae, unet, GaussianDiffusion(), (4, 4, 8, 8))
+
+
+@pytest.mark.skipif(not SHIPPED_SHORT.exists(), reason="no shipped short model yet")
+def test_sample_on_shipped_weights(tmp_path):
+    out = tmp_path / "s.npz"
+    result = run_cli("sample", "--ckpt", SHIPPED_SHORT, "--num", 2, "--sampler", "ddim", "--steps", 10, "--out", out)
+    videos = np.load(out)["videos"]
+    assert videos.shape == (2, 16, 64, 64, 1) and result["shape"] == [2, 16, 64, 64, 1]
+    assert videos.std() > 5  # not a blank canvas
