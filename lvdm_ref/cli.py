@@ -198,17 +198,10 @@ def cmd_sample(args: argparse.Namespace) -> dict:
 
 
 def _write_videos(out: Path, videos: np.ndarray, fps: float = 8) -> Path:
-    """uint8 (N, T, H, W, C) -> .npz (`videos`) or one grid video (.gif / .mp4)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npz":
-        np.savez_compressed(out, videos=videos)
-        return out
-    if out.suffix not in (".gif", ".mp4"):
-        raise ValueError(f"--out must end in .npz, .gif or .mp4, got {out.name!r}")
-    from lvdm_ref.video_io import write_video
-    from lvdm_ref.viz import video_grid
+    """uint8 (N, T, H, W, C) -> .npz (`videos`), or one grid video (.gif, .mp4, .avi), or a .png strip."""
+    from lvdm_ref.viz import save_video
 
-    return write_video(out, video_grid(videos, nrow=min(8, len(videos))), fps=fps)
+    return save_video(out, videos, fps=fps, nrow=min(8, len(videos)))
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
@@ -324,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--steps", type=int, default=None, help="DDIM steps (DDPM always takes all)")
     sample.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the model's, 1.0)")
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--out", required=True, help=".npz (uint8 (N, T, H, W, C)), .gif or .mp4 (a grid)")
+    sample.add_argument("--out", required=True, help=".npz (uint8 (N, T, H, W, C)), .gif, .mp4 or .avi (a grid), .png (a strip)")
     sample.add_argument("--device", default="auto")
     sample.set_defaults(handler=cmd_sample)
     demo = commands.add_parser("demo", help="the embedded default: shipped weights, no download")
