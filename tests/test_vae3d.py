@@ -67,6 +67,7 @@ def test_bad_inputs_name_the_numbers(shape, message):
 @pytest.mark.parametrize("overrides, message", [
     (dict(spatial_downsample=3), r"spatial_downsample must be one of \(2, 4, 8\), got 3"),
     (dict(temporal_downsample=8), r"temporal_downsample must be one of \(1, 2, 4\), got 8"),
+    (dict(recon_loss="l3"), r"recon_loss must be one of \('l1', 'l2', 'l1\+l2'\), got 'l3'"),
     (dict(channel_mult=(1, 2)), r"spatial_downsample=4 takes 2 halvings, so channel_mult needs 3 levels, got 2"),
     (dict(spatial_downsample=2, channel_mult=(1, 2), temporal_downsample=4),
      r"temporal_downsample=4 needs as many down-sampling stages; spatial_downsample=2 has only 1"),
@@ -166,6 +167,18 @@ def test_overfits_one_batch(tmp_path):
     trainer.fit()
     losses = [entry["loss"] for entry in trainer.history]
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
+
+
+@pytest.mark.parametrize("kind", ["l1", "l2", "l1+l2"])
+def test_reconstruction_losses(kind):
+    torch.manual_seed(0)
+    model = AutoencoderWithLoss(tiny(recon_loss=kind))
+    video = torch.rand(1, 1, 4, 16, 16) * 2 - 1
+    torch.manual_seed(1)
+    loss, logs = autoencoder_loss(model, video, step=0)
+    error = model.autoencoder(video)[0] - video
+    expected = {"l1": error.abs().mean(), "l2": error.pow(2).mean(), "l1+l2": error.abs().mean() + error.pow(2).mean()}
+    assert loss.item() == pytest.approx(expected[kind].item(), rel=1e-6)
 
 
 def test_kl_term_and_posterior_sampling():

