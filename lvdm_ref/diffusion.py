@@ -300,18 +300,22 @@ class EmpiricalDenoiser(nn.Module):
         super().__init__()
         # float64: the expanded squared distance below cancels large terms when abar_t is near 1
         self.register_buffer("data", data.flatten(1).double())  # (N, D)
+        self.register_buffer("data_sq_norm", (self.data ** 2).sum(1))  # (N,)
         self.data_shape = tuple(data.shape[1:])
         self.diffusion = diffusion
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, **unused) -> torch.Tensor:
+    def posterior_weights(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """p(x_0 = data[n] | x_t) for every clip n: (B, N), rows sum to 1."""
         flat = x_t.flatten(1).to(self.data.dtype)  # (B, D)
-        signal = self.diffusion.sqrt_alphas_cumprod.to(flat.dtype)[t][:, None]  # (B, 1)
-        variance = (1 - self.diffusion.alphas_cumprod.to(flat.dtype)[t])[:, None]
+        signal = self.diffusion.sqrt_alphas_cumprod[t].to(flat.dtype)[:, None]  # (B, 1)
+        variance = (1 - self.diffusion.alphas_cumprod[t]).to(flat.dtype)[:, None]
         # |x_t - s d_n|^2 = |x_t|^2 - 2 s x_t.d_n + s^2 |d_n|^2, without a (B, N, D) tensor
         distance = (flat ** 2).sum(1, keepdim=True) - 2 * signal * flat @ self.data.T + \
-            signal ** 2 * (self.data ** 2).sum(1)[None]  # (B, N)
-        weights = F.softmax(-distance / (2 * variance), dim=1)  # (B, N)
-        pred_x0 = (weights @ self.data).reshape(x_t.shape).to(x_t.dtype)
+            signal ** 2 * self.data_sq_norm[None]  # (B, N)
+        return F.softmax(-distance / (2 * variance), dim=1)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, **unused) -> torch.Tensor:
+        pred_x0 = (self.posterior_weights(x_t, t) @ self.data).reshape(x_t.shape).to(x_t.dtype)  # E[x_0 | x_t]
         noise = self.diffusion.predict_noise_from_start(x_t, t, pred_x0)
         if self.diffusion.parameterization == "eps":
             return noise
