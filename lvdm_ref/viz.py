@@ -146,4 +146,79 @@ def save_video(path: str | Path, video: np.ndarray | torch.Tensor, fps: float = 
 
 
 # ----------------------------------------------------------------------------- model views
-# Attention maps and latent plots go below (later issues).
+def temporal_attention_matrix(record: dict) -> np.ndarray:
+    """A captured temporal attention record (B, h, w, heads, t, t) -> its mean (t, t) matrix:
+    row i is how much frame i draws from each frame, averaged over clips, pixels and heads."""
+    if record["kind"] != "temporal":
+        raise ValueError(f"expected a temporal attention record, got kind {record['kind']!r}")
+    return record["weights"].mean(dim=(0, 1, 2, 3)).numpy()  # (t, t)
+
+
+def spatial_attention_map(record: dict, query: tuple[int, int], frame: int = 0, sample: int = 0) -> np.ndarray:
+    """A captured spatial record (B, t, heads, h*w, h*w) -> (h, w): where the query pixel looks,
+    in one frame of one clip, averaged over heads."""
+    if record["kind"] != "spatial":
+        raise ValueError(f"expected a spatial attention record, got kind {record['kind']!r}")
+    tokens = record["weights"].shape[-1]
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise ValueError(f"spatial maps are drawn for square latents, got {tokens} tokens")
+    row, col = query
+    if not (0 <= row < side and 0 <= col < side):
+        raise ValueError(f"query {query} is outside the {side}x{side} attention grid")
+    weights = record["weights"][sample, frame].mean(dim=0)  # (h*w, h*w)
+    return weights[row * side + col].reshape(side, side).numpy()
+
+
+def show_attention(maps, query: tuple[float, float] = (0.5, 0.5), frame: int = 0, max_layers: int = 4):
+    """One figure from `unet.capture_attention()` records: the temporal (t x t) matrix of each layer
+    on the top row and, on the bottom row, where a spatial query (given as fractions of the height
+    and width) looks. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    temporal, spatial = maps.of_kind("temporal")[:max_layers], maps.of_kind("spatial")[:max_layers]
+    columns = max(len(temporal), len(spatial), 1)
+    figure, axes = plt.subplots(2, columns, figsize=(2.6 * columns, 5.2), squeeze=False)
+    for ax, record in zip(axes[0], temporal):
+        ax.imshow(temporal_attention_matrix(record), cmap="viridis", vmin=0)
+        ax.set(title=_short_name(record["name"]), xlabel="key frame", ylabel="query frame")
+    for ax, record in zip(axes[1], spatial):
+        side = math.isqrt(record["weights"].shape[-1])
+        cell = (min(int(query[0] * side), side - 1), min(int(query[1] * side), side - 1))
+        ax.imshow(spatial_attention_map(record, cell, frame), cmap="magma")
+        ax.scatter([cell[1]], [cell[0]], marker="+", color="cyan", s=80)
+        ax.set(title=f"{_short_name(record['name'])} ({side}x{side})", xticks=[], yticks=[])
+    for ax in axes.flat:
+        if not ax.images:
+            ax.axis("off")
+    figure.tight_layout()
+    return figure
+
+
+def _short_name(name: str) -> str:
+    return name.replace(".attention", "").replace("temporal", "T").replace("spatial", "S")[-22:] or "attention"
+
+
+def plot_latents(latents: np.ndarray | torch.Tensor, sample: int = 0, title: str | None = None):
+    """Every channel (rows) of every latent frame (columns) of one clip (B, c, t, h, w), on one
+    colour scale per channel. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    z = latents.detach().float().cpu().numpy() if isinstance(latents, torch.Tensor) else np.asarray(latents)
+    if z.ndim != 5:
+        raise ValueError(f"expected latents (B, c, t, h, w), got shape {z.shape}")
+    z = z[sample]  # (c, t, h, w)
+    channels, frames = z.shape[:2]
+    figure, axes = plt.subplots(channels, frames, figsize=(1.3 * frames + 0.8, 1.3 * channels), squeeze=False)
+    for c in range(channels):
+        limit = float(np.abs(z[c]).max()) or 1.0
+        for t in range(frames):
+            axes[c, t].imshow(z[c, t], cmap="RdBu_r", vmin=-limit, vmax=limit)
+            axes[c, t].set(xticks=[], yticks=[])
+            if c == 0:
+                axes[c, t].set_title(f"t={t}", fontsize=8)
+        axes[c, 0].set_ylabel(f"ch {c}", fontsize=8)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure

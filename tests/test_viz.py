@@ -87,3 +87,56 @@ def test_save_video(tmp_path, extension):
             np.testing.assert_array_equal(saved["videos"], clips)
     with pytest.raises(ValueError, match="'.png', '.npz'"):
         save_video(tmp_path / "out.txt", clips)
+
+
+# ----------------------------------------------------------------------------- attention and latent views
+def _captured_maps():
+    from lvdm_ref.config import UNetConfig
+    from lvdm_ref.unet import UNet, capture_attention
+
+    torch.manual_seed(0)
+    unet = UNet(UNetConfig(model_channels=16, channel_mult=(1, 2), attention_levels=(1,), num_heads=2))
+    with capture_attention() as maps:
+        unet(torch.randn(2, 4, 4, 8, 8), torch.tensor([3, 700]))
+    return maps
+
+
+def test_attention_views_are_distributions_over_keys():
+    from lvdm_ref.viz import spatial_attention_map, temporal_attention_matrix
+
+    maps = _captured_maps()
+    temporal = temporal_attention_matrix(maps.of_kind("temporal")[0])
+    assert temporal.shape == (4, 4)
+    np.testing.assert_allclose(temporal.sum(axis=1), 1.0, rtol=1e-5)  # each query row is a softmax
+    record = maps.of_kind("spatial")[0]
+    side = int(record["weights"].shape[-1] ** 0.5)
+    spatial = spatial_attention_map(record, (1, 2), frame=3, sample=1)
+    assert spatial.shape == (side, side)
+    np.testing.assert_allclose(spatial.sum(), 1.0, rtol=1e-5)
+    # the same row read straight from the captured tensor, averaged over heads
+    expected = record["weights"][1, 3, :, 1 * side + 2].mean(dim=0).reshape(side, side).numpy()
+    np.testing.assert_allclose(spatial, expected)
+
+
+def test_attention_views_reject_the_wrong_record():
+    from lvdm_ref.viz import spatial_attention_map, temporal_attention_matrix
+
+    maps = _captured_maps()
+    with pytest.raises(ValueError, match="temporal"):
+        temporal_attention_matrix(maps.of_kind("spatial")[0])
+    with pytest.raises(ValueError, match="outside"):
+        spatial_attention_map(maps.of_kind("spatial")[0], (99, 0))
+
+
+def test_show_attention_and_plot_latents_draw_one_panel_per_layer_and_frame():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lvdm_ref.viz import plot_latents, show_attention
+
+    maps = _captured_maps()
+    figure = show_attention(maps)
+    drawn = [ax for ax in figure.axes if ax.images]
+    assert len(drawn) == len(maps.of_kind("temporal")[:4]) + len(maps.of_kind("spatial")[:4])
+    figure = plot_latents(torch.randn(2, 4, 3, 8, 8), sample=1)
+    assert len(figure.axes) == 4 * 3
