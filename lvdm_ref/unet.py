@@ -71,6 +71,28 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Te
     return weights @ v, weights
 
 
+def flop_counter() -> "torch.utils.flop_counter.FlopCounterMode":
+    """`FlopCounterMode` that also counts the fused CPU attention kernel.
+
+    torch's FLOP table knows the CUDA attention kernels but not `_scaled_dot_product_flash_attention_for_cpu`,
+    so on a CPU every attention would silently count as zero FLOPs.
+    """
+    from torch.utils import flop_counter as fc
+
+    def forward(query, key, value, *args, out_shape=None, **kwargs):  # tensors arrive as their shapes
+        return fc.sdpa_flop_count(query, key, value)
+
+    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs):
+        return fc.sdpa_backward_flop_count(grad_out, query, key, value)
+
+    aten, mapping = torch.ops.aten, {}
+    for name, formula in (("_scaled_dot_product_flash_attention_for_cpu", forward),
+                          ("_scaled_dot_product_flash_attention_for_cpu_backward", backward)):
+        if hasattr(aten, name):
+            mapping[getattr(aten, name)] = formula
+    return fc.FlopCounterMode(display=False, custom_mapping=mapping)
+
+
 def _record(module: nn.Module, kind: str, weights: torch.Tensor) -> None:
     _RECORDER.records.append({"name": getattr(module, "record_name", ""), "kind": kind,
                               "weights": weights.detach().float().cpu()})

@@ -6,7 +6,7 @@ from torch import nn
 
 from lvdm_ref.config import UNetConfig
 from lvdm_ref.unet import (ATTENTION_KINDS, JointAttention, SpatialAttention, TemporalAttention, UNet,
-                           attention_block, capture_attention, timestep_embedding)
+                           attention_block, capture_attention, flop_counter, timestep_embedding)
 
 TINY = dict(model_channels=16, channel_mult=(1, 2), num_heads=2, attention_levels=(0, 1), max_relative_position=3)
 
@@ -202,6 +202,16 @@ def test_capture_attention_records_without_changing_the_output():
         torch.testing.assert_close(record["weights"].sum(-1), torch.ones(record["weights"].shape[:-1]))
     unet(x, t)
     assert len(maps.records) == 14  # nothing recorded once the context has closed
+
+
+def test_flop_counter_counts_fused_attention_in_closed_form():
+    n, channels, tokens, heads = 3, 16, 64, 2  # 3 frames of 8x8, d = 8 per head
+    layer = SpatialAttention(channels, heads)
+    with flop_counter() as counter:
+        layer(torch.randn(n, channels, 8, 8), n)
+    projections = 2 * n * tokens * channels * (3 * channels + channels)  # qkv and output projections
+    attention = 2 * 2 * n * heads * tokens * tokens * (channels // heads)  # q k^T and weights @ v
+    assert counter.get_total_flops() == projections + attention
 
 
 def test_unet_and_diffusion_learn_a_fixed_batch():

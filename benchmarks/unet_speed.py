@@ -1,0 +1,172 @@
+"""UNet training speed and model FLOP utilisation (MFU) on this machine; prints one JSON object.
+
+    python benchmarks/unet_speed.py [--preset mmnist] [--seconds 8] [--frames 4 8 16 32]
+
+- `matmul_gflops`: the machine's fp32 matmul rate, measured in this run (best of a few 2048^2 products, at
+  the start and at the end; the higher is used, so a busy machine cannot flatter the MFU).
+- `train`: forward+backward of the preset's UNet on a batch of latents (no optimizer step): samples/s,
+  GFLOP per sample counted by `torch.utils.flop_counter` (convolutions, matmuls and attention, with the
+  fused CPU attention kernel added by `lvdm_ref.unet.flop_counter`; element-wise ops are not counted), achieved GFLOP/s and `mfu` = achieved / matmul_gflops.
+- `attention_scaling`: "factorized" vs "joint" at batch 1 as the number of latent frames grows: time of
+  a forward+backward and the peak extra resident memory it needed (Linux: VmHWM after a reset).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from lvdm_ref.config import get_preset  # noqa: E402
+from lvdm_ref.unet import UNet, flop_counter  # noqa: E402
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best / 1e9
+
+
+def train_step(unet: UNet, x: torch.Tensor, t: torch.Tensor) -> None:
+    unet.zero_grad(set_to_none=True)
+    unet(x, t).square().mean().backward()
+
+
+def count_gflop(unet: UNet, x: torch.Tensor, t: torch.Tensor) -> tuple[float, float]:
+    """(forward, forward+backward) GFLOP for the whole batch."""
+    with flop_counter() as counter:
+        unet(x, t)
+    forward = counter.get_total_flops()
+    with flop_counter() as counter:
+        train_step(unet, x, t)
+    return forward / 1e9, counter.get_total_flops() / 1e9
+
+
+def time_steps(unet: UNet, x: torch.Tensor, t: torch.Tensor, seconds: float, min_steps: int) -> list[float]:
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_steps or time.perf_counter() - start < seconds:
+        step_start = time.perf_counter()
+        train_step(unet, x, t)
+        times.append(time.perf_counter() - step_start)
+    return times
+
+
+# ----------------------------------------------------------------------------- peak memory (Linux)
+def _status_mib(key: str) -> float | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(key):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # resets VmHWM to the current resident size
+        return True
+    except OSError:
+        return False
+
+
+def _return_freed_memory_to_the_os() -> None:
+    """Allocations above 128 kB get their own mmap and go back on free, so RSS follows live tensors."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD, fixed
+    except OSError:
+        pass
+
+
+def attention_scaling(preset, frames_list, latent_hw, seconds) -> list[dict]:
+    rows = []
+    for kind in ("factorized", "joint"):
+        config = preset.unet
+        config.attention = kind
+        torch.manual_seed(0)
+        unet = UNet(config)
+        for frames in frames_list:
+            x, t = torch.randn(1, config.in_channels, frames, *latent_hw), torch.tensor([500])
+            can_measure = _reset_peak()
+            base = _status_mib("VmRSS")
+            train_step(unet, x, t)  # also the warm-up
+            peak = _status_mib("VmHWM") if can_measure else None
+            times = time_steps(unet, x, t, seconds=seconds, min_steps=2)
+            rows.append({"attention": kind, "latent_frames": frames, "tokens_per_clip": frames * latent_hw[0] * latent_hw[1],
+                         "seconds_per_step": round(min(times), 4),
+                         "peak_extra_memory_mib": round(peak - base, 1) if peak is not None and base else None})
+            print(f"{kind:>10} t={frames:>2}: {min(times):.3f} s, {rows[-1]['peak_extra_memory_mib']} MiB",
+                  file=sys.stderr)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="mmnist")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's training batch")
+    parser.add_argument("--seconds", type=float, default=8.0, help="time spent measuring training steps")
+    parser.add_argument("--frames", type=int, nargs="*", default=[4, 8, 16, 32], help="latent frames for scaling")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
+    args = parser.parse_args()
+    _return_freed_memory_to_the_os()
+
+    preset = get_preset(args.preset)
+    vae, data = preset.vae, preset.data
+    latent_hw = (data.size // vae.spatial_downsample, data.size // vae.spatial_downsample)
+    latent_shape = (preset.unet.in_channels, data.num_frames // vae.temporal_downsample, *latent_hw)  # (c, t, h, w)
+    batch = args.batch_size or preset.train.batch_size
+
+    matmul_before = matmul_gflops()
+    torch.manual_seed(0)
+    unet = UNet(preset.unet)
+    if args.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    x, t = torch.randn(batch, *latent_shape), torch.randint(0, 1000, (batch,))
+    gflop_forward, gflop_train = count_gflop(unet, x, t)
+    train_step(unet, x, t)  # warm-up
+    times = time_steps(unet, x, t, seconds=args.seconds, min_steps=3)
+    scaling = attention_scaling(get_preset(args.preset), args.frames, latent_hw, seconds=0.0)
+    matmul_after = matmul_gflops()
+
+    matmul = max(matmul_before, matmul_after)
+    median = statistics.median(times)
+    achieved = gflop_train / median
+    result = {
+        "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "matmul_gflops": round(matmul, 1), "matmul_gflops_start_end": [round(matmul_before, 1), round(matmul_after, 1)],
+        "train": {
+            "preset": args.preset, "attention": preset.unet.attention, "batch_size": batch,
+            "latent_shape": list(latent_shape), "channels_last": args.channels_last,
+            "parameters_millions": round(sum(p.numel() for p in unet.parameters()) / 1e6, 3),
+            "gflop_per_sample_forward": round(gflop_forward / batch, 3),
+            "gflop_per_sample_forward_backward": round(gflop_train / batch, 3),
+            "steps_timed": len(times), "seconds_per_step_median": round(median, 4),
+            "seconds_per_step_best": round(min(times), 4),
+            "samples_per_second": round(batch / median, 2),
+            "achieved_gflops": round(achieved, 1),
+            "mfu": round(achieved / matmul, 3),
+            "mfu_best_step": round(gflop_train / min(times) / matmul, 3),
+        },
+        "attention_scaling": scaling,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
