@@ -16,6 +16,7 @@ import argparse
 import ctypes
 import gc
 import json
+import os
 import statistics
 import sys
 import time
@@ -101,13 +102,14 @@ def attention_scaling(preset, frames_list, latent_hw, seconds) -> list[dict]:
         config.attention = kind
         torch.manual_seed(0)
         unet = UNet(config)
+        train_step(unet, torch.randn(1, config.in_channels, frames_list[0], *latent_hw), torch.tensor([500]))  # warm-up
         for frames in frames_list:
             x, t = torch.randn(1, config.in_channels, frames, *latent_hw), torch.tensor([500])
             can_measure = _reset_peak()
             base = _status_mib("VmRSS")
-            train_step(unet, x, t)  # also the warm-up
+            train_step(unet, x, t)
             peak = _status_mib("VmHWM") if can_measure else None
-            times = time_steps(unet, x, t, seconds=seconds, min_steps=2)
+            times = time_steps(unet, x, t, seconds=seconds, min_steps=1)
             rows.append({"attention": kind, "latent_frames": frames, "tokens_per_clip": frames * latent_hw[0] * latent_hw[1],
                          "seconds_per_step": round(min(times), 4),
                          "peak_extra_memory_mib": round(peak - base, 1) if peak is not None and base else None})
@@ -123,7 +125,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="time spent measuring training steps")
     parser.add_argument("--frames", type=int, nargs="*", default=[4, 8, 16, 32], help="latent frames for scaling")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     _return_freed_memory_to_the_os()
 
     preset = get_preset(args.preset)
@@ -141,6 +147,7 @@ def main() -> None:
     gflop_forward, gflop_train = count_gflop(unet, x, t)
     train_step(unet, x, t)  # warm-up
     times = time_steps(unet, x, t, seconds=args.seconds, min_steps=3)
+    print(f"train: {len(times)} steps, median {statistics.median(times):.3f} s", file=sys.stderr)
     scaling = attention_scaling(get_preset(args.preset), args.frames, latent_hw, seconds=0.0)
     matmul_after = matmul_gflops()
 
@@ -148,7 +155,8 @@ def main() -> None:
     median = statistics.median(times)
     achieved = gflop_train / median
     result = {
-        "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "device": "cpu", "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+        "load_average_1min_start_end": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # other work on the box
         "matmul_gflops": round(matmul, 1), "matmul_gflops_start_end": [round(matmul_before, 1), round(matmul_after, 1)],
         "train": {
             "preset": args.preset, "attention": preset.unet.attention, "batch_size": batch,

@@ -221,7 +221,7 @@ class TemporalAttention(_SelfAttention):
         tokens = rearrange(self.norm(x), "(b t) c h w -> (b h w) t c", t=t)
         q, k, v = self.heads(tokens)  # (b h w, heads, t, d)
         scores = (q @ k.transpose(-1, -2) + torch.einsum("nhid,ijd->nhij", q, a_key)) / math.sqrt(q.shape[-1])
-        weights = torch.softmax(scores, dim=-1)  # (b h w, heads, t, t); Shaw Eq. 4-5
+        weights = torch.softmax(scores, dim=-1)  # (b h w, heads, t, t); Shaw Eq. 4, then Eq. 2
         out = weights @ v + torch.einsum("nhij,ijd->nhid", weights, a_value)  # Shaw Eq. 3
         if _RECORDER is not None:
             _record(self, "temporal", rearrange(weights, "(b h w) n i j -> b h w n i j", h=h, w=x.shape[-1]))
