@@ -367,44 +367,18 @@ class FreshMovingMNIST:
 
 @torch.no_grad()
 def evaluate_reconstruction(autoencoder: VideoAutoencoder, videos: np.ndarray, batch_size: int = 8) -> dict:
-    """Per-frame PSNR and SSIM of reconstructions of uint8 clips (N, T, H, W, C), averaged over all frames."""
+    """Per-frame PSNR (dB) and SSIM of reconstructions of uint8 clips (N, T, H, W, C), averaged over all frames."""
+    from lvdm_ref.fvd import psnr, ssim
     from lvdm_ref.utils import from_uint8
 
     autoencoder.eval()
     psnrs, ssims = [], []
     device = autoencoder.latent_scale.device
     for start in range(0, len(videos), batch_size):
-        real = from_uint8(videos[start:start + batch_size]).to(device)  # (B, C, T, H, W)
+        real = from_uint8(videos[start:start + batch_size]).to(device)  # (B, C, T, H, W) in [-1, 1]
         fake = autoencoder.reconstruct(real)
-        real01 = rearrange((real + 1) / 2, "b c t h w -> (b t) c h w")  # frames in [0, 1]
-        fake01 = rearrange((fake + 1) / 2, "b c t h w -> (b t) c h w")
-        psnrs.append(frame_psnr(fake01, real01))
-        ssims.append(frame_ssim(fake01, real01))
+        # SSIM is not shift-invariant (its luminance term), so measure on [0, 1] pixels as the standard does.
+        real01, fake01 = (real + 1) / 2, (fake + 1) / 2
+        psnrs.append(psnr(fake01, real01, data_range=1.0).flatten())  # (B * T,)
+        ssims.append(ssim(fake01, real01, data_range=1.0).flatten())
     return {"psnr": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean())}
-
-
-def frame_psnr(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB per frame of (N, C, H, W) images in [0, 1] (data range 1); capped at 100 dB for exact frames."""
-    mse = (fake.double() - real.double()).pow(2).mean(dim=(1, 2, 3))
-    return (10 * torch.log10(1 / mse.clamp_min(1e-10))).float()  # (N,)
-
-
-def frame_ssim(fake: torch.Tensor, real: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """SSIM (Wang et al. 2004) per frame of (N, C, H, W) images in [0, 1]: Gaussian 11x11 window,
-    sigma 1.5, K1 = 0.01, K2 = 0.03, averaged over the valid region (no padding)."""
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    x, y = fake.double(), real.double()
-    coords = torch.arange(window, dtype=torch.float64, device=x.device) - (window - 1) / 2
-    g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
-    g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).expand(x.shape[1], 1, window, window)  # (C, 1, k, k) depthwise
-
-    def blur(image: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(image, kernel, groups=x.shape[1])
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x ** 2
-    var_y = blur(y * y) - mu_y ** 2
-    cov = blur(x * y) - mu_x * mu_y
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
-    return ssim_map.mean(dim=(1, 2, 3)).float()  # (N,)

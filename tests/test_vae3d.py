@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from lvdm_ref.config import VAEConfig, get_preset
 from lvdm_ref.vae3d import (AutoencoderWithLoss, FrameGroupNorm, FreshMovingMNIST, VideoAutoencoder,
-                            autoencoder_loss, frame_psnr, frame_ssim)
+                            autoencoder_loss, evaluate_reconstruction)
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "data" / "checkpoints" / "mmnist_vae.safetensors"
@@ -234,29 +234,32 @@ def test_fresh_batches_are_a_function_of_the_step():
 
 
 # ----------------------------------------------------------------------------- metrics
-def test_psnr_closed_form():
-    real = torch.rand(3, 1, 8, 8) * 0.8
-    assert frame_psnr(real + 0.1, real).tolist() == pytest.approx([20.0] * 3, abs=1e-4)  # MSE 0.01
-
-
-def test_ssim_against_a_direct_window_loop():
+def test_evaluate_reconstruction_against_a_direct_computation():
+    """Per-frame PSNR in closed form and SSIM by an explicit loop over 11x11 Gaussian windows."""
     torch.manual_seed(0)
-    real, fake = torch.rand(2, 1, 14, 13), torch.rand(2, 1, 14, 13)
+    model = VideoAutoencoder(tiny()).eval()
+    videos = (np.random.default_rng(0).random((3, 4, 16, 16, 1)) * 255).astype(np.uint8)  # (N, T, H, W, C)
+    got = evaluate_reconstruction(model, videos, batch_size=2)
+    real = videos[..., 0].astype(np.float64) / 255  # (N, T, H, W) in [0, 1]
+    with torch.no_grad():
+        fake = ((model.reconstruct(torch.from_numpy(videos).permute(0, 4, 1, 2, 3).float() / 127.5 - 1)[:, 0]
+                 .double().numpy()) + 1) / 2  # (N, T, H, W) in [0, 1]
+    psnrs = 10 * np.log10(1 / ((fake - real) ** 2).mean(axis=(2, 3)))
     coords = np.arange(11) - 5
     g = np.exp(-coords ** 2 / (2 * 1.5 ** 2))
     w = np.outer(g, g) / np.outer(g, g).sum()
-    expected = []
-    for x, y in zip(fake[:, 0].double().numpy(), real[:, 0].double().numpy()):
+    ssims = []
+    for x, y in zip(fake.reshape(-1, 16, 16), real.reshape(-1, 16, 16)):
         values = []
-        for i in range(14 - 10):
-            for j in range(13 - 10):
+        for i in range(16 - 10):
+            for j in range(16 - 10):
                 a, b = x[i:i + 11, j:j + 11], y[i:i + 11, j:j + 11]
                 ma, mb = (w * a).sum(), (w * b).sum()
                 va, vb, cov = (w * (a - ma) ** 2).sum(), (w * (b - mb) ** 2).sum(), (w * (a - ma) * (b - mb)).sum()
                 values.append((2 * ma * mb + 1e-4) * (2 * cov + 9e-4) / ((ma ** 2 + mb ** 2 + 1e-4) * (va + vb + 9e-4)))
-        expected.append(np.mean(values))
-    assert frame_ssim(fake, real).tolist() == pytest.approx(expected, abs=1e-5)
-    assert frame_ssim(real, real).tolist() == pytest.approx([1.0, 1.0], abs=1e-6)
+        ssims.append(np.mean(values))
+    assert got["psnr"] == pytest.approx(psnrs.mean(), abs=1e-4)
+    assert got["ssim"] == pytest.approx(np.mean(ssims), abs=1e-5)
 
 
 # ----------------------------------------------------------------------------- commands and shipped weights
