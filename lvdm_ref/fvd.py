@@ -329,8 +329,8 @@ def preprocess(videos: np.ndarray) -> torch.Tensor:
     num_clips = x.shape[0]
     frames = rearrange(x, "n t h w c -> (n t) c h w")
     frames = F.interpolate(frames, size=(RESOLUTION, RESOLUTION), mode="bilinear", align_corners=False)
-    # The FVD paper's TF1 resize_bilinear used corner-aligned sampling; we use half-pixel centres
-    # (torch and TF2's default): a small, stated difference in the protocol.
+    # Differs from the FVD paper's code (TF1 resize_bilinear: source = target * in / out, no
+    # half-pixel offset): we sample at half-pixel centres like torch and TF2. Stated in the README.
     x = rearrange(frames, "(n t) c h w -> n c t h w", n=num_clips) / 127.5 - 1  # (N, C, T, 224, 224)
     return x.expand(-1, 3, -1, -1, -1) if x.shape[1] == 1 else x  # grayscale -> RGB
 
@@ -444,7 +444,7 @@ def compute_fvd(real: np.ndarray, fake: np.ndarray, batch_size: int = 8, model: 
     real_features = i3d_features(real, batch_size, model, progress=progress)
     fake_features = i3d_features(fake, batch_size, model, progress=progress)
     return {"fvd": fvd_from_features(real_features, fake_features),
-            "kvd": kvd_from_features(real_features, fake_features), "num": [len(real), len(fake)]}
+            "kvd": kvd_from_features(real_features, fake_features), "num": len(real), "num_fake": len(fake)}
 
 
 def windowed_fvd(videos: np.ndarray, real: np.ndarray | None = None, starts: Sequence[int] = (0,),
@@ -470,8 +470,11 @@ def windowed_fvd(videos: np.ndarray, real: np.ndarray | None = None, starts: Seq
 
 
 # ----------------------------------------------------------------------------- PSNR and SSIM
-def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
-    """Per-frame PSNR in dB of (B, C, T, H, W) videos (range 2 for [-1, 1]) -> (B, T)."""
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-frame PSNR in dB of (B, C, T, H, W) videos with values in [0, data_range] -> (B, T).
+
+    PSNR is shift-invariant, so [-1, 1] videos with data_range=2 give the same numbers.
+    """
     mse = (x.double() - y.double()).pow(2).mean(dim=(1, 3, 4))  # (B, T)
     return 10 * torch.log10(data_range ** 2 / mse)
 
@@ -482,11 +485,12 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     return g / g.sum()  # (size,)
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
-    """Per-frame SSIM (Wang et al. 2004, Eq. 13) of (B, C, T, H, W) videos -> (B, T).
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-frame SSIM (Wang et al. 2004, Eq. 13) of (B, C, T, H, W) videos in [0, data_range] -> (B, T).
 
     11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, 'valid' filtering as in the authors'
-    MATLAB code, averaged over pixels and channels.
+    MATLAB code, averaged over pixels and channels. The luminance term is not shift-invariant:
+    pass [-1, 1] videos as (x + 1) / 2, as the standard measures on non-negative pixels.
     """
     batch, channels, frames = x.shape[:3]
     a = rearrange(x.double(), "b c t h w -> (b t c) 1 h w")

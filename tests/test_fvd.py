@@ -63,6 +63,19 @@ def test_port_matches_reference_jax_logits(i3d):
     assert np.abs(logits - reference).max() / np.abs(reference).max() < 1e-4
 
 
+def test_port_matches_the_tf_hub_module_on_a_black_clip(i3d):
+    """Logits of the original TF-Hub `i3d-kinetics-400/1` for 15 black 224x224 frames.
+
+    An independent oracle for the whole network: the TF-Hub module run through the FVD reference
+    code's `preprocess` + `create_id3_embedding`, first and last three logits as printed in the
+    public repository zhanganny/cal_FVD (my_suc.py). TF's own batch-to-batch spread was 7e-7.
+    """
+    with torch.no_grad():
+        logits = i3d(fvd.preprocess(np.zeros((1, 15, 224, 224, 3), np.uint8)))[0].numpy()  # (400,)
+    published = [0.7422105, 2.829727, 0.39993525, -0.38092658, 0.65539014, -1.4021297]
+    np.testing.assert_allclose(np.r_[logits[:3], logits[-3:]], published, atol=2e-5)
+
+
 def test_preprocess_is_half_pixel_bilinear_gray_to_rgb():
     rng = np.random.default_rng(0)
     clips = rng.integers(0, 256, size=(2, 16, 5, 7, 1), dtype=np.uint8)
@@ -159,22 +172,24 @@ def test_fewer_than_two_clips_is_an_error():
 
 # ----------------------------------------------------------------------------- PSNR and SSIM
 def test_psnr_closed_form():
-    x = torch.rand(2, 1, 3, 8, 8) * 1.5 - 0.75
-    assert torch.allclose(fvd.psnr(x, x + 0.1), torch.full((2, 3), 20 * np.log10(2 / 0.1), dtype=torch.float64))
+    x = torch.rand(2, 1, 3, 8, 8) * 0.8
+    expected = torch.full((2, 3), 20 * np.log10(1 / 0.1), dtype=torch.float64)  # MSE = 0.1^2
+    assert torch.allclose(fvd.psnr(x, x + 0.1), expected)
+    assert torch.allclose(fvd.psnr(2 * x - 1, 2 * x - 0.8, data_range=2.0), expected)  # [-1, 1], same figure
 
 
 def test_ssim_closed_forms_and_a_direct_window_sum():
-    x = torch.rand(1, 3, 2, 16, 16) * 2 - 1
+    x = torch.rand(1, 3, 2, 16, 16)  # pixels in [0, 1]
     assert torch.allclose(fvd.ssim(x, x), torch.ones(1, 2, dtype=torch.float64))
-    a, b = 0.3, -0.2  # constant frames: variances vanish, SSIM = (2ab + C1) / (a^2 + b^2 + C1)
-    c1 = (0.01 * 2) ** 2
+    a, b = 0.6, 0.35  # constant frames: variances vanish, SSIM = (2ab + C1) / (a^2 + b^2 + C1)
+    c1 = 0.01 ** 2
     value = fvd.ssim(torch.full((1, 1, 1, 16, 16), a), torch.full((1, 1, 1, 16, 16), b))
     assert value.item() == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), rel=1e-5)
     # A second computation: an explicit 2-D Gaussian window slid over every valid position.
-    y = (x + 0.3 * torch.randn_like(x)).clamp(-1, 1)
+    y = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
     g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5 ** 2))
     window = np.outer(g, g) / np.outer(g, g).sum()
-    c2 = (0.03 * 2) ** 2
+    c2 = 0.03 ** 2
     p, q = x[0, 0, 0].double().numpy(), y[0, 0, 0].double().numpy()
     values = []
     for i in range(6):
@@ -229,6 +244,8 @@ def test_windowed_fvd_uses_the_windows_at_the_given_starts():
         assert drift[start] == pytest.approx(fvd.fvd_from_features(real_features, window_features), rel=1e-12)
     with pytest.raises(ValueError, match="valid: 0..24"):
         fvd.windowed_fvd(videos, real=real, starts=(25,), model=model)
+    result = fvd.compute_fvd(real, videos[:, 7:23], model=model, progress=False)
+    assert result["fvd"] == pytest.approx(drift[7], rel=1e-12) and (result["num"], result["num_fake"]) == (6, 5)
 
 
 def test_fvd_command_set_with_itself_is_zero_and_cached(i3d, tmp_path, monkeypatch, capsys):
