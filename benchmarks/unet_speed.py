@@ -7,8 +7,13 @@
 - `train`: forward+backward of the preset's UNet on a batch of latents (no optimizer step): samples/s,
   GFLOP per sample counted by `torch.utils.flop_counter` (convolutions, matmuls and attention, with the
   fused CPU attention kernel added by `lvdm_ref.unet.flop_counter`; element-wise ops are not counted), achieved GFLOP/s and `mfu` = achieved / matmul_gflops.
-- `attention_scaling`: "factorized" vs "joint" at batch 1 as the number of latent frames grows: time of
-  a forward+backward and the peak extra resident memory it needed (Linux: VmHWM after a reset).
+- `attention_scaling`: "factorized" vs "joint" at batch 1 as the number of latent frames grows: FLOPs and
+  time of a forward+backward and the peak extra resident memory it needed (Linux: VmHWM after a reset).
+  Attention here is a fused kernel, so joint attention never stores its (t h w)^2 weights.
+
+OpenMP threads that wait by spinning collapse when other jobs share the cores: on this 2-core machine, with
+two other jobs running, 2 threads gave ~10 GFLOP/s spinning and ~140 GFLOP/s with OMP_WAIT_POLICY=PASSIVE.
+So this script sets OMP_WAIT_POLICY=PASSIVE unless you set it yourself (it must be set before torch loads).
 """
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime (see above)
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from lvdm_ref.config import get_preset  # noqa: E402
@@ -107,10 +113,12 @@ def attention_scaling(preset, frames_list, latent_hw, seconds) -> list[dict]:
             x, t = torch.randn(1, config.in_channels, frames, *latent_hw), torch.tensor([500])
             can_measure = _reset_peak()
             base = _status_mib("VmRSS")
-            train_step(unet, x, t)
+            with flop_counter() as counter:  # this step also gives the peak memory
+                train_step(unet, x, t)
             peak = _status_mib("VmHWM") if can_measure else None
             times = time_steps(unet, x, t, seconds=seconds, min_steps=1)
             rows.append({"attention": kind, "latent_frames": frames, "tokens_per_clip": frames * latent_hw[0] * latent_hw[1],
+                         "gflop_forward_backward": round(counter.get_total_flops() / 1e9, 3),
                          "seconds_per_step": round(min(times), 4),
                          "peak_extra_memory_mib": round(peak - base, 1) if peak is not None and base else None})
             print(f"{kind:>10} t={frames:>2}: {min(times):.3f} s, {rows[-1]['peak_extra_memory_mib']} MiB",
@@ -157,6 +165,7 @@ def main() -> None:
     result = {
         "device": "cpu", "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "load_average_1min_start_end": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # other work on the box
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "matmul_gflops": round(matmul, 1), "matmul_gflops_start_end": [round(matmul_before, 1), round(matmul_after, 1)],
         "train": {
             "preset": args.preset, "attention": preset.unet.attention, "batch_size": batch,
