@@ -4,6 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # A CPU build of torch; users bring their own torch (the package asks only for a range).
 TORCH_PIN ?= torch==2.13.0
+# Idle OpenMP threads sleep instead of spinning: on a small shared machine spinning costs a lot.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test unit notebooks venv clean
 
