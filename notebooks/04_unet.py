@@ -26,8 +26,11 @@
 
 # %%
 import subprocess, sys
-if "google.colab" in sys.modules:  # Colab: install lvdm-ref and its dependencies
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "lvdm-ref @ git+https://github.com/lvdm-ref/lvdm-ref"], check=True)
+if "google.colab" in sys.modules:  # Colab: fetch lvdm-ref (code and shipped weights) and install it
+    subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/lvdm-ref/lvdm-ref"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lvdm-ref"], check=True)
+    subprocess.run([sys.executable, "-m", "lvdm_ref", "setup-weights"], check=True)  # I3D for FVD, once
+    sys.path.insert(0, "lvdm-ref")
 
 # %%
 from lvdm_ref.utils import is_quick
