@@ -205,8 +205,9 @@ def _write_videos(out: Path, videos: np.ndarray, fps: float = 8) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
-    """The embedded default: shipped weights, no download. Real test clips next to what the shipped
-    models make of them (autoencoder reconstructions) and, once shipped, generated clips."""
+    """The embedded default: shipped weights, no download. Real test clips (top row), what the
+    shipped autoencoder makes of them (middle) and clips the shipped short model generates (bottom),
+    as one grid video and a still strip, plus each set on its own."""
     import torch
 
     from lvdm_ref.checkpoint import SHIPPED_DIR
@@ -217,25 +218,30 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     vae_path, short_path = SHIPPED_DIR / "mmnist_vae.safetensors", SHIPPED_DIR / "mmnist_short.safetensors"
     start = time.perf_counter()
-    real = generate_moving_mnist(args.num, 16, 64, 2, "test", seed=args.seed)  # uint8 (N, 16, 64, 64, 1)
-    result: dict = {"real": [str(_write_videos(out / f"real{ext}", real)) for ext in (".gif", ".mp4")]}
+    rows = {"real": generate_moving_mnist(args.num, 16, 64, 2, "test", seed=args.seed)}  # uint8 (N, 16, 64, 64, 1)
     if vae_path.exists():
         vae = VideoAutoencoder.load(vae_path)
         with torch.no_grad():
-            reconstructed = to_uint8(vae.reconstruct(from_uint8(real)))
-        result["reconstructed"] = [str(_write_videos(out / f"reconstructed{ext}", reconstructed))
-                                   for ext in (".gif", ".mp4")]
+            rows["reconstructed"] = to_uint8(vae.reconstruct(from_uint8(rows["real"])))
     if short_path.exists():
         from lvdm_ref.lvdm import LatentVideoDiffusion
 
         model = LatentVideoDiffusion.load(short_path, vae=vae_path)
-        generated = model.sample(args.num, sampler="ddim", num_steps=args.steps, seed=args.seed, progress=True)
-        result["generated"] = [str(_write_videos(out / f"generated{ext}", generated)) for ext in (".gif", ".mp4")]
+        rows["generated"] = model.sample(args.num, sampler="ddim", num_steps=args.steps, seed=args.seed,
+                                         progress=True)
+    result: dict = {name: [str(_write_videos(out / f"{name}{ext}", videos)) for ext in (".gif", ".mp4")]
+                    for name, videos in rows.items()}
+    from lvdm_ref.viz import save_video
+
+    everything = np.concatenate(list(rows.values()))  # one row of `num` clips per kind
+    result["comparison"] = [str(save_video(out / f"comparison{ext}", everything, nrow=args.num))
+                            for ext in (".gif", ".mp4", ".png")]
+    result["rows"] = list(rows)
     missing = [p.name for p in (vae_path, short_path) if not p.exists()]
     if missing:
-        result["not_shipped_yet"] = missing
+        result["not_shipped"] = missing
     result["seconds"] = round(time.perf_counter() - start, 2)
-    print(f"demo videos written to {out}/", file=sys.stderr)
+    print(f"demo videos written to {out}/ (comparison.gif: rows {', '.join(rows)})", file=sys.stderr)
     return result
 
 

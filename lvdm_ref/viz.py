@@ -133,7 +133,7 @@ def save_video(path: str | Path, video: np.ndarray | torch.Tensor, fps: float = 
     if extension == ".png":
         from PIL import Image
 
-        strip = frame_strip(video)  # (H, W', C)
+        strip = frame_strip(as_video(video, nrow))  # (H, W', C)
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(strip[..., 0] if strip.shape[-1] == 1 else strip).save(path)
         return path

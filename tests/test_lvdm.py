@@ -119,3 +119,12 @@ def test_sample_on_shipped_weights(tmp_path):
     videos = np.load(out)["videos"]
     assert videos.shape == (2, 16, 64, 64, 1) and result["shape"] == [2, 16, 64, 64, 1]
     assert videos.std() > 5  # not a blank canvas
+
+
+def test_demo_writes_the_comparison_from_shipped_weights(tmp_path):
+    result = run_cli("demo", "--num", 2, "--steps", 5, "--out", tmp_path)
+    expected_rows = ["real"] + (["reconstructed"] if (SHIPPED_SHORT.parent / "mmnist_vae.safetensors").exists()
+                                else []) + (["generated"] if SHIPPED_SHORT.exists() else [])
+    assert result["rows"] == expected_rows
+    frames = __import__("lvdm_ref.video_io", fromlist=["read_video"]).read_video(tmp_path / "comparison.mp4")
+    assert frames.shape[0] == 16 and frames.shape[1] >= 64 * len(expected_rows)  # one row of clips per kind

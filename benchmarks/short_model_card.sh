@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The model-card figures of the shipped short model, from the repo root:
+#   bash benchmarks/short_model_card.sh [work-folder] [N]
+# FVD of N generated clips (DDIM, 50 steps, eta 1) against N real test clips, next to the
+# real-vs-real floor and the FVD of autoencoder reconstructions (the ceiling) at the same N.
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+D=${1:-outputs/short_model_card}
+N=${2:-256}
+CKPT=${CKPT:-data/checkpoints/mmnist_short.safetensors}
+VAE=${VAE:-data/checkpoints/mmnist_vae.safetensors}
+mkdir -p "$D"
+$PY -m lvdm_ref data moving-mnist --num "$N" --frames 16 --size 64 --digits 2 --split test --seed 1 --out "$D/real_a.npz" | tail -1
+$PY -m lvdm_ref data moving-mnist --num "$N" --frames 16 --size 64 --digits 2 --split test --seed 2 --out "$D/real_b.npz" | tail -1
+$PY - "$D" "$VAE" <<'PY'
+import sys
+import numpy as np
+import torch
+from lvdm_ref.utils import from_uint8, to_uint8
+from lvdm_ref.vae3d import VideoAutoencoder
+folder, vae_path = sys.argv[1], sys.argv[2]
+vae = VideoAutoencoder.load(vae_path)
+real_b = np.load(f"{folder}/real_b.npz")["videos"]
+with torch.no_grad():
+    recon = np.concatenate([to_uint8(vae.reconstruct(from_uint8(real_b[i:i + 16]))) for i in range(0, len(real_b), 16)])
+np.savez_compressed(f"{folder}/reconstructed_b.npz", videos=recon)
+PY
+echo "== sample"
+$PY -m lvdm_ref sample --ckpt "$CKPT" --num "$N" --sampler ddim --steps 50 --eta 1.0 --seed 0 --out "$D/generated.npz" 2>/dev/null | tail -1
+for fake in real_b reconstructed_b generated; do
+  echo "== $fake"
+  $PY -m lvdm_ref fvd --real "$D/real_a.npz" --fake "$D/$fake.npz" --num "$N" 2>/dev/null | tail -1
+done
