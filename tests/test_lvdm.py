@@ -13,6 +13,7 @@ from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.lvdm import LatentVideoDiffusion, encode_videos
 from lvdm_ref.unet import UNet
 from lvdm_ref.vae3d import VideoAutoencoder
+from lvdm_ref.video_io import read_video
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_SHORT = ROOT / "data" / "checkpoints" / "mmnist_short.safetensors"
@@ -63,7 +64,6 @@ def test_sample_command_writes_uint8_clips(quick_run, tmp_path):
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])
 def test_videos_are_written_as_a_grid(tmp_path, suffix):
     from lvdm_ref.cli import _write_videos
-    from lvdm_ref.video_io import read_video
 
     videos = np.random.default_rng(0).integers(0, 256, (3, 8, 32, 32, 1), dtype=np.uint8)
     frames = read_video(_write_videos(tmp_path / f"grid{suffix}", videos))
@@ -126,5 +126,5 @@ def test_demo_writes_the_comparison_from_shipped_weights(tmp_path):
     expected_rows = ["real"] + (["reconstructed"] if (SHIPPED_SHORT.parent / "mmnist_vae.safetensors").exists()
                                 else []) + (["generated"] if SHIPPED_SHORT.exists() else [])
     assert result["rows"] == expected_rows
-    frames = __import__("lvdm_ref.video_io", fromlist=["read_video"]).read_video(tmp_path / "comparison.mp4")
+    frames = read_video(tmp_path / "comparison.mp4")
     assert frames.shape[0] == 16 and frames.shape[1] >= 64 * len(expected_rows)  # one row of clips per kind
