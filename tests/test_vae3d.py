@@ -283,9 +283,10 @@ def card_rows() -> dict[tuple[int, int], tuple[float, float]]:
     rows = {}
     for line in CARD.read_text().splitlines():
         match = re.match(r"\|\s*`python -m lvdm_ref eval-vae --ckpt data/checkpoints/mmnist_vae.safetensors "
-                         r"--num (\d+) --seed (\d+)`\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|", line)
+                         r"--num (\d+) --seed (\d+)`\s*\|\s*(\d+)\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|", line)
         if match:
-            rows[int(match[1]), int(match[2])] = float(match[3]), float(match[4])
+            assert match[1] == match[3], f"the clips column disagrees with --num: {line}"
+            rows[int(match[1]), int(match[2])] = float(match[4]), float(match[5])
     return rows
 
 
