@@ -231,11 +231,16 @@ def cmd_demo(args: argparse.Namespace) -> dict:
                                          progress=True)
     result: dict = {name: [str(_write_videos(out / f"{name}{ext}", videos)) for ext in (".gif", ".mp4")]
                     for name, videos in rows.items()}
-    from lvdm_ref.viz import save_video
+    from PIL import Image
+
+    from lvdm_ref.viz import as_video, frame_strip, save_video
 
     everything = np.concatenate(list(rows.values()))  # one row of `num` clips per kind
     result["comparison"] = [str(save_video(out / f"comparison{ext}", everything, nrow=args.num))
-                            for ext in (".gif", ".mp4", ".png")]
+                            for ext in (".gif", ".mp4")]
+    strip = frame_strip(as_video(everything, nrow=args.num), every=3)  # frames 0, 3, ..., 15 side by side
+    Image.fromarray(strip[..., 0]).save(out / "comparison.png")
+    result["comparison"].append(str(out / "comparison.png"))
     result["rows"] = list(rows)
     missing = [p.name for p in (vae_path, short_path) if not p.exists()]
     if missing:

@@ -131,7 +131,7 @@ def _mmnist() -> Preset:
         unet=UNetConfig(model_channels=64, channel_mult=(1, 2, 2), attention_levels=(1, 2), num_heads=4),
         # Not LVDM's 6e-5 / EMA 0.9999 (hundreds of thousands of GPU steps): a CPU budget of a few
         # thousand steps needs a larger lr and a shorter EMA horizon.
-        train=TrainConfig(batch_size=16, lr=3e-4, warmup_steps=200, steps=3000, ema_decay=0.999,
+        train=TrainConfig(batch_size=16, lr=3e-4, warmup_steps=200, steps=4500, ema_decay=0.999,
                           log_every=25, ckpt_every=250),
     )
 
