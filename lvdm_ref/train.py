@@ -55,6 +55,18 @@ class Callback:
         pass
 
 
+class LossHistory(Callback):
+    """Keeps every step's loss in memory (e.g. for a plot in a notebook)."""
+
+    def __init__(self):
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+
+    def on_step_end(self, trainer: "Trainer", step: int, logs: dict[str, float]) -> None:
+        self.steps.append(step)
+        self.losses.append(logs["loss"])
+
+
 class EMA:
     """Exponential moving average of parameters and buffers, with the usual warm-up:
     decay_k = min(decay, (1 + k) / (10 + k)), so early averages are not dominated by the init."""

@@ -52,7 +52,7 @@ from lvdm_ref.config import get_preset
 from lvdm_ref.data import generate_moving_mnist
 from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.lvdm import LatentDataset, LatentVideoDiffusion, diffusion_loss, encode_videos
-from lvdm_ref.train import Callback, Trainer
+from lvdm_ref.train import LossHistory, Trainer
 from lvdm_ref.unet import UNet, capture_attention
 from lvdm_ref.utils import is_quick, to_uint8
 from lvdm_ref.vae3d import VideoAutoencoder
@@ -91,20 +91,11 @@ plt.show()
 #
 # The trainer knows nothing about diffusion: it gets the UNet, a loss function
 # (`diffusion_loss`: draw $t$ and $\epsilon$, return the L1 loss) and a dataset of latents. A
-# callback collects the loss so we can watch it. In quick mode this is a small UNet for a few
+# callback (`LossHistory`) collects the loss so we can watch it. In quick mode this is a small UNet for a few
 # dozen steps; the shipped model was trained by `python -m lvdm_ref train --preset mmnist`
 # (see `data/checkpoints/README.md`).
 
 # %%
-class LossHistory(Callback):
-    def __init__(self):
-        self.steps, self.losses = [], []
-
-    def on_step_end(self, trainer, step, logs):
-        self.steps.append(step)
-        self.losses.append(logs["loss"])
-
-
 preset = get_preset("mmnist")
 unet_config = get_preset("quick").unet if QUICK else preset.unet
 unet_config.in_channels = unet_config.out_channels = 4

@@ -159,3 +159,13 @@ def test_ddp_two_processes_match_one(tmp_path):
     two = torch.load(tmp_path / "two" / "final.pt", weights_only=True)
     for key in one:
         torch.testing.assert_close(one[key], two[key], rtol=1e-5, atol=1e-6)
+
+
+def test_loss_history_callback_sees_every_step(tmp_path):
+    from lvdm_ref.train import LossHistory
+
+    history = LossHistory()
+    config = TrainConfig(batch_size=4, lr=1e-2, steps=5, ema_decay=0.0, ckpt_every=100, log_every=2)
+    trainer = Trainer(TinyModel(), mse, RegressionSet(), config, tmp_path, callbacks=[history], progress=False)
+    trainer.fit()
+    assert history.steps == [1, 2, 3, 4, 5] and history.losses[-1] == trainer.last_logs["loss"]
