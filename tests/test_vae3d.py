@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from lvdm_ref.config import VAEConfig, get_preset
-from lvdm_ref.vae3d import (AutoencoderWithLoss, FrameGroupNorm, FreshMovingMNIST, VideoAutoencoder,
-                            autoencoder_loss, evaluate_reconstruction)
+from lvdm_ref.data import FreshMovingMNIST
+from lvdm_ref.vae3d import (AutoencoderWithLoss, FrameGroupNorm, VideoAutoencoder, autoencoder_loss,
+                            evaluate_reconstruction)
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "data" / "checkpoints" / "mmnist_vae.safetensors"
