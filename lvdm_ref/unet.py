@@ -2,20 +2,21 @@
 
 - Every convolution is per frame (a 3x3 Conv2d on each frame = a 1x3x3 Conv3d) and down/up-sampling is
   in space only: time is never resampled, frames talk to each other only through attention.
-- Inside, activations are kept as frames, `(b t) c h w`, so convolutions and GroupNorm are 2D and per
-  frame; the interface is `(B, c, t, h, w)`. GroupNorm statistics are per frame (the official code pools
+- Inside, activations are kept as frames, `(b f) c h w`, so convolutions and GroupNorm are 2D and per
+  frame; the interface is `(B, c, f, h, w)` (f latent frames; `t` is always the diffusion timestep). GroupNorm statistics are per frame (the official code pools
   them over the clip), so frames meet only in attention and `"spatial"` is exactly an image model.
 - ResBlocks take the timestep embedding as a FiLM scale and shift (as in improved-diffusion / LDM).
 - Attention `kind`:
-  `"factorized"` spatial self-attention over (h w) in each frame, then temporal self-attention over t
-               at each pixel, with learned relative positions for keys and values (Shaw et al. 2018,
+  `"factorized"` spatial self-attention over (h w) in each frame, then temporal self-attention over the f
+               frames at each pixel, with learned relative positions for keys and values (Shaw et al. 2018,
                Eq. 3-4, distances clipped to +-max_relative_position); LVDM's choice.
-  `"joint"`    one attention over all t*h*w tokens (the ablation the paper found less effective).
+  `"joint"`    one attention over all f*h*w tokens (the ablation the paper found less effective).
   `"spatial"`  no temporal mixing at all: an image model applied frame by frame (the baseline).
   Each attention is residual with its own GroupNorm and a zero-initialised output projection.
 - Optional inputs for the hierarchy and conditioning (absent ones cost nothing): a condition-mask channel
   concatenated to the input, a perturbation-level embedding and a class / pooled text embedding, each
-  added to the timestep embedding.
+  added to the timestep embedding. An enabled perturbation embedding must be given its s; the mask
+  column of the input conv and the last layer of the s embedding start at zero (warm starts).
 - `capture_attention()` records attention weights for the notebooks; when it is off, the forward pass
   only checks one global for None.
 """
@@ -39,7 +40,7 @@ class AttentionMaps:
     """Attention weights recorded inside `capture_attention()`; one dict per attention call.
 
     Each record has `name` (module path), `kind` and `weights` (CPU, softmax rows sum to 1):
-    spatial (B, t, heads, h*w, h*w), temporal (B, h, w, heads, t, t), joint (B, heads, t*h*w, t*h*w).
+    spatial (B, f, heads, h*w, h*w), temporal (B, h, w, heads, f, f), joint (B, heads, f*h*w, f*h*w).
     """
 
     def __init__(self):
@@ -119,7 +120,7 @@ def zero_init(module: nn.Module) -> nn.Module:
 
 
 def frame_conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    """A 3x3 convolution of every frame of `(b t) c h w`: LVDM's Conv3d with kernel (1, 3, 3)."""
+    """A 3x3 convolution of every frame of `(b f) c h w`: LVDM's Conv3d with kernel (1, 3, 3)."""
     return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
 
 
@@ -135,11 +136,11 @@ class ResBlock(nn.Module):
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """x (b t, C_in, h, w), emb (b t, E) -> (b t, C_out, h, w)."""
-        h = self.in_layers(x)  # (b t, C_out, h, w)
+        """x (b f, C_in, h, w), emb (b f, E) -> (b f, C_out, h, w)."""
+        hidden = self.in_layers(x)  # (b f, C_out, h, w)
         scale, shift = rearrange(self.emb_layers(emb), "n c -> n c 1 1").chunk(2, dim=1)
-        h = self.out_layers(self.out_norm(h) * (1 + scale) + shift)  # FiLM scale-shift
-        return self.skip(x) + h
+        hidden = self.out_layers(self.out_norm(hidden) * (1 + scale) + shift)  # FiLM scale-shift
+        return self.skip(x) + hidden
 
 
 class Downsample(nn.Module):
@@ -182,21 +183,21 @@ class SpatialAttention(_SelfAttention):
     """Self-attention over the h*w positions of each frame."""
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """x (b t, C, h, w) -> same."""
-        h = x.shape[-2]
-        tokens = rearrange(self.norm(x), "n c h w -> n (h w) c")  # (b t, h w, C)
-        out, weights = _attend(*self.heads(tokens))  # (b t, heads, h w, d)
+        """x (b f, C, h, w) -> same."""
+        height = x.shape[-2]
+        tokens = rearrange(self.norm(x), "n c h w -> n (h w) c")  # (b f, h w, C)
+        out, weights = _attend(*self.heads(tokens))  # (b f, heads, h w, d)
         if weights is not None:
-            _record(self, "spatial", rearrange(weights, "(b t) n i j -> b t n i j", t=num_frames))
+            _record(self, "spatial", rearrange(weights, "(b f) n i j -> b f n i j", f=num_frames))
         out = self.proj_out(rearrange(out, "n heads l d -> n l (heads d)"))
-        return x + rearrange(out, "n (h w) c -> n c h w", h=h)
+        return x + rearrange(out, "n (h w) c -> n c h w", h=height)
 
 
 class TemporalAttention(_SelfAttention):
-    """Self-attention over the t frames at each pixel with relative positions (Shaw et al. 2018).
+    """Self-attention over the f frames at each pixel with relative positions (Shaw et al. 2018).
 
     e_ij = q_i . (k_j + a^K_ij) / sqrt(d),  z_i = sum_j softmax(e)_ij (v_j + a^V_ij),  a_ij = w_clip(j - i, K).
-    The weights are formed explicitly: they are only (t, t) per pixel, and the a^V term needs them,
+    The weights are formed explicitly: they are only (f, f) per pixel, and the a^V term needs them,
     which a fused kernel does not return. One a^K, a^V table shared by the heads, as in Shaw et al.
     """
 
@@ -208,32 +209,33 @@ class TemporalAttention(_SelfAttention):
         self.relative_value = nn.Parameter(torch.randn(2 * max_relative_position + 1, head_dim) * 0.02)
 
     def relative_index(self, positions: torch.Tensor) -> torch.Tensor:
-        """(t,) frame positions -> (t, t) table rows clip(j - i, -K, K) + K."""
+        """(f,) frame positions -> (f, f) table rows clip(j - i, -K, K) + K."""
         distance = positions[None, :] - positions[:, None]  # [i, j] = j - i
         return distance.clamp(-self.max_relative_position, self.max_relative_position) + self.max_relative_position
 
     def forward(self, x: torch.Tensor, num_frames: int, frame_positions: torch.Tensor | None = None) -> torch.Tensor:
-        """x (b t, C, h, w) -> same; `frame_positions` (t,): the time index of each frame, default 0..t-1."""
-        t, h = num_frames, x.shape[-2]
-        positions = torch.arange(t, device=x.device) if frame_positions is None else frame_positions.to(x.device)
+        """x (b f, C, h, w) -> same; `frame_positions` (f,): the time index of each frame, default 0..f-1."""
+        height, width = x.shape[-2:]
+        positions = (torch.arange(num_frames, device=x.device) if frame_positions is None
+                     else frame_positions.to(x.device))
         index = self.relative_index(positions)
-        a_key, a_value = self.relative_key[index], self.relative_value[index]  # (t, t, d)
-        tokens = rearrange(self.norm(x), "(b t) c h w -> (b h w) t c", t=t)
-        q, k, v = self.heads(tokens)  # (b h w, heads, t, d)
+        a_key, a_value = self.relative_key[index], self.relative_value[index]  # (f, f, d)
+        tokens = rearrange(self.norm(x), "(b f) c h w -> (b h w) f c", f=num_frames)
+        q, k, v = self.heads(tokens)  # (b h w, heads, f, d)
         scores = (q @ k.transpose(-1, -2) + torch.einsum("nhid,ijd->nhij", q, a_key)) / math.sqrt(q.shape[-1])
-        weights = torch.softmax(scores, dim=-1)  # (b h w, heads, t, t); Shaw Eq. 4, then Eq. 2
+        weights = torch.softmax(scores, dim=-1)  # (b h w, heads, f, f); Shaw Eq. 4, then Eq. 2
         out = weights @ v + torch.einsum("nhij,ijd->nhid", weights, a_value)  # Shaw Eq. 3
         if _RECORDER is not None:
-            _record(self, "temporal", rearrange(weights, "(b h w) n i j -> b h w n i j", h=h, w=x.shape[-1]))
+            _record(self, "temporal", rearrange(weights, "(b h w) n i j -> b h w n i j", h=height, w=width))
         out = self.proj_out(rearrange(out, "n heads l d -> n l (heads d)"))
-        return x + rearrange(out, "(b h w) t c -> (b t) c h w", h=h, w=x.shape[-1])
+        return x + rearrange(out, "(b h w) f c -> (b f) c h w", h=height, w=width)
 
 
 class JointAttention(_SelfAttention):
-    """One self-attention over all t*h*w tokens of a clip.
+    """One self-attention over all f*h*w tokens of a clip.
 
     Time position comes from a sinusoidal frame embedding, projected by a learned linear layer and added to
-    the tokens: a relative term as in `TemporalAttention` would need (t h w)^2 tables, the very cost joint
+    the tokens: a relative term as in `TemporalAttention` would need (f h w)^2 tables, the very cost joint
     attention is measured for.
     """
 
@@ -242,16 +244,16 @@ class JointAttention(_SelfAttention):
         self.frame_embedding = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """x (b t, C, h, w) -> same."""
-        t, c, h = num_frames, x.shape[1], x.shape[-2]
-        frames = timestep_embedding(torch.arange(t, device=x.device), c).to(x.dtype)
-        frames = self.frame_embedding(frames)  # (t, C)
-        tokens = rearrange(self.norm(x), "(b t) c h w -> b t (h w) c", t=t) + frames[None, :, None]
-        out, weights = _attend(*self.heads(rearrange(tokens, "b t l c -> b (t l) c")))  # (b, heads, t h w, d)
+        """x (b f, C, h, w) -> same."""
+        channels, height = x.shape[1], x.shape[-2]
+        frames = timestep_embedding(torch.arange(num_frames, device=x.device), channels).to(x.dtype)
+        frames = self.frame_embedding(frames)  # (f, C)
+        tokens = rearrange(self.norm(x), "(b f) c h w -> b f (h w) c", f=num_frames) + frames[None, :, None]
+        out, weights = _attend(*self.heads(rearrange(tokens, "b f l c -> b (f l) c")))  # (b, heads, f h w, d)
         if weights is not None:
             _record(self, "joint", weights)
         out = self.proj_out(rearrange(out, "n heads l d -> n l (heads d)"))
-        return x + rearrange(out, "b (t h w) c -> (b t) c h w", t=t, h=h)
+        return x + rearrange(out, "b (f h w) c -> (b f) c h w", f=num_frames, h=height)
 
 
 class FactorizedAttention(nn.Module):
@@ -303,13 +305,19 @@ class UNet(nn.Module):
         channels = config.model_channels
         emb_dim = 4 * channels
         self.time_embed = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.perturbation_embed = (nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-                                   if config.use_perturbation_embedding else None)  # LVDM Sec. 3.3: embed s
+        # LVDM Sec. 3.3: embed s. Its last layer and the mask column of the input conv start at zero, so a
+        # prediction/interpolation model initialised from a short model's weights computes the same function.
+        self.perturbation_embed = (nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(),
+                                                 zero_init(nn.Linear(emb_dim, emb_dim)))
+                                   if config.use_perturbation_embedding else None)
         self.class_embed = nn.Embedding(config.num_classes, emb_dim) if config.num_classes else None
         self.context_embed = nn.Linear(config.context_dim, emb_dim) if config.context_dim else None
 
         in_channels = config.in_channels + (1 if config.use_mask else 0)  # + the condition-mask channel
         self.input_conv = frame_conv(in_channels, channels)
+        if config.use_mask:
+            with torch.no_grad():
+                self.input_conv.weight[:, config.in_channels:] = 0  # the mask column
         self.down, skip_channels = nn.ModuleList(), [channels]
         for level, mult in enumerate(config.channel_mult):
             for _ in range(config.num_res_blocks):
@@ -344,41 +352,59 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
                 perturbation_level: torch.Tensor | None = None, class_labels: torch.Tensor | None = None,
                 context: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, c, t, h, w), t (B,) -> (B, out_channels, t, h, w).
+        """x (B, c, f, h, w), t (B,) diffusion timesteps -> (B, out_channels, f, h, w).
 
-        mask (B, 1, t, h, w): 1 where a frame is given (use_mask; None = all zeros = nothing given).
-        perturbation_level (B,): the noise level s of the given latents (None adds nothing, unlike s = 0).
+        mask (B, 1, f, 1, 1) or (B, 1, f, h, w): 1 where a latent frame is given (use_mask; None = nothing given).
+        perturbation_level (B,): the noise level s of the given latents; required when the model embeds it.
         class_labels (B,) long; context (B, context_dim), e.g. a pooled text embedding.
         """
-        factor = 2 ** (len(self.config.channel_mult) - 1)
-        if x.shape[-1] % factor or x.shape[-2] % factor:
-            raise ValueError(f"height and width must be divisible by {factor}, got {tuple(x.shape[-2:])}")
-        emb = self.time_embed(timestep_embedding(t, self.config.model_channels))  # (B, 4 C)
-        for name, value, layer in (("perturbation_level", perturbation_level, self.perturbation_embed),
-                                   ("class_labels", class_labels, self.class_embed),
-                                   ("context", context, self.context_embed)):
-            if value is None:
-                continue
-            if layer is None:
-                raise ValueError(f"{name} given but the UNetConfig does not enable it "
-                                 f"(use_perturbation_embedding / num_classes / context_dim)")
-            if name == "perturbation_level":
-                value = timestep_embedding(value, self.config.model_channels)
-            emb = emb + layer(value)
-        if self.config.use_mask:
-            mask = torch.zeros_like(x[:, :1]) if mask is None else mask.to(x.dtype)
-            x = torch.cat([x, mask], dim=1)  # (B, c + 1, t, h, w)
-        elif mask is not None:
-            raise ValueError("mask given but UNetConfig.use_mask is False")
+        cfg, channels = self.config, self.config.model_channels
+        batch, _, num_frames, height, width = x.shape
+        factor = 2 ** (len(cfg.channel_mult) - 1)
+        if height % factor or width % factor:
+            raise ValueError(f"height and width must be divisible by {factor}, got {(height, width)}")
+        _check_input("perturbation_level", perturbation_level, cfg.use_perturbation_embedding,
+                     "use_perturbation_embedding", required=True)
+        _check_input("class_labels", class_labels, cfg.num_classes, "num_classes")
+        _check_input("context", context, cfg.context_dim, "context_dim")
+        _check_input("mask", mask, cfg.use_mask, "use_mask")
 
-        num_frames = x.shape[2]
-        emb = emb.repeat_interleave(num_frames, dim=0)  # (B t, 4 C): the same embedding for every frame
-        h = self.input_conv(rearrange(x, "b c t h w -> (b t) c h w"))  # (B t, C, h, w)
-        skips = [h]
+        emb = self.time_embed(timestep_embedding(t, channels))  # (B, 4 C): DDPM's timestep embedding
+        if self.perturbation_embed is not None:  # LVDM Sec. 3.3: the perturbation level s, added like t
+            emb = emb + self.perturbation_embed(timestep_embedding(perturbation_level, channels))
+        if class_labels is not None:  # class-conditional generation (LVDM Sec. 4, UCF-101)
+            emb = emb + self.class_embed(class_labels)
+        if context is not None:  # a pooled text embedding (LVDM Sec. 3.4, text-to-video)
+            emb = emb + self.context_embed(context)
+        if cfg.use_mask:  # LVDM Sec. 3.3: the condition mask, one more input channel
+            mask = torch.zeros_like(x[:, :1]) if mask is None else _frame_mask(mask, x)
+            x = torch.cat([x, mask], dim=1)  # (B, c + 1, f, h, w)
+
+        emb = emb.repeat_interleave(num_frames, dim=0)  # (B f, 4 C): the same embedding for every frame
+        hidden = self.input_conv(rearrange(x, "b c f h w -> (b f) c h w"))  # (B f, C, h, w)
+        skips = [hidden]
         for block in self.down:
-            h = block(h, emb, num_frames)
-            skips.append(h)
-        h = self.middle(h, emb, num_frames)
+            hidden = block(hidden, emb, num_frames)
+            skips.append(hidden)
+        hidden = self.middle(hidden, emb, num_frames)
         for block in self.up:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb, num_frames)  # (B t, C + C_skip, h', w')
-        return rearrange(self.out(h), "(b t) c h w -> b c t h w", t=num_frames)
+            hidden = block(torch.cat([hidden, skips.pop()], dim=1), emb, num_frames)  # (B f, C + C_skip, h', w')
+        return rearrange(self.out(hidden), "(b f) c h w -> b c f h w", f=num_frames)
+
+
+def _check_input(name: str, value, enabled, flag: str, required: bool = False) -> None:
+    """An optional input must match its UNetConfig flag: given only when enabled (and, if required, always)."""
+    if value is not None and not enabled:
+        raise ValueError(f"{name} given but UNetConfig.{flag} does not enable it")
+    if value is None and enabled and required:
+        raise ValueError(f"{name} is required: this UNet embeds it (UNetConfig.{flag}); pass a (B,) tensor "
+                         f"(0 for clean conditions), or build the model without {flag}")
+
+
+def _frame_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A (B, 1, f, 1, 1) per-frame or (B, 1, f, h, w) mask, broadcast to x's (B, 1, f, h, w)."""
+    batch, _, num_frames, height, width = x.shape
+    if mask.ndim != 5 or mask.shape[1] != 1 or mask.shape[2] != num_frames or mask.shape[0] not in (1, batch):
+        raise ValueError(f"mask must be (B, 1, f, 1, 1) or (B, 1, f, h, w) with B={batch}, f={num_frames}; "
+                         f"got {tuple(mask.shape)}")
+    return mask.to(x.dtype).expand(batch, 1, num_frames, height, width)

@@ -166,7 +166,7 @@ def test_optional_inputs_change_the_output_only_when_given():
     torch.manual_seed(0)
     x, t = torch.randn(2, 4, 4, 8, 8), torch.tensor([1, 500])
     plain = randomise_zero_init(UNet(UNetConfig(**TINY)))
-    full = UNet(UNetConfig(use_mask=True, use_perturbation_embedding=True, num_classes=5, context_dim=6, **TINY))
+    full = UNet(UNetConfig(use_mask=True, num_classes=5, context_dim=6, **TINY))
     randomise_zero_init(full, seed=1)
     state = plain.state_dict()
     conv = full.input_conv.weight.detach().clone()
@@ -175,15 +175,33 @@ def test_optional_inputs_change_the_output_only_when_given():
     reference = plain(x, t)
     torch.testing.assert_close(full(x, t), reference)  # nothing given: the plain model
     torch.testing.assert_close(full(x, t, mask=torch.zeros(2, 1, 4, 8, 8)), reference)  # an empty mask = none
-    mask = torch.zeros(2, 1, 4, 8, 8)
+    mask = torch.zeros(2, 1, 4, 1, 1)
     mask[:, :, 0] = 1
-    given = dict(mask=mask, perturbation_level=torch.tensor([0, 100]), class_labels=torch.tensor([1, 4]),
-                 context=torch.randn(2, 6))
+    torch.testing.assert_close(full(x, t, mask=mask), full(x, t, mask=mask.expand(2, 1, 4, 8, 8)))  # broadcasts
+    given = dict(mask=mask, class_labels=torch.tensor([1, 4]), context=torch.randn(2, 6))
     for name, value in given.items():
         assert not torch.allclose(full(x, t, **{name: value}), reference, atol=1e-4), name
-    for name, value in given.items():
-        with pytest.raises(ValueError):
+    for name, value in {**given, "perturbation_level": torch.tensor([0, 100])}.items():
+        with pytest.raises(ValueError, match=name):
             plain(x, t, **{name: value})
+    with pytest.raises(ValueError, match="mask must be"):
+        full(x, t, mask=torch.zeros(2, 1, 3, 1, 1))
+
+
+def test_perturbation_embedding_is_required_and_used():
+    torch.manual_seed(0)
+    x, t = torch.randn(2, 4, 4, 8, 8), torch.tensor([1, 500])
+    model = randomise_zero_init(UNet(UNetConfig(use_perturbation_embedding=True, **TINY)))
+    with pytest.raises(ValueError, match="perturbation_level is required"):
+        model(x, t)
+    out_0, out_100 = model(x, t, perturbation_level=torch.tensor([0, 0])), model(x, t, perturbation_level=torch.tensor([100, 100]))
+    assert not torch.allclose(out_0, out_100, atol=1e-4)
+
+
+def test_new_inputs_start_at_zero():
+    model = UNet(UNetConfig(use_mask=True, use_perturbation_embedding=True, **TINY))
+    assert model.input_conv.weight[:, 4:].abs().max() == 0  # the mask column
+    assert all(p.abs().max() == 0 for p in model.perturbation_embed[-1].parameters())
 
 
 def test_capture_attention_records_without_changing_the_output():
