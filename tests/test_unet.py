@@ -170,7 +170,8 @@ def test_optional_inputs_change_the_output_only_when_given():
     randomise_zero_init(full, seed=1)
     state = plain.state_dict()
     conv = full.input_conv.weight.detach().clone()
-    conv[:, :4] = state.pop("input_conv.weight")  # the mask channel keeps its own (nonzero) weights
+    conv[:, :4] = state.pop("input_conv.weight")
+    conv[:, 4:] = torch.randn_like(conv[:, 4:])  # the mask column starts at zero; give it weights to test it
     full.load_state_dict({**state, "input_conv.weight": conv}, strict=False)
     reference = plain(x, t)
     torch.testing.assert_close(full(x, t), reference)  # nothing given: the plain model
