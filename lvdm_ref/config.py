@@ -72,6 +72,7 @@ class DiffusionConfig:
     sampler: str = "ddpm"  # LVDM: DDPM (all T steps) for short clips, DDIM for long videos
     sample_steps: int | None = None  # None = all num_timesteps; DDIM: any number (LVDM long videos: 50)
     ddim_eta: float = 1.0  # LVDM's long-video DDIM uses eta = 1; 0 makes DDIM deterministic
+    timestep_spacing: str = "uniform"  # DDIM: "uniform" over [0, T-1], or "leading" (LVDM's, see diffusion.py)
 
 
 @dataclass

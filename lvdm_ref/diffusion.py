@@ -14,9 +14,14 @@ How other modules plug into the sampler (`GaussianDiffusion.sample`) without tou
 - `model(x_t, t, **model_kwargs)` is any callable; `model_kwargs` carries mask, perturbation level, class.
 - `combine_fn(model, x_t, t, model_kwargs) -> output` replaces the single model call, e.g. guidance
   `(1 + w) * model(x, t, **cond) - w * model(x, t, **uncond)`.
-- `x_t_fn(x_t, t) -> x_t` rewrites the noisy input before every model call, e.g. the hierarchy writes
-  the given latents in: `x_t * (1 - m) + z_c * m`.
 - `callback(step, t, x_t, pred_x0)` sees every step (progress plots, attention snapshots).
+The sampler never rewrites x_t itself: a model that needs given latents written into its input (the
+hierarchy, `hierarchy.ConditionalDenoiser`) does it inside its own call, so a second, unconditional call
+in the same step sees the untouched x_t (the official code's guidance saw the rewritten one).
+
+DDIM timesteps: `timestep_spacing="uniform"` (default) spaces S steps evenly over [0, T-1], ending at
+t = 0 and stepping to alpha = 1; `"leading"` is LVDM's: `range(0, T, T // S) + 1` (981, 961, ..., 1 for
+S = 50) with the last step going to abar_0 (diffusers: "leading", steps_offset=1, set_alpha_to_one=False).
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ SCHEDULES = ("linear", "scaled_linear", "cosine")
 PARAMETERIZATIONS = ("eps", "x0", "v")
 LOSSES = ("l1", "l2")
 SAMPLERS = ("ddpm", "ddim")
+TIMESTEP_SPACINGS = ("uniform", "leading")
 
 
 def make_beta_schedule(schedule: str, num_timesteps: int, linear_start: float = 0.0015,
@@ -168,8 +174,9 @@ class GaussianDiffusion(nn.Module):
                         x_t: torch.Tensor | None = None, loss_mask: torch.Tensor | None = None) -> dict:
         """Alg. 1 (DDPM) with an L1 or L2 loss on the eps, x0 or v target.
 
-        `x_t`: pass your own noisy input (the hierarchy writes conditioning latents into it); the target is
-        still built from `x_start` and `noise`, so pass the matching (merged) noise too.
+        `x_t`: pass your own noisy input (the hierarchy writes conditioning latents into it); the targets are
+        still those of `q_sample(x_start, t, noise)`, so frames where x_t is anything else must have
+        `loss_mask` 0 (checked: a ValueError otherwise).
         `loss_mask`: broadcastable to x_start; 1 where the loss counts (e.g. only generated frames).
         Returns {"loss": scalar, "loss_per_sample": (B,), "t": (B,), "model_output": like x_start}.
         """
@@ -177,7 +184,10 @@ class GaussianDiffusion(nn.Module):
         if t is None:  # uniform t, as in LVDM
             t = torch.randint(0, self.num_timesteps, (batch,), device=x_start.device)
         noise = torch.randn_like(x_start) if noise is None else noise
-        x_t = self.q_sample(x_start, t, noise) if x_t is None else x_t
+        if x_t is None:
+            x_t = self.q_sample(x_start, t, noise)
+        else:  # the targets below are those of q_sample(x_start, t, noise): refuse frames where x_t is not that
+            self._check_given_x_t(x_start, t, noise, x_t, loss_mask)
         model_output = model(x_t, t, **(model_kwargs or {}))
         target = self.training_target(x_start, noise, t)
         error = (model_output - target).abs() if self.config.loss == "l1" else (model_output - target) ** 2
@@ -187,6 +197,21 @@ class GaussianDiffusion(nn.Module):
             weight = loss_mask.to(error.dtype).expand_as(error)
             per_sample = (error * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp(min=1)
         return {"loss": per_sample.mean(), "loss_per_sample": per_sample, "t": t, "model_output": model_output}
+
+    def _check_given_x_t(self, x_start, t, noise, x_t, loss_mask) -> None:
+        """Where the loss counts, a given x_t must equal q_sample(x_start, t, noise), or no target is right.
+
+        The eps, x0 and v targets are all functions of (x_start, noise, t); at frames where x_t is something
+        else (e.g. given latents written in at another noise level) none of them describes x_t, so such
+        frames must be masked out of the loss.
+        """
+        expected = self.q_sample(x_start, t, noise)
+        weight = torch.ones_like(x_t) if loss_mask is None else loss_mask.to(x_t.dtype).expand_as(x_t)
+        mismatch = ((x_t - expected).abs() * weight).amax()
+        if mismatch > 1e-4 * (1 + expected.abs().amax()):
+            raise ValueError("x_t differs from q_sample(x_start, t, noise) where the loss counts (max difference "
+                             f"{float(mismatch):.3g}): no {self.parameterization!r} target is correct there. Pass "
+                             "loss_mask = 0 at the frames you rewrote (e.g. 1 - mask for given latents)")
 
     def loss(self, model: Callable, x_start: torch.Tensor, **kwargs) -> torch.Tensor:
         """The scalar training loss; see `training_losses` for the options."""
@@ -219,16 +244,23 @@ class GaussianDiffusion(nn.Module):
         return alpha_prev.sqrt() * pred_x0 + direction + sigma * noise, pred_x0  # Eq. 12 (DDIM)
 
     # ------------------------------------------------------------------ sampling loops
-    def sampling_timesteps(self, sampler: str, num_steps: int | None = None) -> list[int]:
-        """The model timesteps a sampler visits, descending. DDIM spaces `num_steps` evenly over [0, T-1]."""
+    def sampling_timesteps(self, sampler: str, num_steps: int | None = None,
+                           spacing: str = "uniform") -> list[int]:
+        """The model timesteps a sampler visits, descending (see the module docstring for `spacing`)."""
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {spacing!r}")
         num_steps = self.num_timesteps if num_steps is None else num_steps
         if sampler == "ddpm" and num_steps != self.num_timesteps:
             raise ValueError(f"ddpm visits all {self.num_timesteps} steps; for {num_steps} steps use "
                              f"sampler='ddim' with eta=1 (the respaced DDPM posterior)")
         if not 1 <= num_steps <= self.num_timesteps:
             raise ValueError(f"num_steps must be in [1, {self.num_timesteps}], got {num_steps}")
+        if sampler == "ddim" and spacing == "leading":  # LVDM: range(0, T, T // S) + 1
+            stride = self.num_timesteps // num_steps
+            steps = [min(k * stride + 1, self.num_timesteps - 1) for k in range(num_steps)]
+            return steps[::-1]
         steps = torch.linspace(0, self.num_timesteps - 1, num_steps, dtype=torch.float64).round().long()
         return steps.flip(0).tolist()
 
@@ -236,14 +268,14 @@ class GaussianDiffusion(nn.Module):
     def sample(self, model: Callable, shape: tuple[int, ...], *, sampler: str | None = None,
                num_steps: int | None = None, eta: float | None = None, noise: torch.Tensor | None = None,
                model_kwargs: dict | None = None, combine_fn: Callable | None = None,
-               x_t_fn: Callable | None = None, callback: Callable | None = None, clip_denoised: bool = False,
+               callback: Callable | None = None, clip_denoised: bool = False, timestep_spacing: str | None = None,
                return_trajectory: bool = False, progress: bool = False,
                generator: torch.Generator | None = None, device: str | torch.device | None = None,
                dtype: torch.dtype = torch.float32):
         """Draw samples of `shape` with DDPM (Alg. 2) or DDIM (Eq. 12, `eta`, `num_steps`).
 
-        `model(x_t, t, **model_kwargs)` predicts the configured target. The hooks (`combine_fn`, `x_t_fn`,
-        `callback`) are described in the module docstring. `noise` is the starting x_T; `generator`
+        `model(x_t, t, **model_kwargs)` predicts the configured target. The hooks (`combine_fn`, `callback`)
+        and `timestep_spacing` are described in the module docstring. `noise` is the starting x_T; `generator`
         makes the run reproducible; `dtype` is that of x_T unless `noise` is given. Returns x_0, or (x_0, Trajectory) with `return_trajectory=True`
         (the trajectory keeps every step on the CPU: mind the memory for long chains and big tensors).
         `sampler`, `num_steps` and `eta` default to the config's `sampler`, `sample_steps`, `ddim_eta`.
@@ -251,7 +283,10 @@ class GaussianDiffusion(nn.Module):
         sampler = self.config.sampler if sampler is None else sampler
         num_steps = self.config.sample_steps if num_steps is None else num_steps
         eta = self.config.ddim_eta if eta is None else eta
-        timesteps = self.sampling_timesteps(sampler, num_steps)
+        spacing = self.config.timestep_spacing if timestep_spacing is None else timestep_spacing
+        timesteps = self.sampling_timesteps(sampler, num_steps, spacing)
+        # where the last DDIM step lands: clean data (alpha = 1, index -1), or abar_0 for LVDM's spacing
+        final_index = 0 if spacing == "leading" else -1
         device = torch.device(device) if device is not None else self.betas.device
         model_kwargs = model_kwargs or {}
 
@@ -268,12 +303,10 @@ class GaussianDiffusion(nn.Module):
         seen_x, seen_x0 = [], []
         for step, t_value in enumerate(tqdm(timesteps, desc=f"{sampler} sampling", disable=not progress)):
             t = torch.full((shape[0],), t_value, device=device, dtype=torch.long)
-            if x_t_fn is not None:
-                x = x_t_fn(x, t)
             if sampler == "ddpm":
                 x_prev, pred_x0 = self.p_sample(model_fn, x, t, noise=randn(), clip_denoised=clip_denoised)
             else:
-                t_prev = torch.full_like(t, timesteps[step + 1] if step + 1 < len(timesteps) else -1)
+                t_prev = torch.full_like(t, timesteps[step + 1] if step + 1 < len(timesteps) else final_index)
                 x_prev, pred_x0 = self.ddim_sample(model_fn, x, t, t_prev, eta=eta, noise=randn(),
                                                    clip_denoised=clip_denoised)
             if return_trajectory:

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,12 +25,15 @@
 # denoiser of a small set of clips, the function a perfectly trained network would compute.
 
 # %%
-import subprocess, sys
+import os
+import subprocess
+import sys
+
 if "google.colab" in sys.modules:  # Colab: fetch lvdm-ref (code and shipped weights) and install it
-    subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/lvdm-ref/lvdm-ref"], check=True)
+    if not os.path.exists("lvdm-ref"):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/lvdm-ref/lvdm-ref"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lvdm-ref"], check=True)
-    subprocess.run([sys.executable, "-m", "lvdm_ref", "setup-weights"], check=True)  # I3D for FVD, once
-    sys.path.insert(0, "lvdm-ref")
+    sys.path.insert(0, os.path.abspath("lvdm-ref"))  # importable in this session without a restart
 
 # %%
 from lvdm_ref.utils import is_quick
@@ -41,12 +46,11 @@ DDIM_STEP_COUNTS = (2, 5, 10, 25, 50, 100, 250, 1000)  # cheap: section 5 sample
 SEED = 0
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from lvdm_ref.checkpoint import SHIPPED_DIR
 from lvdm_ref.config import DiffusionConfig
 from lvdm_ref.data import generate_moving_mnist
 from lvdm_ref.diffusion import SCHEDULES, EmpiricalDenoiser, GaussianDiffusion
@@ -146,12 +150,12 @@ plt.show()
 # rate. If the shipped autoencoder is present, here is the forward process on one latent channel.
 
 # %%
-REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-SHIPPED_VAE = REPO / "data" / "checkpoints" / "mmnist_vae.safetensors"
+SHIPPED_VAE = SHIPPED_DIR / "mmnist_vae.safetensors"  # found from the package, wherever the notebook runs
 if SHIPPED_VAE.exists():
     from lvdm_ref.vae3d import VideoAutoencoder
 
     vae = VideoAutoencoder.load(SHIPPED_VAE)
+    print(f"weights: the shipped file {SHIPPED_VAE}")
     with torch.no_grad():
         z0 = vae.encode(clips[:1])  # (1, c, t, h, w), normalised latents
     zt = diffusion.q_sample(z0.repeat(len(levels), 1, 1, 1, 1), torch.tensor(levels))
@@ -165,7 +169,8 @@ if SHIPPED_VAE.exists():
     plt.show()
     print("latent std per channel:", z0.std(dim=(0, 2, 3, 4)).numpy().round(2))
 else:
-    print(f"no autoencoder at {SHIPPED_VAE}: train one with `python -m lvdm_ref train-vae` (notebook 02)")
+    print(f"weights: none, no file at {SHIPPED_VAE}: train an autoencoder with `python -m lvdm_ref train-vae` "
+          "(notebook 02)")
 
 # %% [markdown]
 # ## 3. Reversing the process: DDPM and DDIM
@@ -333,6 +338,6 @@ assert stds[0.0][0] < stds[0.0][3] < stds[0.0][-1]  # fewer steps: samples shrin
 # %% [markdown]
 # **What to remember.** `q_sample` noises in one line; the schedule sets how fast the SNR falls;
 # DDPM walks all 1000 posterior steps, DDIM jumps and can be deterministic. The sampler in
-# `lvdm_ref.diffusion` takes hooks (`combine_fn` for guidance, `x_t_fn` to write given frames into
-# $x_t$ for the hierarchy, `callback` for plots like the one above), so the later notebooks reuse it
+# `lvdm_ref.diffusion` takes hooks (`combine_fn` for guidance, `callback` for plots like the one
+# above; the hierarchy writes its given frames into $x_t$ inside its own model call), so the later notebooks reuse it
 # unchanged. Next, notebook 04: the network that replaces the exact denoiser.

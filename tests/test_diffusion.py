@@ -124,9 +124,13 @@ def test_perfect_eps_model_has_zero_loss_and_x_t_override_is_used():
     x0, noise = torch.randn(2, 4, 2, 4, 4, dtype=torch.float64), torch.randn(2, 4, 2, 4, 4, dtype=torch.float64)
     oracle = lambda xt, t: diffusion.predict_noise_from_start(xt, t, x0)  # noqa: E731
     assert diffusion.loss(oracle, x0, noise=noise) < 1e-20
-    seen = []
-    diffusion.training_losses(lambda xt, t: seen.append(xt) or xt, x0, noise=noise, x_t=x0 * 0 + 7)
-    assert torch.all(seen[0] == 7)
+    seen, t = [], torch.tensor([3, 30])
+    x_t = diffusion.q_sample(x0, t, noise)
+    x_t[:, :, 0] = 7  # a rewritten frame, kept out of the loss
+    loss_mask = torch.ones(2, 1, 2, 1, 1, dtype=torch.float64)
+    loss_mask[:, :, 0] = 0
+    diffusion.training_losses(lambda xt, t: seen.append(xt) or xt, x0, t=t, noise=noise, x_t=x_t, loss_mask=loss_mask)
+    assert torch.all(seen[0][:, :, 0] == 7)
 
 
 # ----------------------------------------------------------------------------- samplers
@@ -185,7 +189,7 @@ def test_samplers_reproduce_a_gaussian_data_distribution(sampler, eta):
     assert abs(samples.std().item() - sigma) < 0.02 and abs(samples.mean().item()) < 0.02
 
 
-def test_hooks_combine_fn_x_t_fn_callback_and_trajectory():
+def test_hooks_combine_fn_callback_and_trajectory():
     diffusion = make(num_timesteps=30)
     shape = (2, 1, 4, 2, 2)
     plain = diffusion.sample(toy_model, shape, sampler="ddim", num_steps=6, eta=1.0,
@@ -196,26 +200,52 @@ def test_hooks_combine_fn_x_t_fn_callback_and_trajectory():
     guided = diffusion.sample(toy_model, shape, sampler="ddim", num_steps=6, eta=1.0, combine_fn=combine,
                               generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     torch.testing.assert_close(guided, plain)
-    # x_t_fn writes a given frame into every model input (the hierarchy's conditioning)
-    mask = torch.zeros(shape, dtype=torch.float64)
-    mask[:, :, 0] = 1
-    given = torch.full(shape, 3.0, dtype=torch.float64)
-    inputs, steps = [], []
-
-    def recording_model(x, t):
-        inputs.append(x.clone())
-        return toy_model(x, t)
-
-    x0, trajectory = diffusion.sample(recording_model, shape, sampler="ddim", num_steps=6,
-                                      x_t_fn=lambda x, t: x * (1 - mask) + given * mask,
+    steps = []
+    x0, trajectory = diffusion.sample(toy_model, shape, sampler="ddim", num_steps=6,
                                       callback=lambda step, t, x, pred: steps.append(t), return_trajectory=True,
                                       dtype=torch.float64)
-    assert all(torch.all(x[:, :, 0] == 3.0) for x in inputs) and len(inputs) == 6
     assert steps == trajectory.timesteps == [29, 23, 17, 12, 6, 0]
     assert trajectory.x_t.shape == (7, *shape) and trajectory.pred_x0.shape == (6, *shape)
     torch.testing.assert_close(trajectory.x_t[-1], x0)
     with pytest.raises(ValueError, match="ddim"):
         diffusion.sample(toy_model, shape, sampler="ddpm", num_steps=10)
+
+
+def test_leading_spacing_is_lvdms_and_ends_at_alpha_bar_0():
+    diffusion = make(num_timesteps=1000)
+    assert diffusion.sampling_timesteps("ddim", 50, "leading") == list(range(981, 0, -20))  # 981, 961, ..., 1
+    assert diffusion.sampling_timesteps("ddim", 50) == torch.linspace(0, 999, 50).round().long().flip(0).tolist()
+    # eta = 0 and the toy model: the final step is x_prev = sqrt(abar_0) x0_hat + sqrt(1 - abar_0) eps_hat
+    shape = (1, 1, 2, 2, 2)
+    noise = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x0, trajectory = diffusion.sample(toy_model, shape, sampler="ddim", num_steps=50, eta=0.0, noise=noise,
+                                      timestep_spacing="leading", return_trajectory=True)
+    x_last, t_last = trajectory.x_t[-2], torch.tensor([1])
+    pred_x0, pred_eps = diffusion.model_predictions(toy_model(x_last, t_last), x_last, t_last)
+    abar_0 = diffusion.alphas_cumprod[0]
+    torch.testing.assert_close(x0, abar_0.sqrt() * pred_x0 + (1 - abar_0).sqrt() * pred_eps)
+    with pytest.raises(ValueError, match="timestep_spacing"):
+        diffusion.sampling_timesteps("ddim", 50, "trailing")
+
+
+@pytest.mark.parametrize("parameterization", ["eps", "x0", "v"])
+def test_given_x_t_needs_its_rewritten_frames_masked_out(parameterization):
+    diffusion = make(num_timesteps=100, parameterization=parameterization)
+    torch.manual_seed(0)
+    x0, noise = torch.randn(2, 1, 4, 2, 2, dtype=torch.float64), torch.randn(2, 1, 4, 2, 2, dtype=torch.float64)
+    t = torch.tensor([10, 90])
+    mask = torch.zeros(2, 1, 4, 1, 1, dtype=torch.float64)
+    mask[:, :, 0] = 1
+    x_t = diffusion.q_sample(x0, t, noise) * (1 - mask) + 5.0 * mask  # a given frame written in
+    out = diffusion.training_losses(toy_model, x0, t=t, noise=noise, x_t=x_t, loss_mask=1 - mask)
+    reference = diffusion.training_losses(toy_model, x0, t=t, noise=noise, loss_mask=1 - mask)
+    assert torch.isfinite(out["loss"])
+    target = diffusion.training_target(x0, noise, t)
+    expected = ((out["model_output"] - target).abs() * (1 - mask)).flatten(1).sum(1) / (3 * 4)
+    torch.testing.assert_close(out["loss_per_sample"], expected)  # the target of the untouched frames
+    assert reference["loss"].shape == out["loss"].shape
+    with pytest.raises(ValueError, match="loss_mask"):
+        diffusion.training_losses(toy_model, x0, t=t, noise=noise, x_t=x_t)
 
 
 def test_empirical_denoiser_matches_brute_force_and_memorises():
