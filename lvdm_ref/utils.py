@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,17 @@ import torch
 def is_quick() -> bool:
     """True when `LVDM_QUICK=1` asks for the small, fast version of everything."""
     return os.environ.get("LVDM_QUICK", "0").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def cache_dir() -> Path:
+    """Downloads and parsed caches: `$LVDM_CACHE`, else `data/cache/` in a source checkout
+    (git-ignored), else `~/.cache/lvdm_ref` for an installed package."""
+    if os.environ.get("LVDM_CACHE"):
+        return Path(os.environ["LVDM_CACHE"]).expanduser()
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "pyproject.toml").exists():
+        return repo / "data" / "cache"
+    return Path.home() / ".cache" / "lvdm_ref"
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -397,23 +396,3 @@ def train_autoencoder(preset, out: str | Path, *, steps: int | None = None, init
         "train_seconds": summary["seconds"], "final_loss": summary["final_loss"], "stats_clips": stats_clips})
     return {**summary, "ckpt": str(path), **stats,
             "compression_ratio": autoencoder.compression_ratio(data.num_frames, data.size, data.size)}
-
-
-# ----------------------------------------------------------------------------- metrics
-@torch.no_grad()
-def evaluate_reconstruction(autoencoder: VideoAutoencoder, videos: np.ndarray, batch_size: int = 8) -> dict:
-    """Per-frame PSNR (dB) and SSIM of reconstructions of uint8 clips (N, T, H, W, C), averaged over all frames."""
-    from lvdm_ref.fvd import psnr, ssim
-    from lvdm_ref.utils import from_uint8
-
-    autoencoder.eval()
-    psnrs, ssims = [], []
-    device = autoencoder.latent_scale.device
-    for start in range(0, len(videos), batch_size):
-        real = from_uint8(videos[start:start + batch_size]).to(device)  # (B, C, T, H, W) in [-1, 1]
-        fake = autoencoder.reconstruct(real)
-        # SSIM is not shift-invariant (its luminance term), so measure on [0, 1] pixels as the standard does.
-        real01, fake01 = (real + 1) / 2, (fake + 1) / 2
-        psnrs.append(psnr(fake01, real01, data_range=1.0).flatten())  # (B * T,)
-        ssims.append(ssim(fake01, real01, data_range=1.0).flatten())
-    return {"psnr": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean())}
