@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -21,12 +23,15 @@
 # (length and frame stride), the train/test split, and what UCF-101 clips look like.
 
 # %%
-import subprocess, sys
+import os
+import subprocess
+import sys
+
 if "google.colab" in sys.modules:  # Colab: fetch lvdm-ref (code and shipped weights) and install it
-    subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/lvdm-ref/lvdm-ref"], check=True)
+    if not os.path.exists("lvdm-ref"):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/lvdm-ref/lvdm-ref"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lvdm-ref"], check=True)
-    subprocess.run([sys.executable, "-m", "lvdm_ref", "setup-weights"], check=True)  # I3D for FVD, once
-    sys.path.insert(0, "lvdm-ref")
+    sys.path.insert(0, os.path.abspath("lvdm-ref"))  # importable in this session without a restart
 
 # %%
 from lvdm_ref.utils import is_quick
@@ -38,7 +43,9 @@ SPEED_CLIPS = 2048 if QUICK else 8192  # clips for the timing cell
 SEED = 0
 
 # %%
+import cProfile
 import os
+import pstats
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +55,7 @@ import numpy as np
 import torch
 from IPython.display import display
 
+from lvdm_ref.checkpoint import SHIPPED_DIR
 from lvdm_ref.data import (bounce, generate_moving_mnist, load_mnist_digits, load_mnist_test_seq,
                            resolve_digit_source, sample_trajectories)
 from lvdm_ref.video_datasets import UCF101Dataset, VideoFolderDataset
@@ -55,7 +63,7 @@ from lvdm_ref.utils import to_uint8
 from lvdm_ref.video_io import write_video
 from lvdm_ref.viz import plot_frame_strip, show_video, video_grid
 
-REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+DATA = SHIPPED_DIR.parent  # the checkout's data/ folder, found from the package, not from the working directory
 
 # %% [markdown]
 # ## 1. The digits
@@ -146,14 +154,28 @@ plt.show()
 # %% [markdown]
 # **Speed.** Training reads thousands of clips per minute, so making them must never be the
 # bottleneck (target: 2,000 clips/s of 16x64x64 on one core; `benchmarks/data_speed.py`
-# measures it properly).
+# measures it properly). What makes it fast is that no Python loop runs per clip or per frame:
+# the trajectories are closed-form arrays and the painting is one indexed `np.maximum` per
+# digit. That can be checked exactly, without a clock: `cProfile` counts the Python and C
+# function calls, and 8 clips of 16 frames take exactly as many calls as 1,024 clips of 16 frames
+# or 256 clips of 64 frames (each one painting pass: clips are painted in passes of up to 64 MB).
+# The measured rate below depends on the machine and what else runs on it, so it is shown, not asserted.
 
 # %%
+def function_calls(**options):  # every Python and C function call made by one generate_moving_mnist call
+    profile = cProfile.Profile()
+    profile.runcall(generate_moving_mnist, seed=1, **options)
+    return pstats.Stats(profile).total_calls
+
+
+calls = {(num, frames): function_calls(num=num, num_frames=frames) for num, frames in ((8, 16), (1024, 16), (256, 64))}
+print("function calls for (clips, frames):", calls)
+assert len(set(calls.values())) == 1  # the Python work does not grow with clips or frames: all of it is in numpy
+
 start = time.perf_counter()
 generate_moving_mnist(SPEED_CLIPS, num_frames=16, seed=1)
 rate = SPEED_CLIPS / (time.perf_counter() - start)
-print(f"{rate:,.0f} clips/s ({SPEED_CLIPS} clips of 16x64x64, first call in this process)")
-assert rate > 500  # a loose floor for a busy CI machine; the benchmark reports the real figure
+print(f"{rate:,.0f} clips/s ({SPEED_CLIPS} clips of 16x64x64 on this machine now; not asserted, see above)")
 
 # %% [markdown]
 # ## 4. A long clip
@@ -224,7 +246,7 @@ show_video(video_grid(test_clips, nrow=4), title="test clips (test digits only)"
 # downloads it for you.
 
 # %%
-test_seq = REPO / "data" / "mnist_test_seq.npy"
+test_seq = DATA / "mnist_test_seq.npy"
 if test_seq.exists():
     sequences = load_mnist_test_seq(test_seq, num=8)  # (8, 20, 64, 64, 1)
     assert sequences.shape == (8, 20, 64, 64, 1)
@@ -245,7 +267,7 @@ else:
 # files are skipped, counted and reported once, never fatal.
 
 # %%
-ucf_root = Path(os.environ.get("UCF101_ROOT", REPO / "data" / "UCF-101"))
+ucf_root = Path(os.environ.get("UCF101_ROOT", DATA / "UCF-101"))
 if ucf_root.exists():
     ucf = UCF101Dataset(ucf_root, "train", fold=1, num_frames=16, frame_stride=2, size=64 if QUICK else 128)
     print(f"UCF-101 train fold 1: {len(ucf)} videos, {len(ucf.skipped)} skipped, {len(ucf.classes)} classes")

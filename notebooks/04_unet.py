@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -25,12 +27,15 @@
 # tokens.
 
 # %%
-import subprocess, sys
+import os
+import subprocess
+import sys
+
 if "google.colab" in sys.modules:  # Colab: fetch lvdm-ref (code and shipped weights) and install it
-    subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/lvdm-ref/lvdm-ref"], check=True)
+    if not os.path.exists("lvdm-ref"):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/lvdm-ref/lvdm-ref"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lvdm-ref"], check=True)
-    subprocess.run([sys.executable, "-m", "lvdm_ref", "setup-weights"], check=True)  # I3D for FVD, once
-    sys.path.insert(0, "lvdm-ref")
+    sys.path.insert(0, os.path.abspath("lvdm-ref"))  # importable in this session without a restart
 
 # %%
 from lvdm_ref.utils import is_quick
