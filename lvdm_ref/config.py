@@ -76,6 +76,25 @@ class DiffusionConfig:
 
 
 @dataclass
+class HierarchyConfig:
+    """One model of LVDM's long-video hierarchy (Sec. 3.3): what it is given and how it was trained."""
+    role: str = "pred"  # "pred": given the first latent, make the next ones; "interp": given both ends, the middle
+    num_latents: int = 4  # latent frames per sample: 4 keyframes (pred) or 5 latents, ends given (interp)
+    keyframe_stride: int = 4  # keyframes are every 4th latent: 16 frames apart with x4 temporal compression
+    condition_prob: float = 0.5  # training samples that get the condition; the rest are unconditional (guidance)
+    max_perturbation_level: int = 250  # training s ~ U{0, ..., s_max - 1}; 0 turns perturbation off
+
+
+def hierarchy_config(role: str, max_perturbation_level: int = 250) -> HierarchyConfig:
+    """LVDM's two models: prediction on 4 keyframes (condition in 50 %), interpolation of 5 latents (90 %)."""
+    if role == "pred":
+        return HierarchyConfig("pred", num_latents=4, condition_prob=0.5, max_perturbation_level=max_perturbation_level)
+    if role == "interp":
+        return HierarchyConfig("interp", num_latents=5, condition_prob=0.9, max_perturbation_level=max_perturbation_level)
+    raise ValueError(f"role must be 'pred' or 'interp', got {role!r}")
+
+
+@dataclass
 class TrainConfig:
     batch_size: int = 8
     lr: float = 6e-5  # LVDM short model; 8e-5 for prediction/interpolation

@@ -270,12 +270,13 @@ class GaussianDiffusion(nn.Module):
                model_kwargs: dict | None = None, combine_fn: Callable | None = None,
                callback: Callable | None = None, clip_denoised: bool = False, timestep_spacing: str | None = None,
                return_trajectory: bool = False, progress: bool = False,
-               generator: torch.Generator | None = None, device: str | torch.device | None = None,
+               generator: torch.Generator | list[torch.Generator] | None = None, device: str | torch.device | None = None,
                dtype: torch.dtype = torch.float32):
         """Draw samples of `shape` with DDPM (Alg. 2) or DDIM (Eq. 12, `eta`, `num_steps`).
 
         `model(x_t, t, **model_kwargs)` predicts the configured target. The hooks (`combine_fn`, `callback`)
         and `timestep_spacing` are described in the module docstring. `noise` is the starting x_T; `generator`
+        (one, or a list of one per sample, which makes each sample independent of the batch it is in)
         makes the run reproducible; `dtype` is that of x_T unless `noise` is given. Returns x_0, or (x_0, Trajectory) with `return_trajectory=True`
         (the trajectory keeps every step on the CPU: mind the memory for long chains and big tensors).
         `sampler`, `num_steps` and `eta` default to the config's `sampler`, `sample_steps`, `ddim_eta`.
@@ -296,6 +297,9 @@ class GaussianDiffusion(nn.Module):
             return model(x, t, **model_kwargs)
 
         def randn():
+            if isinstance(generator, (list, tuple)):  # one stream per sample: results independent of batching
+                return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=device, dtype=dtype)
+                                  for g in generator])
             return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
         dtype = dtype if noise is None else noise.dtype

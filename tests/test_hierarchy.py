@@ -1,0 +1,226 @@
+"""Oracle tests for the long-video hierarchy: perturbation, guidance, masks, the loss and the sampler."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from lvdm_ref.config import DiffusionConfig, UNetConfig, VAEConfig, hierarchy_config
+from lvdm_ref.diffusion import GaussianDiffusion
+from lvdm_ref.guidance import guide
+from lvdm_ref.hierarchy import (ConditionalDenoiser, LongVideoPlan, check_pair, given_frames, hierarchy_loss,
+                                interpolate, sample_conditional, sample_keyframes, sample_long, stream,
+                                training_mask, warm_start)
+from lvdm_ref.lvdm import LatentVideoDiffusion
+from lvdm_ref.perturbation import perturb, sampling_levels, training_levels
+from lvdm_ref.unet import UNet
+from lvdm_ref.vae3d import VideoAutoencoder
+
+TINY_UNET = dict(model_channels=8, channel_mult=(1, 2), attention_levels=(1,), num_heads=2)
+LATENT = (4, 8, 8)  # (c, h, w) of a 32x32 clip with x4 spatial compression
+
+
+def randomise(module, seed=0, scale=0.2):
+    """Zero-initialised layers make a fresh UNet output zeros; give every weight a value so tests see through it."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+    return module
+
+
+def make_model(role, max_level=250, seed=0, vae=None):
+    config = hierarchy_config(role, max_level)
+    unet = randomise(UNet(UNetConfig(use_mask=True, use_perturbation_embedding=max_level > 0, **TINY_UNET)), seed)
+    diffusion = GaussianDiffusion(DiffusionConfig())
+    vae = vae or VideoAutoencoder(VAEConfig(base_channels=4, channel_mult=(1, 2, 2), spatial_downsample=4,
+                                            temporal_downsample=4))
+    model = LatentVideoDiffusion(vae, unet, diffusion, (LATENT[0], config.num_latents, *LATENT[1:]), config).eval()
+    model.vae_sha256 = "same"
+    return model
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    pred = make_model("pred")
+    return pred, make_model("interp", seed=1, vae=pred.vae)
+
+
+# ----------------------------------------------------------------------------- perturbation
+def test_perturbation_is_the_closed_form_forward_process():
+    diffusion = GaussianDiffusion(DiffusionConfig()).double()
+    z, eps = torch.randn(3, 4, 1, 2, 2, dtype=torch.float64), torch.randn(3, 4, 1, 2, 2, dtype=torch.float64)
+    s = torch.tensor([0, 100, 249])
+    abar = diffusion.alphas_cumprod[s].reshape(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(perturb(diffusion, z, s, eps), abar.sqrt() * z + (1 - abar).sqrt() * eps)
+    assert perturb(diffusion, z, None) is z  # perturbation off
+    levels = training_levels(10_000, 250, generator=torch.Generator().manual_seed(0))
+    assert levels.min() == 0 and levels.max() == 249 and training_levels(4, 0) is None
+    assert sampling_levels(2, None, 250).tolist() == [100, 100] and sampling_levels(2, 0, 0) is None
+    with pytest.raises(ValueError, match="without perturbation"):
+        sampling_levels(2, 100, 0)
+    with pytest.raises(ValueError, match="in \\[0, 249\\]"):
+        sampling_levels(2, 300, 250)
+
+
+# ----------------------------------------------------------------------------- masks and loss
+def test_training_masks_give_the_roles_frames_at_the_right_rate():
+    assert given_frames("pred", 4).tolist() == [1, 0, 0, 0] and given_frames("interp", 5).tolist() == [1, 0, 0, 0, 1]
+    for role, rate in (("pred", 0.5), ("interp", 0.9)):
+        config = hierarchy_config(role)
+        mask = training_mask(config, 20_000, generator=torch.Generator().manual_seed(0))
+        assert mask.shape == (20_000, 1, config.num_latents, 1, 1)
+        conditioned = mask.flatten(1).amax(1)
+        assert abs(conditioned.mean().item() - rate) < 0.02
+        assert torch.equal(mask[conditioned == 1].flatten(1), given_frames(role, config.num_latents).expand(
+            int(conditioned.sum()), -1))
+
+
+def test_loss_covers_generated_frames_only_and_a_perfect_model_scores_zero():
+    diffusion = GaussianDiffusion(DiffusionConfig(loss="l2")).double()
+    config = dataclasses.replace(hierarchy_config("interp"), condition_prob=1.0)
+    z0 = torch.randn(6, 4, 5, 2, 2, dtype=torch.float64)
+    seen = {}
+
+    def oracle(x_in, t, mask, perturbation_level):  # the true eps wherever x_in = q_sample(z0, t, eps)
+        seen.update(x_in=x_in, mask=mask, level=perturbation_level)
+        return diffusion.predict_noise_from_start(x_in, t, z0)
+
+    torch.manual_seed(0)
+    loss = hierarchy_loss(diffusion, config)(oracle, z0, step=0)
+    assert loss < 1e-20  # the given frames (where the oracle is wrong) do not count
+    # the given frames hold z_c^s: the clean latent at a perturbation level below 250
+    level = seen["level"]
+    assert level.shape == (6,) and level.max() < 250
+    given = seen["x_in"][:, :, [0, 4]]
+    abar = diffusion.alphas_cumprod[level].reshape(-1, 1, 1, 1, 1)
+    assert (given - abar.sqrt() * z0[:, :, [0, 4]]).abs().max() < 4 * (1 - abar).sqrt().max() + 1e-9
+
+
+# ----------------------------------------------------------------------------- guidance
+def test_guidance_endpoints_and_linearity(models):
+    pred, _ = models
+    torch.manual_seed(0)
+    x_t, t = torch.randn(2, 4, 4, 8, 8), torch.tensor([10, 80])
+    mask = torch.zeros(2, 1, 4, 1, 1)
+    mask[:, :, 0] = 1
+    given, level = torch.randn(2, 4, 4, 8, 8), torch.tensor([100, 100])
+    with torch.no_grad():
+        cond = pred.unet(x_t * (1 - mask) + given * mask, t, mask=mask, perturbation_level=level)
+        uncond = pred.unet(x_t, t, mask=torch.zeros_like(mask), perturbation_level=level)
+        out = {w: ConditionalDenoiser(pred.unet, mask, given, level, w)(x_t, t) for w in (0.0, -1.0, 0.1, 0.2)}
+    generated = (1 - mask).bool().expand_as(x_t)
+    torch.testing.assert_close(out[0.0], cond)  # w = 0: the conditional model
+    torch.testing.assert_close(out[-1.0][generated], uncond[generated], atol=1e-5, rtol=1e-5)  # w = -1: unconditional
+    step = [(out[b] - out[a])[generated] for a, b in ((0.0, 0.1), (0.1, 0.2))]
+    torch.testing.assert_close(step[1], step[0], atol=1e-5, rtol=1e-4)  # linear in w (on the frames it makes)
+    torch.testing.assert_close(out[0.1][generated], guide(cond, uncond, 0.1)[generated], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(cond, uncond, atol=1e-3)  # the condition matters, so the checks above have teeth
+
+
+def test_unconditional_branch_never_sees_the_given_latents():
+    calls = []
+
+    def recording_unet(x, t, mask, perturbation_level):
+        calls.append((x.clone(), mask.clone(), perturbation_level.clone()))
+        return torch.zeros_like(x)
+
+    x_t, given = torch.randn(3, 4, 5, 2, 2), torch.full((3, 4, 5, 2, 2), 7.0)
+    mask = given_frames("interp", 5).reshape(1, 1, 5, 1, 1).expand(3, -1, -1, -1, -1)
+    ConditionalDenoiser(recording_unet, mask, given, torch.tensor([100] * 3), 0.1)(x_t, torch.tensor([5] * 3))
+    (x, m, s), = calls
+    cond_x, uncond_x = x.chunk(2)
+    assert torch.all(cond_x[:, :, [0, 4]] == 7.0) and torch.equal(cond_x[:, :, 1:4], x_t[:, :, 1:4])
+    assert torch.equal(uncond_x, x_t)  # untouched: the official bug (b) is not here
+    assert torch.all(m[3:] == 0) and torch.all(m[:3, :, [0, 4]] == 1)
+    assert s.tolist() == [100] * 6  # both branches get s (the official bug (a) drops it)
+
+
+# ----------------------------------------------------------------------------- sampling
+def test_given_latents_come_back_unchanged(models):
+    _, interp = models
+    given = torch.randn(2, 4, 5, 8, 8)
+    mask = given_frames("interp", 5).reshape(1, 1, 5, 1, 1).expand(2, -1, -1, -1, -1)
+    out = sample_conditional(interp.unet, interp.diffusion, interp.hierarchy, given, mask,
+                             [stream(0, i) for i in range(2)], num_steps=3, guidance_scale=0.1)
+    assert torch.equal(out[:, :, [0, 4]], given[:, :, [0, 4]])
+    assert not torch.allclose(out[:, :, 1:4], given[:, :, 1:4])
+
+
+@pytest.mark.parametrize("num_frames", [1, 16, 17, 100, 1024, 1060])
+def test_plan_fills_every_pair_and_covers_exactly_the_frames(num_frames):
+    plan = LongVideoPlan(num_frames, frames_per_latent=4, keyframe_stride=4, clip_keyframes=4)
+    assert plan.num_latents * 4 >= num_frames > (plan.num_latents - 4) * 4 or plan.num_latents == 1
+    assert plan.num_latents == (plan.num_keyframes - 1) * 4 + 1
+    assert plan.num_keyframes <= 4 + 3 * (plan.prediction_steps - 1)  # enough keyframes predicted
+    assert plan.frame_is_keyframe().shape == (num_frames,) and plan.frame_is_keyframe()[0]
+    assert plan.pairs_for_frames(0, num_frames) == list(range(plan.num_pairs))
+
+
+@pytest.mark.parametrize("num_frames", [1, 16, 17, 100])
+def test_sample_long_returns_exactly_the_frames_asked_for(models, num_frames):
+    pred, interp = models
+    videos = sample_long(pred, interp, num_frames, num_videos=2, num_steps=2, progress=False)
+    assert videos.shape == (2, num_frames, 32, 32, 1) and videos.dtype == np.uint8
+
+
+def test_1024_frames_every_pair_filled(models):
+    pred, interp = models
+    plan = LongVideoPlan(1024, 4, 4, 4)
+    keyframes = sample_keyframes(pred, plan, 1, seed=0, num_steps=1, progress=False)
+    assert keyframes.shape[2] == plan.num_keyframes == 65
+    latents = interpolate(interp, keyframes, seed=0, num_steps=1, progress=False)
+    assert latents.shape[2] == plan.num_latents == 257
+    assert latents.flatten(3).abs().amax(-1).amin() > 0  # no latent frame left empty (the official bug)
+    torch.testing.assert_close(latents[:, :, ::4], keyframes)
+    videos = sample_long(pred, interp, 1024, num_steps=1, progress=False)
+    assert videos.shape == (1, 1024, 32, 32, 1)
+
+
+def test_same_seed_same_video_and_batching_does_not_matter(models):
+    pred, interp = models
+    a = sample_long(pred, interp, 40, num_videos=2, seed=3, num_steps=2, progress=False)
+    b = sample_long(pred, interp, 40, num_videos=2, seed=3, num_steps=2, progress=False)
+    c = sample_long(pred, interp, 40, num_videos=2, seed=4, num_steps=2, progress=False)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    plan = LongVideoPlan(40, 4, 4, 4)
+    keyframes = sample_keyframes(pred, plan, 2, seed=3, num_steps=2, progress=False)
+    batched = interpolate(interp, keyframes, seed=3, num_steps=2, batch_size=64, progress=False)
+    one_by_one = interpolate(interp, keyframes, seed=3, num_steps=2, batch_size=1, progress=False)
+    torch.testing.assert_close(batched, one_by_one, atol=1e-4, rtol=1e-4)
+    sparse = interpolate(interp, keyframes, seed=3, num_steps=2, pairs=[1], progress=False)
+    torch.testing.assert_close(sparse[:, :, 4:9], batched[:, :, 4:9], atol=1e-4, rtol=1e-4)
+    single = sample_keyframes(pred, plan, 1, seed=3, num_steps=2, progress=False)  # video 0 alone
+    torch.testing.assert_close(single, keyframes[:1], atol=1e-4, rtol=1e-4)
+
+
+def test_real_start_is_kept(models):
+    pred, _ = models
+    start = torch.randn(2, 4, 1, 8, 8)
+    plan = LongVideoPlan(64, 4, 4, 4)  # 16 latents: keyframes at latents 0, 4, 8, 12 and 16
+    keyframes = sample_keyframes(pred, plan, 2, seed=0, start=start, num_steps=2, progress=False)
+    assert keyframes.shape[2] == plan.num_keyframes == 5 and torch.equal(keyframes[:, :, :1], start)
+
+
+def test_mismatched_models_are_refused(models):
+    pred, interp = models
+    with pytest.raises(ValueError, match="--pred must be a prediction"):
+        check_pair(interp.hierarchy, pred.hierarchy)
+    other = make_model("interp", vae=pred.vae)
+    other.vae_sha256 = "different"
+    with pytest.raises(ValueError, match="different autoencoders"):
+        sample_long(pred, other, 16, num_steps=1, progress=False)
+    with pytest.raises(ValueError, match="num_frames"):
+        sample_long(pred, interp, 0, progress=False)
+
+
+# ----------------------------------------------------------------------------- warm start
+def test_warm_start_from_a_short_model_is_the_same_function():
+    short = randomise(UNet(UNetConfig(**TINY_UNET)), seed=5)
+    pred = warm_start(UNet(UNetConfig(use_mask=True, use_perturbation_embedding=True, **TINY_UNET)), short.state_dict())
+    x, t = torch.randn(2, 4, 4, 8, 8), torch.tensor([3, 70])
+    mask = torch.zeros(2, 1, 4, 1, 1)
+    mask[:, :, 0] = 1
+    with torch.no_grad():
+        torch.testing.assert_close(pred(x, t, mask=mask, perturbation_level=torch.tensor([0, 200])), short(x, t))
