@@ -120,6 +120,10 @@ class Preset:
     unet: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # The hierarchy's prediction and interpolation models (the mask and s inputs are added by the recipe).
+    hierarchy_unet: UNetConfig = field(default_factory=UNetConfig)
+    hierarchy_train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=8e-5))  # LVDM: 8e-5
+    hierarchy_clips: int = 2048  # long training clips, encoded once (64 frames each on Moving MNIST)
 
 
 def _quick() -> Preset:
@@ -132,6 +136,9 @@ def _quick() -> Preset:
         unet=UNetConfig(model_channels=16, channel_mult=(1, 2), num_heads=2),
         diffusion=DiffusionConfig(num_timesteps=100),
         train=TrainConfig(batch_size=4, lr=1e-3, steps=30, log_every=5, ckpt_every=15, ema_decay=0.99),
+        hierarchy_unet=UNetConfig(model_channels=16, channel_mult=(1, 2), num_heads=2),
+        hierarchy_train=TrainConfig(batch_size=4, lr=1e-3, steps=30, log_every=5, ckpt_every=15, ema_decay=0.99),
+        hierarchy_clips=32,
     )
 
 
@@ -156,6 +163,11 @@ def _mmnist() -> Preset:
         # thousand steps needs a larger lr and a shorter EMA horizon.
         train=TrainConfig(batch_size=16, lr=3e-4, warmup_steps=200, steps=4500, ema_decay=0.999,
                           log_every=25, ckpt_every=250),
+        # Half the short model's width (about 1/4 of its FLOPs): a 1024-frame video takes ~22 prediction and
+        # 64 interpolation samples, which must stay within a couple of minutes on a CPU.
+        hierarchy_unet=UNetConfig(model_channels=32, channel_mult=(1, 2, 2), attention_levels=(1, 2), num_heads=4),
+        hierarchy_train=TrainConfig(batch_size=16, lr=3e-4, warmup_steps=200, steps=4500, ema_decay=0.999,
+                                    log_every=25, ckpt_every=250),
     )
 
 

@@ -26,8 +26,10 @@ batch it was sampled in, or on which other pairs were sampled (`pairs=` samples 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,7 +39,7 @@ from tqdm.auto import tqdm
 from lvdm_ref.config import HierarchyConfig
 from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.guidance import guide
-from lvdm_ref.perturbation import perturb, sampling_levels, training_levels
+from lvdm_ref.perturbation import TRAIN_MAX_LEVEL, perturb, sampling_levels, training_levels
 
 ROLES = ("pred", "interp")
 
@@ -312,3 +314,76 @@ def decode_frames(model, latents: torch.Tensor, num_frames: int, chunk_size: int
     videos = [to_uint8(model.decode(latents[i:i + 1], chunk_size=chunk_size))[0, :num_frames]
               for i in tqdm(range(len(latents)), desc="decode", disable=not progress)]
     return np.stack(videos)
+
+
+# ----------------------------------------------------------------------------- the recipe
+def training_latents(long_latents: torch.Tensor, config: HierarchyConfig) -> torch.Tensor:
+    """Latents of long clips (N, c, L, h, w) -> the model's training samples.
+
+    pred: every `keyframe_stride`-th latent, the first `num_latents` of them (N, c, 4, h, w);
+    interp: every window of `num_latents` consecutive latents starting on a keyframe (N * W, c, 5, h, w).
+    """
+    stride, length = config.keyframe_stride, long_latents.shape[2]
+    if config.role == "pred":
+        keyframes = long_latents[:, :, ::stride][:, :, :config.num_latents]
+        if keyframes.shape[2] < config.num_latents:
+            raise ValueError(f"{length} latents hold {keyframes.shape[2]} keyframes; the prediction model needs "
+                             f"{config.num_latents}: use longer clips")
+        return keyframes.contiguous()
+    starts = range(0, length - config.num_latents + 1, stride)
+    return torch.cat([long_latents[:, :, s:s + config.num_latents] for s in starts]).contiguous()
+
+
+def long_clip_frames(preset, config: HierarchyConfig) -> int:
+    """Frames of the long training clips: enough for `num_latents` keyframes (official: 64 frames)."""
+    return config.num_latents * config.keyframe_stride * preset.vae.temporal_downsample \
+        if config.role == "pred" else 4 * config.keyframe_stride * preset.vae.temporal_downsample
+
+
+def train_hierarchy_model(preset, role: str, vae_path, out, *, max_perturbation_level: int | None = None,
+                          steps: int | None = None, num_clips: int | None = None, resume: bool = False,
+                          device: str = "auto", callbacks=(), progress: bool = True) -> dict:
+    """Train the preset's prediction (`role="pred"`) or interpolation (`"interp"`) model on a frozen
+    autoencoder; write OUT/{role}.safetensors.
+
+    Long clips (64 frames on Moving MNIST) are encoded once into OUT/latents.pt; the prediction model
+    trains on their keyframe latents, the interpolation model on their 5-latent windows.
+    `max_perturbation_level`: s_max, by default LVDM's 250 of 1000 timesteps (the same share of a shorter
+    chain); 0 trains without conditional latent perturbation (no s embedding).
+    """
+    from lvdm_ref.config import hierarchy_config, to_dict
+    from lvdm_ref.lvdm import LatentDataset, LatentVideoDiffusion, encoded_training_set
+    from lvdm_ref.train import Trainer
+    from lvdm_ref.unet import UNet
+    from lvdm_ref.utils import get_device
+    from lvdm_ref.vae3d import VideoAutoencoder
+
+    if max_perturbation_level is None:
+        max_perturbation_level = TRAIN_MAX_LEVEL * preset.diffusion.num_timesteps // 1000
+    config = hierarchy_config(role, max_perturbation_level)
+    if not 0 <= max_perturbation_level <= preset.diffusion.num_timesteps:
+        raise ValueError(f"max_perturbation_level must be in [0, {preset.diffusion.num_timesteps}] (the diffusion's "
+                         f"timesteps), got {max_perturbation_level}")
+    train_config = preset.hierarchy_train if steps is None else dataclasses.replace(preset.hierarchy_train, steps=steps)
+    num_clips = preset.hierarchy_clips if num_clips is None else num_clips
+    out, vae_path = Path(out), Path(vae_path)
+    vae = VideoAutoencoder.load(vae_path, get_device(device))
+    long_latents = encoded_training_set(vae, vae_path, preset.data, num_clips, out / "latents.pt",
+                                        num_frames=long_clip_frames(preset, config), resume=resume, progress=progress)
+    latents = training_latents(long_latents, config)  # (N, c, f, h, w)
+    if len(latents) < train_config.batch_size:
+        raise ValueError(f"{len(latents)} training samples are fewer than one batch of {train_config.batch_size}")
+    latent_shape = tuple(latents.shape[1:])
+    unet_config = dataclasses.replace(preset.hierarchy_unet, in_channels=latent_shape[0], out_channels=latent_shape[0],
+                                      use_mask=True, use_perturbation_embedding=max_perturbation_level > 0)
+    unet, diffusion = UNet(unet_config), GaussianDiffusion(preset.diffusion).to(get_device(device))
+    trainer = Trainer(unet, hierarchy_loss(diffusion, config), LatentDataset(latents), train_config, out,
+                      device=device, resume=resume, callbacks=callbacks, progress=progress,
+                      metadata={"preset": preset.name, "role": role})
+    summary = trainer.fit()
+    model = LatentVideoDiffusion(vae, trainer.model, diffusion, latent_shape, config)
+    path = model.save(out / f"{role}.safetensors", ema_unet=trainer.ema_model if trainer.ema else None,
+                      vae_path=str(vae_path), extra={"preset": preset.name, "train": to_dict(train_config),
+                                                     "num_clips": len(long_latents), "steps": trainer.step})
+    return {"checkpoint": str(path), "role": role, "latent_shape": list(latent_shape),
+            "num_samples": len(latents), "max_perturbation_level": max_perturbation_level, **summary}

@@ -8,13 +8,14 @@ reverse chain in the latent space and decodes once at the end.
 Training data: clips are encoded once, up front, into a latent set kept in memory (and cached in
 the run folder, so a resumed run does not encode again). Encoding is a full-resolution 3D conv
 pass, far dearer per clip than a UNet step on the small latent; a fixed set keeps it off the
-training loop.
+training loop. `train_short_model` is the whole recipe (`python -m lvdm_ref train` calls it).
 
 A short checkpoint (`.safetensors`) holds the raw and EMA UNet weights and, in its metadata, the
 UNet and diffusion configs, the latent shape and the autoencoder file it expects (its sha256).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -23,14 +24,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lvdm_ref.checkpoint import load_weights, prefixed, save_weights, unprefixed
-from lvdm_ref.config import DiffusionConfig, UNetConfig, from_dict, to_dict
+from lvdm_ref.checkpoint import atomic_write, load_weights, prefixed, save_weights, unprefixed
+from lvdm_ref.config import DataConfig, DiffusionConfig, HierarchyConfig, UNetConfig, from_dict, to_dict
 from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.unet import UNet
-from lvdm_ref.utils import file_sha256, from_uint8, to_uint8
+from lvdm_ref.utils import file_sha256, from_uint8, get_device, to_uint8
 from lvdm_ref.vae3d import VideoAutoencoder
 
-KIND = "lvdm_short"
+KIND = "lvdm_short"  # hierarchy models: "lvdm_pred", "lvdm_interp"
 
 
 @torch.no_grad()
@@ -72,12 +73,14 @@ class LatentVideoDiffusion(nn.Module):
     """Frozen autoencoder + UNet + diffusion: `sample` draws videos, `save`/`load` one checkpoint file."""
 
     def __init__(self, vae: VideoAutoencoder, unet: UNet, diffusion: GaussianDiffusion,
-                 latent_shape: tuple[int, int, int, int]):
+                 latent_shape: tuple[int, int, int, int], hierarchy: HierarchyConfig | None = None):
         super().__init__()
         self.vae = vae.eval().requires_grad_(False)
         self.unet = unet
         self.diffusion = diffusion
         self.latent_shape = tuple(latent_shape)  # (c, t, h, w)
+        self.hierarchy = hierarchy  # None: the short model; else a prediction or interpolation model
+        self.vae_sha256: str | None = None  # the autoencoder file it was trained on, when known
         if unet.config.in_channels != latent_shape[0] or unet.config.out_channels != latent_shape[0]:
             raise ValueError(f"the UNet maps {unet.config.in_channels} -> {unet.config.out_channels} channels but "
                              f"the autoencoder's latents have {latent_shape[0]}: set UNetConfig in/out_channels")
@@ -110,25 +113,32 @@ class LatentVideoDiffusion(nn.Module):
         return np.concatenate(videos)
 
     # ------------------------------------------------------------------ checkpoints
+    @property
+    def kind(self) -> str:
+        return KIND if self.hierarchy is None else f"lvdm_{self.hierarchy.role}"
+
     def save(self, path: str | os.PathLike, ema_unet: nn.Module | None = None, vae_path: str | None = None,
              extra: dict | None = None) -> Path:
         """Write the UNet (and EMA) weights with the configs; sampling uses the EMA weights when present."""
         tensors = prefixed(self.unet.state_dict(), "unet")
         if ema_unet is not None:
             tensors.update(prefixed(ema_unet.state_dict(), "ema"))
-        metadata = {"kind": KIND, "unet": to_dict(self.unet.config), "diffusion": to_dict(self.diffusion.config),
+        metadata = {"kind": self.kind, "unet": to_dict(self.unet.config), "diffusion": to_dict(self.diffusion.config),
                     "latent_shape": list(self.latent_shape), **(extra or {})}
+        if self.hierarchy is not None:
+            metadata["hierarchy"] = to_dict(self.hierarchy)
         if vae_path is not None:
             metadata["vae"] = {"path": str(vae_path), "sha256": file_sha256(vae_path)}
         return save_weights(path, tensors, metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike, vae: VideoAutoencoder | str | os.PathLike | None = None,
-             device: str | torch.device = "cpu", use_ema: bool = True) -> "LatentVideoDiffusion":
-        """Load a short checkpoint; `vae` defaults to the autoencoder file recorded in it."""
+             device: str | torch.device = "cpu", use_ema: bool = True, kind: str = KIND) -> "LatentVideoDiffusion":
+        """Load a checkpoint of `kind` (short, or "lvdm_pred" / "lvdm_interp"); `vae` defaults to the
+        autoencoder file recorded in it."""
         tensors, meta = load_weights(path, device)
-        if meta.get("kind") != KIND:
-            raise ValueError(f"{path} holds a {meta.get('kind')!r} checkpoint, not a {KIND!r} one")
+        if meta.get("kind") != kind:
+            raise ValueError(f"{path} holds a {meta.get('kind')!r} checkpoint, not a {kind!r} one")
         if not isinstance(vae, VideoAutoencoder):
             vae_path = Path(vae or meta["vae"]["path"])
             if not vae_path.is_absolute() and not vae_path.exists():
@@ -141,7 +151,72 @@ class LatentVideoDiffusion(nn.Module):
         weights = unprefixed(tensors, "ema") if use_ema and any(k.startswith("ema.") for k in tensors) else \
             unprefixed(tensors, "unet")
         unet.load_state_dict(weights)
+        hierarchy = from_dict(HierarchyConfig, meta["hierarchy"]) if "hierarchy" in meta else None
         model = cls(vae, unet, GaussianDiffusion(from_dict(DiffusionConfig, meta["diffusion"])).to(device),
-                    tuple(meta["latent_shape"]))
+                    tuple(meta["latent_shape"]), hierarchy)
         model.metadata = meta
+        model.vae_sha256 = meta.get("vae", {}).get("sha256")
         return model.eval()
+
+
+# ----------------------------------------------------------------------------- the recipe
+def _training_clips(data: DataConfig, num: int, num_frames: int | None = None) -> np.ndarray:
+    """uint8 (N, T, H, W, C) clips of the preset's data set to encode once for training."""
+    if data.dataset == "moving_mnist":
+        from lvdm_ref.data import generate_moving_mnist
+
+        return generate_moving_mnist(num, num_frames or data.num_frames, data.size, data.num_digits, "train", data.seed)
+    raise ValueError(f"training encodes a Moving MNIST set here; for {data.dataset!r} build the latent set "
+                     f"from its dataset (lvdm_ref.video_datasets) and call lvdm_ref.lvdm.encode_videos")
+
+
+def encoded_training_set(vae: VideoAutoencoder, vae_path: Path, data: DataConfig, num_clips: int,
+                         cache: Path, *, num_frames: int | None = None, resume: bool = False,
+                         progress: bool = True) -> torch.Tensor:
+    """Training clips encoded once into `cache` (N, c, t, h, w); a resumed run reads them back.
+
+    The cache records the autoencoder's sha256, so a resumed run cannot mix latents of two autoencoders.
+    """
+    vae_sha = file_sha256(vae_path)
+    if resume and cache.exists():
+        cached = torch.load(cache, weights_only=True)
+        if cached["vae_sha256"] != vae_sha:
+            raise ValueError(f"{cache} was encoded with another autoencoder than {vae_path}")
+        return cached["latents"]
+    latents = encode_videos(vae, _training_clips(data, num_clips, num_frames), progress=progress)
+    atomic_write(cache, lambda tmp: torch.save({"latents": latents, "vae_sha256": vae_sha}, tmp))
+    return latents
+
+
+def train_short_model(preset, vae_path: str | os.PathLike, out: str | os.PathLike, *, steps: int | None = None,
+                      num_clips: int | None = None, resume: bool = False, device: str = "auto", callbacks=(),
+                      progress: bool = True) -> dict:
+    """Train the preset's short LVDM on the frozen autoencoder in `vae_path`; write OUT/short.safetensors.
+
+    num_clips training clips (default: the preset's `data.num_train`) are encoded once into
+    OUT/latents.pt; `resume=True` continues OUT/train_state.pt and reads the latents back (they must
+    come from the same autoencoder file). The UNet takes its channels from the latents. The preset
+    is not changed: `steps` replaces the preset's number of steps in a copy.
+    """
+    from lvdm_ref.train import Trainer
+
+    train_config = preset.train if steps is None else dataclasses.replace(preset.train, steps=steps)
+    num_clips = preset.data.num_train if num_clips is None else num_clips
+    if num_clips < train_config.batch_size:
+        raise ValueError(f"{num_clips} training clips are fewer than one batch of {train_config.batch_size}; "
+                         f"encode at least {train_config.batch_size} (--num-clips)")
+    out, vae_path = Path(out), Path(vae_path)
+    vae = VideoAutoencoder.load(vae_path, get_device(device))
+    latents = encoded_training_set(vae, vae_path, preset.data, num_clips, out / "latents.pt", resume=resume,
+                                   progress=progress)  # (N, c, t, h, w)
+    latent_shape = tuple(latents.shape[1:])  # (c, t, h, w)
+    unet_config = dataclasses.replace(preset.unet, in_channels=latent_shape[0], out_channels=latent_shape[0])
+    unet, diffusion = UNet(unet_config), GaussianDiffusion(preset.diffusion).to(get_device(device))
+    trainer = Trainer(unet, diffusion_loss(diffusion), LatentDataset(latents), train_config, out, device=device,
+                      resume=resume, callbacks=callbacks, progress=progress, metadata={"preset": preset.name})
+    summary = trainer.fit()
+    model = LatentVideoDiffusion(vae, trainer.model, diffusion, latent_shape)
+    path = model.save(out / "short.safetensors", ema_unet=trainer.ema_model if trainer.ema else None,
+                      vae_path=str(vae_path), extra={"preset": preset.name, "train": to_dict(train_config),
+                                                     "num_clips": len(latents), "steps": trainer.step})
+    return {"checkpoint": str(path), "latent_shape": list(latent_shape), "num_clips": len(latents), **summary}
