@@ -340,6 +340,22 @@ def long_clip_frames(preset, config: HierarchyConfig) -> int:
         if config.role == "pred" else 4 * config.keyframe_stride * preset.vae.temporal_downsample
 
 
+def build_model(preset, role: str, vae, latent_channels: int, max_perturbation_level: int):
+    """A fresh prediction or interpolation model of the preset's size: `lvdm.LatentVideoDiffusion` with a
+    hierarchy config, a UNet with the mask channel and (with perturbation) the s embedding."""
+    from lvdm_ref.config import hierarchy_config
+    from lvdm_ref.lvdm import LatentVideoDiffusion
+    from lvdm_ref.unet import UNet
+
+    config = hierarchy_config(role, max_perturbation_level)
+    unet_config = dataclasses.replace(preset.hierarchy_unet, in_channels=latent_channels, out_channels=latent_channels,
+                                      use_mask=True, use_perturbation_embedding=max_perturbation_level > 0)
+    size = preset.data.size // preset.vae.spatial_downsample
+    latent_shape = (latent_channels, config.num_latents, size, size)
+    diffusion = GaussianDiffusion(preset.diffusion).to(vae.latent_scale.device)
+    return LatentVideoDiffusion(vae, UNet(unet_config).to(vae.latent_scale.device), diffusion, latent_shape, config)
+
+
 def train_hierarchy_model(preset, role: str, vae_path, out, *, max_perturbation_level: int | None = None,
                           steps: int | None = None, num_clips: int | None = None, resume: bool = False,
                           device: str = "auto", callbacks=(), progress: bool = True) -> dict:
@@ -352,9 +368,8 @@ def train_hierarchy_model(preset, role: str, vae_path, out, *, max_perturbation_
     chain); 0 trains without conditional latent perturbation (no s embedding).
     """
     from lvdm_ref.config import hierarchy_config, to_dict
-    from lvdm_ref.lvdm import LatentDataset, LatentVideoDiffusion, encoded_training_set
+    from lvdm_ref.lvdm import LatentDataset, encoded_training_set
     from lvdm_ref.train import Trainer
-    from lvdm_ref.unet import UNet
     from lvdm_ref.utils import get_device
     from lvdm_ref.vae3d import VideoAutoencoder
 
@@ -373,17 +388,16 @@ def train_hierarchy_model(preset, role: str, vae_path, out, *, max_perturbation_
     latents = training_latents(long_latents, config)  # (N, c, f, h, w)
     if len(latents) < train_config.batch_size:
         raise ValueError(f"{len(latents)} training samples are fewer than one batch of {train_config.batch_size}")
-    latent_shape = tuple(latents.shape[1:])
-    unet_config = dataclasses.replace(preset.hierarchy_unet, in_channels=latent_shape[0], out_channels=latent_shape[0],
-                                      use_mask=True, use_perturbation_embedding=max_perturbation_level > 0)
-    unet, diffusion = UNet(unet_config), GaussianDiffusion(preset.diffusion).to(get_device(device))
+    model = build_model(preset, role, vae, latents.shape[1], max_perturbation_level)
+    if tuple(latents.shape[1:]) != model.latent_shape:
+        raise ValueError(f"the encoded latents are {tuple(latents.shape[1:])}, the preset expects {model.latent_shape}")
+    unet, diffusion = model.unet, model.diffusion
     trainer = Trainer(unet, hierarchy_loss(diffusion, config), LatentDataset(latents), train_config, out,
                       device=device, resume=resume, callbacks=callbacks, progress=progress,
                       metadata={"preset": preset.name, "role": role})
     summary = trainer.fit()
-    model = LatentVideoDiffusion(vae, trainer.model, diffusion, latent_shape, config)
     path = model.save(out / f"{role}.safetensors", ema_unet=trainer.ema_model if trainer.ema else None,
                       vae_path=str(vae_path), extra={"preset": preset.name, "train": to_dict(train_config),
                                                      "num_clips": len(long_latents), "steps": trainer.step})
-    return {"checkpoint": str(path), "role": role, "latent_shape": list(latent_shape),
+    return {"checkpoint": str(path), "role": role, "latent_shape": list(model.latent_shape),
             "num_samples": len(latents), "max_perturbation_level": max_perturbation_level, **summary}
