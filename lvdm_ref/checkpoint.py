@@ -49,6 +49,16 @@ def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
 
 def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
     """Read a file written by `save_weights`: (tensors, metadata)."""
+    metadata = read_metadata(path)  # checks the file first: exists, safetensors, written here
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except SafetensorError as error:
+        raise ValueError(f"{path} is not a readable safetensors file ({error}); was the write interrupted?") from error
+    return tensors, metadata
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """Only the metadata of a file written by `save_weights` (reads the header, not the tensors)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}; train one first or pass the path of a shipped file "
@@ -56,12 +66,11 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
-        tensors = load_file(str(path), device=str(device))
     except SafetensorError as error:
         raise ValueError(f"{path} is not a readable safetensors file ({error}); was the write interrupted?") from error
     if METADATA_KEY not in header:
         raise ValueError(f"{path} has no '{METADATA_KEY}' metadata: it was not written by lvdm_ref.checkpoint")
-    return tensors, json.loads(header[METADATA_KEY])
+    return json.loads(header[METADATA_KEY])
 
 
 def prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

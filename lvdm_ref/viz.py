@@ -24,6 +24,7 @@ from lvdm_ref.utils import to_uint8
 from lvdm_ref.video_io import WRITE_EXTENSIONS, encode_gif, write_video
 
 MAX_INLINE_BYTES = 2_000_000  # above this an inline GIF makes the notebook heavy: warn
+SAVE_EXTENSIONS = WRITE_EXTENSIONS + (".png", ".npz")  # what `save_video` writes
 
 
 def as_video(video: np.ndarray | torch.Tensor, nrow: int | None = None) -> np.ndarray:
@@ -142,7 +143,7 @@ def save_video(path: str | Path, video: np.ndarray | torch.Tensor, fps: float = 
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, videos=array)
         return path
-    raise ValueError(f"extension must be one of {WRITE_EXTENSIONS + ('.png', '.npz')}, got {path.name!r}")
+    raise ValueError(f"extension must be one of {SAVE_EXTENSIONS}, got {path.name!r}")
 
 
 # ----------------------------------------------------------------------------- model views

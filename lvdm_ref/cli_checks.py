@@ -1,0 +1,154 @@
+"""Argument checks for the command line: each finds a bad argument before any work starts.
+
+The argparse `type=` functions (`integer`, `number`, `input_file`, `output_file`,
+`output_folder`, `url`, `device`) check one argument as argparse reads it; argparse then stops
+with `lvdm <command>: error: argument --x: <problem and fix>` and exit status 2. The `check_*`
+functions cover what needs two arguments or a checkpoint's header; they raise ValueError or
+FileNotFoundError, which `cli.main` prints as `error: ...` with exit status 2. A new command uses
+the same functions.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+
+# ----------------------------------------------------------------------------- one argument
+def integer(minimum: int, maximum: int | None = None):
+    """argparse type: a whole number in [minimum, maximum]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            allowed = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {value}")
+        return value
+
+    return parse
+
+
+def number(minimum: float):
+    """argparse type: a real number >= minimum."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value >= minimum:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _check_suffix(path: Path, suffixes: tuple[str, ...]) -> None:
+    if suffixes and not path.name.lower().endswith(suffixes):
+        raise argparse.ArgumentTypeError(f"{str(path)!r} has an unsupported extension; use one of {', '.join(suffixes)}")
+
+
+def _check_writable(path: Path) -> None:
+    """`path` (a file or folder, which may not exist yet) can be created: its nearest existing folder is writable."""
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot create {path}: {folder} is a file, not a folder")
+    try:  # a real write, not os.access: that says yes to root on read-only or virtual file systems
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {folder} is not writable ({error.strerror}); "
+                                         f"choose another place") from None
+
+
+def input_file(*suffixes: str):
+    """argparse type: an existing file (with one of `suffixes`, when given)."""
+
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if not path.is_file():
+            problem = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise argparse.ArgumentTypeError(f"{text} {problem}; check the path")
+        _check_suffix(path, suffixes)
+        return path
+
+    return parse
+
+
+def output_file(*suffixes: str):
+    """argparse type: a file to write, with one of `suffixes`, whose folder exists or can be made."""
+
+    def parse(text: str) -> Path:
+        path = Path(text)
+        _check_suffix(path, suffixes)
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a folder; pass a file name such as {text}/out{suffixes[0]}")
+        _check_writable(path)
+        return path
+
+    return parse
+
+
+def output_folder(text: str) -> Path:
+    """argparse type: a folder to write into, existing or not (never an existing file)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; pass a folder")
+    _check_writable(path)
+    return path
+
+
+def url(text: str) -> str:
+    """argparse type: an http(s):// or file:// URL."""
+    if not text.startswith(("https://", "http://", "file://")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL; pass one that starts with https://, http:// "
+                                         f"or file://")
+    return text
+
+
+def device(text: str) -> str:
+    """argparse type: "auto", or a torch device that this machine has."""
+    if text == "auto":
+        return text
+    import torch
+
+    try:
+        parsed = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda" and not (torch.cuda.is_available() and (parsed.index or 0) < torch.cuda.device_count()):
+        raise argparse.ArgumentTypeError(f"{text}: no such CUDA device here ({torch.cuda.device_count()} found); "
+                                         f"use --device cpu or auto")
+    return text
+
+
+# ----------------------------------------------------------------------------- across arguments
+def check_resumable(out: Path) -> None:
+    """--resume needs the state file of an earlier run in --out."""
+    from lvdm_ref.train import STATE_FILE
+
+    if not (out / STATE_FILE).is_file():
+        raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; pass the folder of an earlier run, "
+                                f"or drop --resume to start a new one")
+
+
+def check_sampler_steps(ckpt: Path, sampler: str, steps: int | None) -> None:
+    """DDIM steps fit the checkpoint's chain; DDPM takes all of them (reads only the header)."""
+    from lvdm_ref.checkpoint import read_metadata
+
+    if steps is None:
+        return
+    num_timesteps = read_metadata(ckpt).get("diffusion", {}).get("num_timesteps")
+    if num_timesteps is None:  # not a diffusion checkpoint: loading it says so
+        return
+    if sampler == "ddpm" and steps != num_timesteps:
+        raise ValueError(f"--steps {steps}: DDPM takes all {num_timesteps} steps of the chain; drop --steps "
+                         f"or use --sampler ddim")
+    if steps > num_timesteps:
+        raise ValueError(f"--steps {steps}: {ckpt.name} has a chain of {num_timesteps} steps; "
+                         f"use --steps between 1 and {num_timesteps}")
