@@ -25,13 +25,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lvdm_ref.checkpoint import atomic_write, load_weights, prefixed, save_weights, unprefixed
-from lvdm_ref.config import DataConfig, DiffusionConfig, UNetConfig, from_dict, to_dict
+from lvdm_ref.config import DataConfig, DiffusionConfig, HierarchyConfig, UNetConfig, from_dict, to_dict
 from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.unet import UNet
 from lvdm_ref.utils import file_sha256, from_uint8, get_device, to_uint8
 from lvdm_ref.vae3d import VideoAutoencoder
 
-KIND = "lvdm_short"
+KIND = "lvdm_short"  # hierarchy models: "lvdm_pred", "lvdm_interp"
 
 
 @torch.no_grad()
@@ -73,12 +73,14 @@ class LatentVideoDiffusion(nn.Module):
     """Frozen autoencoder + UNet + diffusion: `sample` draws videos, `save`/`load` one checkpoint file."""
 
     def __init__(self, vae: VideoAutoencoder, unet: UNet, diffusion: GaussianDiffusion,
-                 latent_shape: tuple[int, int, int, int]):
+                 latent_shape: tuple[int, int, int, int], hierarchy: HierarchyConfig | None = None):
         super().__init__()
         self.vae = vae.eval().requires_grad_(False)
         self.unet = unet
         self.diffusion = diffusion
         self.latent_shape = tuple(latent_shape)  # (c, t, h, w)
+        self.hierarchy = hierarchy  # None: the short model; else a prediction or interpolation model
+        self.vae_sha256: str | None = None  # the autoencoder file it was trained on, when known
         if unet.config.in_channels != latent_shape[0] or unet.config.out_channels != latent_shape[0]:
             raise ValueError(f"the UNet maps {unet.config.in_channels} -> {unet.config.out_channels} channels but "
                              f"the autoencoder's latents have {latent_shape[0]}: set UNetConfig in/out_channels")
@@ -111,25 +113,32 @@ class LatentVideoDiffusion(nn.Module):
         return np.concatenate(videos)
 
     # ------------------------------------------------------------------ checkpoints
+    @property
+    def kind(self) -> str:
+        return KIND if self.hierarchy is None else f"lvdm_{self.hierarchy.role}"
+
     def save(self, path: str | os.PathLike, ema_unet: nn.Module | None = None, vae_path: str | None = None,
              extra: dict | None = None) -> Path:
         """Write the UNet (and EMA) weights with the configs; sampling uses the EMA weights when present."""
         tensors = prefixed(self.unet.state_dict(), "unet")
         if ema_unet is not None:
             tensors.update(prefixed(ema_unet.state_dict(), "ema"))
-        metadata = {"kind": KIND, "unet": to_dict(self.unet.config), "diffusion": to_dict(self.diffusion.config),
+        metadata = {"kind": self.kind, "unet": to_dict(self.unet.config), "diffusion": to_dict(self.diffusion.config),
                     "latent_shape": list(self.latent_shape), **(extra or {})}
+        if self.hierarchy is not None:
+            metadata["hierarchy"] = to_dict(self.hierarchy)
         if vae_path is not None:
             metadata["vae"] = {"path": str(vae_path), "sha256": file_sha256(vae_path)}
         return save_weights(path, tensors, metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike, vae: VideoAutoencoder | str | os.PathLike | None = None,
-             device: str | torch.device = "cpu", use_ema: bool = True) -> "LatentVideoDiffusion":
-        """Load a short checkpoint; `vae` defaults to the autoencoder file recorded in it."""
+             device: str | torch.device = "cpu", use_ema: bool = True, kind: str = KIND) -> "LatentVideoDiffusion":
+        """Load a checkpoint of `kind` (short, or "lvdm_pred" / "lvdm_interp"); `vae` defaults to the
+        autoencoder file recorded in it."""
         tensors, meta = load_weights(path, device)
-        if meta.get("kind") != KIND:
-            raise ValueError(f"{path} holds a {meta.get('kind')!r} checkpoint, not a {KIND!r} one")
+        if meta.get("kind") != kind:
+            raise ValueError(f"{path} holds a {meta.get('kind')!r} checkpoint, not a {kind!r} one")
         if not isinstance(vae, VideoAutoencoder):
             vae_path = Path(vae or meta["vae"]["path"])
             if not vae_path.is_absolute() and not vae_path.exists():
@@ -142,21 +151,41 @@ class LatentVideoDiffusion(nn.Module):
         weights = unprefixed(tensors, "ema") if use_ema and any(k.startswith("ema.") for k in tensors) else \
             unprefixed(tensors, "unet")
         unet.load_state_dict(weights)
+        hierarchy = from_dict(HierarchyConfig, meta["hierarchy"]) if "hierarchy" in meta else None
         model = cls(vae, unet, GaussianDiffusion(from_dict(DiffusionConfig, meta["diffusion"])).to(device),
-                    tuple(meta["latent_shape"]))
+                    tuple(meta["latent_shape"]), hierarchy)
         model.metadata = meta
+        model.vae_sha256 = meta.get("vae", {}).get("sha256")
         return model.eval()
 
 
 # ----------------------------------------------------------------------------- the recipe
-def _training_clips(data: DataConfig, num: int) -> np.ndarray:
+def _training_clips(data: DataConfig, num: int, num_frames: int | None = None) -> np.ndarray:
     """uint8 (N, T, H, W, C) clips of the preset's data set to encode once for training."""
     if data.dataset == "moving_mnist":
         from lvdm_ref.data import generate_moving_mnist
 
-        return generate_moving_mnist(num, data.num_frames, data.size, data.num_digits, "train", data.seed)
-    raise ValueError(f"train --model short encodes a Moving MNIST set here; for {data.dataset!r} build the "
-                     f"latent set from its dataset (lvdm_ref.video_datasets) and call lvdm_ref.lvdm.encode_videos")
+        return generate_moving_mnist(num, num_frames or data.num_frames, data.size, data.num_digits, "train", data.seed)
+    raise ValueError(f"training encodes a Moving MNIST set here; for {data.dataset!r} build the latent set "
+                     f"from its dataset (lvdm_ref.video_datasets) and call lvdm_ref.lvdm.encode_videos")
+
+
+def encoded_training_set(vae: VideoAutoencoder, vae_path: Path, data: DataConfig, num_clips: int,
+                         cache: Path, *, num_frames: int | None = None, resume: bool = False,
+                         progress: bool = True) -> torch.Tensor:
+    """Training clips encoded once into `cache` (N, c, t, h, w); a resumed run reads them back.
+
+    The cache records the autoencoder's sha256, so a resumed run cannot mix latents of two autoencoders.
+    """
+    vae_sha = file_sha256(vae_path)
+    if resume and cache.exists():
+        cached = torch.load(cache, weights_only=True)
+        if cached["vae_sha256"] != vae_sha:
+            raise ValueError(f"{cache} was encoded with another autoencoder than {vae_path}")
+        return cached["latents"]
+    latents = encode_videos(vae, _training_clips(data, num_clips, num_frames), progress=progress)
+    atomic_write(cache, lambda tmp: torch.save({"latents": latents, "vae_sha256": vae_sha}, tmp))
+    return latents
 
 
 def train_short_model(preset, vae_path: str | os.PathLike, out: str | os.PathLike, *, steps: int | None = None,
@@ -178,16 +207,8 @@ def train_short_model(preset, vae_path: str | os.PathLike, out: str | os.PathLik
                          f"encode at least {train_config.batch_size} (--num-clips)")
     out, vae_path = Path(out), Path(vae_path)
     vae = VideoAutoencoder.load(vae_path, get_device(device))
-    cache = out / "latents.pt"  # encoded once; a resumed run reads it back
-    vae_sha = file_sha256(vae_path)
-    if resume and cache.exists():
-        cached = torch.load(cache, weights_only=True)
-        if cached["vae_sha256"] != vae_sha:
-            raise ValueError(f"{cache} was encoded with another autoencoder than {vae_path}")
-        latents = cached["latents"]
-    else:
-        latents = encode_videos(vae, _training_clips(preset.data, num_clips), progress=progress)  # (N, c, t, h, w)
-        atomic_write(cache, lambda tmp: torch.save({"latents": latents, "vae_sha256": vae_sha}, tmp))
+    latents = encoded_training_set(vae, vae_path, preset.data, num_clips, out / "latents.pt", resume=resume,
+                                   progress=progress)  # (N, c, t, h, w)
     latent_shape = tuple(latents.shape[1:])  # (c, t, h, w)
     unet_config = dataclasses.replace(preset.unet, in_channels=latent_shape[0], out_channels=latent_shape[0])
     unet, diffusion = UNet(unet_config), GaussianDiffusion(preset.diffusion).to(get_device(device))
