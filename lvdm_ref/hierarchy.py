@@ -276,7 +276,7 @@ def sample_long(pred, interp, num_frames: int, num_videos: int = 1, *, seed: int
                 start: torch.Tensor | None = None, num_steps: int = 50, eta: float = 1.0,
                 perturbation_level: int | None = None, guidance_scale: float = 0.1,
                 interp_perturbation_level: int | None = None, interp_guidance_scale: float = 0.0,
-                batch_size: int = 64, decode_chunk: int = 16, progress: bool = True) -> np.ndarray:
+                batch_size: int = 64, decode_chunk: int = 32, progress: bool = True) -> np.ndarray:
     """`num_videos` videos of exactly `num_frames` frames, uint8 (N, F, H, W, C).
 
     pred, interp: `lvdm.LatentVideoDiffusion` models with a `hierarchy` config (same autoencoder).
@@ -306,7 +306,7 @@ def long_video_plan(pred, interp, num_frames: int) -> LongVideoPlan:
 
 
 @torch.no_grad()
-def decode_frames(model, latents: torch.Tensor, num_frames: int, chunk_size: int = 16,
+def decode_frames(model, latents: torch.Tensor, num_frames: int, chunk_size: int = 32,
                   progress: bool = True) -> np.ndarray:
     """Latents (N, c, L, h, w) -> uint8 (N, num_frames, H, W, C), decoding `chunk_size` latents at a time."""
     from lvdm_ref.utils import to_uint8

@@ -159,10 +159,16 @@ class Decoder(nn.Module):
     def temporal_halo(self) -> int:
         """Latent frames on each side that an output frame can depend on (an upper bound).
 
-        Each kernel-3 conv widens the dependency by one frame at its own frame rate, i.e. by at
-        most one latent frame; the transposed convs (kernel = stride) add nothing.
+        Each kernel-3 conv widens the dependency by one frame at its own frame rate, i.e. by 1 / (the
+        temporal up-sampling done before it) latent frames; the transposed convs (kernel = stride) add nothing.
         """
-        return sum(1 for m in self.modules() if isinstance(m, nn.Conv3d) and m.kernel_size[0] == 3)
+        reach, rate = 0.0, 1
+        for module in self.modules():  # registration order = the order of the forward pass
+            if isinstance(module, nn.ConvTranspose3d):
+                rate *= module.stride[0]
+            elif isinstance(module, nn.Conv3d) and module.kernel_size[0] == 3:
+                reach += 1 / rate
+        return math.ceil(reach)
 
 
 # ----------------------------------------------------------------------------- the autoencoder
