@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -40,6 +42,7 @@ if "google.colab" in sys.modules:  # Colab: fetch lvdm-ref (code and shipped wei
     sys.path.insert(0, "lvdm-ref")
 
 # %%
+import dataclasses
 import tempfile
 import time
 
@@ -50,10 +53,9 @@ import torch
 from lvdm_ref.checkpoint import SHIPPED_DIR
 from lvdm_ref.config import get_preset
 from lvdm_ref.data import generate_moving_mnist
-from lvdm_ref.diffusion import GaussianDiffusion
-from lvdm_ref.lvdm import LatentDataset, LatentVideoDiffusion, diffusion_loss, encode_videos
-from lvdm_ref.train import LossHistory, Trainer
-from lvdm_ref.unet import UNet, capture_attention
+from lvdm_ref.lvdm import LatentVideoDiffusion, encode_videos, train_short_model
+from lvdm_ref.train import LossHistory
+from lvdm_ref.unet import capture_attention
 from lvdm_ref.utils import is_quick, to_uint8
 from lvdm_ref.vae3d import VideoAutoencoder
 from lvdm_ref.viz import plot_frame_strip, plot_latents, show_attention, show_video
@@ -79,9 +81,9 @@ print(f"quick={QUICK}; shipped autoencoder: {VAE_PATH.exists()}, shipped short m
 
 # %%
 vae = VideoAutoencoder.load(VAE_PATH)
-clips = generate_moving_mnist(TRAIN_CLIPS, num_frames=16, size=64, num_digits=2, split="train", seed=0)
-latents = encode_videos(vae, clips, progress=False)  # (N, 4, 4, 16, 16)
-assert latents.shape == (TRAIN_CLIPS, 4, 4, 16, 16)
+clips = generate_moving_mnist(16, num_frames=16, size=64, num_digits=2, split="train", seed=0)  # a few to look at
+latents = encode_videos(vae, clips, progress=False)  # (16, 4, 4, 16, 16)
+assert latents.shape == (16, 4, 4, 16, 16)
 print(f"latent mean {latents.mean():+.3f}, std {latents.std():.3f}")
 plot_latents(latents, title="one clip's normalised latent: 4 channels x 4 latent frames")
 plt.show()
@@ -89,23 +91,22 @@ plt.show()
 # %% [markdown]
 # ## 2. Training
 #
-# The trainer knows nothing about diffusion: it gets the UNet, a loss function
-# (`diffusion_loss`: draw $t$ and $\epsilon$, return the L1 loss) and a dataset of latents. A
-# callback (`LossHistory`) collects the loss so we can watch it. In quick mode this is a small UNet for a few
-# dozen steps; the shipped model was trained by `python -m lvdm_ref train --preset mmnist`
-# (see `data/checkpoints/README.md`).
+# `train_short_model` is the whole recipe, the function `python -m lvdm_ref train` runs: it encodes
+# the training clips once, sizes the UNet to the latent channels, and hands the trainer the UNet, a
+# loss function (`diffusion_loss`: draw $t$ and $\epsilon$, return the L1 loss) and the latents.
+# The trainer knows nothing about diffusion. A callback (`LossHistory`) collects the loss so we can
+# watch it. The preset is a copy with our changes (`dataclasses.replace`), never edited in place. In
+# quick mode this is a small UNet for a few dozen steps; the shipped model was trained by
+# `python -m lvdm_ref train --preset mmnist` (see `data/checkpoints/README.md`).
 
 # %%
-preset = get_preset("mmnist")
-unet_config = get_preset("quick").unet if QUICK else preset.unet
-unet_config.in_channels = unet_config.out_channels = 4
-train_config = preset.train
-train_config.steps, train_config.lr, train_config.ckpt_every = TRAIN_STEPS, 1e-3 if QUICK else 2e-4, 10**9
-diffusion = GaussianDiffusion(preset.diffusion)
+mmnist = get_preset("mmnist")
+preset = dataclasses.replace(mmnist, unet=get_preset("quick").unet if QUICK else mmnist.unet,
+                             train=dataclasses.replace(mmnist.train, lr=1e-3 if QUICK else 2e-4, ckpt_every=10**9))
 history = LossHistory()
-trainer = Trainer(UNet(unet_config), diffusion_loss(diffusion), LatentDataset(latents), train_config,
-                  tempfile.mkdtemp(prefix="lvdm_05_"), callbacks=[history])
-summary = trainer.fit()
+summary = train_short_model(preset, VAE_PATH, tempfile.mkdtemp(prefix="lvdm_05_"), steps=TRAIN_STEPS,
+                            num_clips=TRAIN_CLIPS, callbacks=[history])
+assert summary["steps"] == TRAIN_STEPS and summary["num_clips"] == TRAIN_CLIPS
 
 window = max(1, TRAIN_STEPS // 10)
 smooth = np.convolve(history.losses, np.ones(window) / window, mode="valid")
@@ -128,7 +129,7 @@ if SHORT_PATH.exists():
     model = LatentVideoDiffusion.load(SHORT_PATH, vae=vae)
     source = "shipped"
 else:
-    model = LatentVideoDiffusion(vae, trainer.ema_model, diffusion, tuple(latents.shape[1:]))
+    model = LatentVideoDiffusion.load(summary["checkpoint"], vae=vae)  # the EMA weights
     source = "trained above"
 print(f"sampling with the {source} model, {sum(p.numel() for p in model.unet.parameters()) / 1e6:.2f}M parameters")
 
@@ -216,7 +217,8 @@ plt.show()
 # we print the real-vs-real floor at the same N next to it (two disjoint sets of test clips).
 
 # %%
-from lvdm_ref.fvd import compute_fvd, load_i3d
+from lvdm_ref.i3d import load_i3d
+from lvdm_ref.metrics import compute_fvd
 
 i3d = load_i3d()
 real_a = generate_moving_mnist(FVD_NUM, 16, 64, 2, split="test", seed=100)
