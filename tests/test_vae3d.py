@@ -2,12 +2,10 @@
 shipped weights against their model card (reconstruction metrics: tests/test_metrics.py)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
