@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 import torch
 
-from lvdm_ref.i3d import I3D_MEMBER, SETUP_COMMAND, load_arrays_pickle, load_i3d, setup_weights, weights_path
+from lvdm_ref.i3d import (I3D_MEMBER, SETUP_COMMAND, Unit3D, _max_pool_same, _same_padding, load_arrays_pickle,
+                           load_i3d, setup_weights, weights_path)
 from lvdm_ref.metrics import preprocess
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -67,6 +68,25 @@ def test_port_matches_the_tf_hub_module_on_a_black_clip(i3d):
         logits = i3d(preprocess(np.zeros((1, 15, 224, 224, 3), np.uint8)))[0].numpy()  # (400,)
     published = [0.7422105, 2.829727, 0.39993525, -0.38092658, 0.65539014, -1.4021297]
     np.testing.assert_allclose(np.r_[logits[:3], logits[-3:]], published, atol=2e-5)
+
+
+@pytest.mark.parametrize("kernel, stride", [((3, 3, 3), (1, 1, 1)), ((1, 3, 3), (1, 2, 2)),
+                                            ((3, 3, 3), (2, 2, 2)), ((2, 2, 2), (2, 2, 2))])
+def test_axis_by_axis_max_pool_equals_max_pool3d(kernel, stride):
+    """The pools of the network (one axis at a time, for speed) against F.max_pool3d on the SAME-padded input."""
+    x = torch.randn(2, 5, 7, 13, 12)  # odd and even sizes: both padding cases
+    reference = torch.nn.functional.max_pool3d(_same_padding(x, kernel, stride, float("-inf")), kernel, stride)
+    assert torch.equal(_max_pool_same(x, kernel, stride), reference)
+
+
+def test_conv_padding_equals_explicit_same_padding():
+    """Unit3D lets the conv pad where SAME is symmetric; the explicit zero pad gives the same output."""
+    torch.manual_seed(0)
+    unit, x = Unit3D(4, 6, (3, 3, 3), relu=False), torch.randn(1, 4, 5, 9, 8)
+    assert unit.symmetric
+    explicit = torch.nn.functional.conv3d(_same_padding(x, (3, 3, 3), (1, 1, 1), 0.0), unit.conv.weight)
+    explicit = torch.nn.functional.batch_norm(explicit, unit.bn_mean, unit.bn_var, bias=unit.bn_offset, eps=1e-3)
+    torch.testing.assert_close(unit(x), explicit, rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- weights and pickle
