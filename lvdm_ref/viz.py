@@ -123,6 +123,28 @@ def plot_frame_strip(video: np.ndarray | torch.Tensor, every: int = 1, max_frame
     return ax.figure
 
 
+def plot_long_video(video: np.ndarray, is_keyframe: np.ndarray, every: int = 16, max_frames: int = 64,
+                    per_row: int = 16, title: str | None = None):
+    """Frames 0, every, 2 * every, ... of one long video (uint8 (T, H, W, C)) in rows; frames decoded from
+    keyframe latents (the prediction model's) outlined in orange, interpolated ones in blue (as FDM marks them)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    video = as_video(video)
+    index = np.arange(0, len(video), every)[:max_frames]
+    rows = math.ceil(len(index) / per_row)
+    figure, axes = plt.subplots(rows, per_row, figsize=(per_row * 0.75, rows * 0.85 + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, frame in zip(axes.flat, index):
+        ax.imshow(video[frame, ..., 0] if video.shape[-1] == 1 else video[frame], cmap="gray", vmin=0, vmax=255)
+        color = "tab:orange" if is_keyframe[frame] else "tab:blue"
+        ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, lw=2.5, ec=color, clip_on=False))
+        ax.set_title(str(frame), fontsize=6, pad=2)
+    figure.suptitle(title or f"every {every}th frame (orange: keyframe latents, blue: interpolated)", fontsize=9)
+    return figure
+
+
 # ----------------------------------------------------------------------------- saving
 def save_video(path: str | Path, video: np.ndarray | torch.Tensor, fps: float = 8, nrow: int | None = None) -> Path:
     """Save by extension: .mp4 / .avi / .gif (video_io; batches as a grid), .png (frame strip),
