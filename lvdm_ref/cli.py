@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lvdm_ref.cli_checks import (check_resumable, check_sampler_steps, device, input_file, integer, number,
-                                 output_file, output_folder, url)
+from lvdm_ref.cli_checks import (check_hierarchy_pair, check_resumable, check_sampler_steps, device, input_file,
+                                 integer, number, output_file, output_folder, url)
 from lvdm_ref.config import PRESET_NAMES
 from lvdm_ref.i3d import SOURCE_SUFFIXES
 from lvdm_ref.utils import is_quick, print_result
@@ -117,12 +117,22 @@ def cmd_eval_vae(args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------- the short LVDM
 def cmd_train(args: argparse.Namespace) -> dict:
     from lvdm_ref.config import get_preset
-    from lvdm_ref.lvdm import train_short_model
 
     if args.resume:
         check_resumable(args.out)
-    return train_short_model(get_preset("quick" if args.quick else args.preset), args.vae, args.out,
-                             steps=args.steps, num_clips=args.num_clips, resume=args.resume, device=args.device)
+    preset = get_preset("quick" if args.quick else args.preset)
+    if args.model == "short":
+        from lvdm_ref.lvdm import train_short_model
+
+        if args.max_perturbation_level is not None:
+            raise ValueError("--max-perturbation-level is for --model pred or interp (the short model has no condition)")
+        return train_short_model(preset, args.vae, args.out, steps=args.steps, num_clips=args.num_clips,
+                                 resume=args.resume, device=args.device)
+    from lvdm_ref.hierarchy import train_hierarchy_model
+
+    return train_hierarchy_model(preset, args.model, args.vae, args.out, steps=args.steps, num_clips=args.num_clips,
+                                 max_perturbation_level=args.max_perturbation_level, resume=args.resume,
+                                 device=args.device)
 
 
 def cmd_sample(args: argparse.Namespace) -> dict:
@@ -138,6 +148,49 @@ def cmd_sample(args: argparse.Namespace) -> dict:
     out = _write_videos(args.out, videos)
     return {"out": str(out), "shape": list(videos.shape), "sampler": args.sampler, "steps": args.steps,
             "seconds": round(seconds, 2), "samples_per_second": round(args.num / seconds, 4)}
+
+
+def cmd_sample_long(args: argparse.Namespace) -> dict:
+    import torch
+
+    from lvdm_ref.hierarchy import long_video_plan, sample_long
+    from lvdm_ref.lvdm import LatentVideoDiffusion, encode_videos
+    from lvdm_ref.utils import get_device
+
+    check_hierarchy_pair(args.pred, args.interp, args.steps, args.perturbation_level)
+    device = get_device(args.device)
+    pred = LatentVideoDiffusion.load(args.pred, device=device, kind="lvdm_pred")
+    interp = LatentVideoDiffusion.load(args.interp, vae=pred.vae, device=device, kind="lvdm_interp")
+    plan = long_video_plan(pred, interp, args.frames)
+    result: dict = {"frames": args.frames, "num": args.num, "keyframes": plan.num_keyframes,
+                    "prediction_samples": plan.prediction_steps, "pairs": plan.num_pairs, "steps": args.steps,
+                    "perturbation_level": args.perturbation_level, "guidance": args.guidance, "start": args.start}
+    start_latents = None
+    if args.start == "real":  # continue real test clips (Moving MNIST: the true continuation is known)
+        from lvdm_ref.data import generate_moving_mnist
+
+        data = pred.vae.metadata.get("data", {})
+        real = generate_moving_mnist(args.num, args.frames, data.get("size", 64), data.get("num_digits", 2), "test",
+                                     seed=args.seed)  # uint8 (N, F, H, W, C)
+        first = real[:, :pred.vae.config.temporal_downsample]
+        start_latents = encode_videos(pred.vae, first, progress=False).to(device)  # (N, c, 1, h, w)
+        truth = args.out.with_name(f"{args.out.stem}_real{args.out.suffix}")
+        result["real"] = str(_write_videos(truth, real))
+    began = time.perf_counter()
+    with torch.no_grad():
+        videos = sample_long(pred, interp, args.frames, args.num, seed=args.seed, start=start_latents,
+                             num_steps=args.steps, perturbation_level=args.perturbation_level,
+                             guidance_scale=args.guidance, batch_size=args.batch_size)  # uint8 (N, F, H, W, C)
+    result["seconds"] = round(time.perf_counter() - began, 2)
+    result["out"] = str(_write_videos(args.out, videos))
+    if args.figure:
+        from lvdm_ref.viz import plot_long_video
+
+        figure = plot_long_video(videos[0], plan.frame_is_keyframe(), every=max(1, args.frames // 64))
+        figure.savefig(args.figure, dpi=120, bbox_inches="tight")
+        result["figure"] = str(args.figure)
+    result["shape"] = list(videos.shape)
+    return result
 
 
 def _write_videos(out: Path, videos: np.ndarray, fps: float = 8) -> Path:
@@ -264,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     eval_vae.add_argument("--device", type=device, default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     eval_vae.set_defaults(handler=cmd_eval_vae)
     train = commands.add_parser("train", help="train the latent diffusion model on a frozen autoencoder")
-    train.add_argument("--model", choices=("short",), default="short", help="which LVDM model")
+    train.add_argument("--model", choices=("short", "pred", "interp"), default="short",
+                       help="short clips, or the hierarchy's prediction / interpolation model")
     train.add_argument("--preset", choices=PRESET_NAMES, default="mmnist")
     train.add_argument("--vae", type=input_file(".safetensors"), required=True,
                        help="autoencoder checkpoint (.safetensors)")
@@ -273,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=integer(1), default=None, help="total steps (default: the preset's)")
     train.add_argument("--num-clips", type=integer(1), default=None,
                        help="clips to encode (default: the preset's; at least one batch)")
+    train.add_argument("--max-perturbation-level", type=integer(0), default=None,
+                       help="pred/interp: training s_max of the conditional latent perturbation (default: 250 of "
+                            "1000 timesteps); 0 trains without it")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--device", type=device, default="auto")
     train.add_argument("--quick", action="store_true", help="the quick preset (also LVDM_QUICK=1)")
@@ -292,6 +349,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help=".npz (uint8 (N, T, H, W, C)), .gif, .mp4 or .avi (a grid), .png (a strip)")
     sample.add_argument("--device", type=device, default="auto")
     sample.set_defaults(handler=cmd_sample)
+    long = commands.add_parser("sample-long", help="long videos with the hierarchy (prediction + interpolation)")
+    long.add_argument("--pred", type=input_file(".safetensors"), required=True, help="prediction model checkpoint")
+    long.add_argument("--interp", type=input_file(".safetensors"), required=True, help="interpolation model checkpoint")
+    long.add_argument("--frames", type=integer(1), default=1024, help="frames per video (exactly)")
+    long.add_argument("--num", type=integer(1), default=1, help="number of videos")
+    long.add_argument("--steps", type=integer(1), default=50, help="DDIM steps per sample (LVDM: 50)")
+    long.add_argument("--perturbation-level", type=integer(0), default=None,
+                      help="s of the given keyframe (default: 100 of 1000 timesteps; 0 for a model trained without)")
+    long.add_argument("--guidance", type=number(0.0), default=0.1, help="unconditional guidance w (LVDM: 0.1)")
+    long.add_argument("--start", choices=("generated", "real"), default="generated",
+                      help="an unconditional first clip (LVDM), or the first latent of real test clips")
+    long.add_argument("--batch-size", type=integer(1), default=64, help="interpolation samples per batch")
+    long.add_argument("--seed", type=integer(0), default=0)
+    long.add_argument("--out", type=output_file(*SAVE_EXTENSIONS), required=True,
+                      help=".npz (uint8 (N, F, H, W, C)), .gif, .mp4 or .avi (a grid), .png (a strip)")
+    long.add_argument("--figure", type=output_file(".png", ".svg", ".pdf"), default=None,
+                      help="also draw the first video's frames, keyframes outlined")
+    long.add_argument("--device", type=device, default="auto")
+    long.set_defaults(handler=cmd_sample_long)
     demo = commands.add_parser("demo", help="the embedded default: shipped weights, no download")
     demo.add_argument("--num", type=integer(1), default=8, help="clips of each kind")
     demo.add_argument("--steps", type=integer(1), default=50, help="DDIM steps for generated clips")

@@ -152,3 +152,32 @@ def check_sampler_steps(ckpt: Path, sampler: str, steps: int | None) -> None:
     if steps > num_timesteps:
         raise ValueError(f"--steps {steps}: {ckpt.name} has a chain of {num_timesteps} steps; "
                          f"use --steps between 1 and {num_timesteps}")
+
+
+def check_hierarchy_pair(pred: Path, interp: Path, steps: int, perturbation_level: int | None) -> dict:
+    """--pred / --interp are a prediction and an interpolation checkpoint on one autoencoder, the steps fit
+    their chains and the perturbation level fits the prediction model (reads only the headers)."""
+    from lvdm_ref.checkpoint import read_metadata
+    from lvdm_ref.config import HierarchyConfig, from_dict
+    from lvdm_ref.hierarchy import check_pair
+
+    headers = {}
+    for name, path, kind in (("--pred", pred, "lvdm_pred"), ("--interp", interp, "lvdm_interp")):
+        meta = read_metadata(path)
+        if meta.get("kind") != kind:
+            raise ValueError(f"{name} {path} holds a {meta.get('kind')!r} checkpoint, not a {kind!r} one "
+                             f"(train it with `train --model {kind.split('_')[1]}`)")
+        check_sampler_steps(path, "ddim", steps)
+        headers[name] = meta
+    configs = [from_dict(HierarchyConfig, headers[name]["hierarchy"]) for name in ("--pred", "--interp")]
+    check_pair(*configs)
+    shas = [headers[name].get("vae", {}).get("sha256") for name in ("--pred", "--interp")]
+    if shas[0] != shas[1]:
+        raise ValueError(f"--pred and --interp were trained on different autoencoders (sha256 {shas[0]} vs {shas[1]}); "
+                         f"use a pair trained on the same one")
+    max_level = configs[0].max_perturbation_level
+    if perturbation_level and max_level == 0:
+        raise ValueError(f"{pred} was trained without perturbation: use --perturbation-level 0")
+    if perturbation_level is not None and max_level and perturbation_level >= max_level:
+        raise ValueError(f"--perturbation-level must be below the training s_max {max_level}, got {perturbation_level}")
+    return headers

@@ -141,7 +141,7 @@ def plot_long_video(video: np.ndarray, is_keyframe: np.ndarray, every: int = 16,
         color = "tab:orange" if is_keyframe[frame] else "tab:blue"
         ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, lw=2.5, ec=color, clip_on=False))
         ax.set_title(str(frame), fontsize=6, pad=2)
-    figure.suptitle(title or f"every {every}th frame (orange: keyframe latents, blue: interpolated)", fontsize=9)
+    figure.suptitle(title or f"one frame in {every} (orange: from keyframe latents, blue: interpolated)", fontsize=9)
     return figure
 
 

@@ -224,3 +224,38 @@ def test_warm_start_from_a_short_model_is_the_same_function():
     mask[:, :, 0] = 1
     with torch.no_grad():
         torch.testing.assert_close(pred(x, t, mask=mask, perturbation_level=torch.tensor([0, 200])), short(x, t))
+
+
+# ----------------------------------------------------------------------------- the commands, end to end
+def test_train_and_sample_long_commands(tmp_path):
+    """`train --model pred|interp` then `sample-long` (quick preset): exact frames, a figure, a real start."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LVDM_QUICK": "1"}
+
+    def cli(*args):
+        done = subprocess.run([sys.executable, "-m", "lvdm_ref", *map(str, args)], capture_output=True, text=True,
+                              env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    vae = cli("train-vae", "--out", tmp_path / "vae")["ckpt"]
+    pred = cli("train", "--model", "pred", "--vae", vae, "--out", tmp_path / "pred", "--steps", "4")
+    interp = cli("train", "--model", "interp", "--vae", vae, "--out", tmp_path / "interp", "--steps", "4",
+                 "--num-clips", "8")
+    assert pred["role"] == "pred" and interp["num_samples"] == 3 * 8  # 3 windows of 5 latents per long clip
+    out = cli("sample-long", "--pred", pred["checkpoint"], "--interp", interp["checkpoint"], "--frames", "37",
+              "--num", "2", "--steps", "2", "--start", "real", "--out", tmp_path / "long.npz",
+              "--figure", tmp_path / "long.png")
+    videos, real = np.load(out["out"])["videos"], np.load(out["real"])["videos"]
+    assert videos.shape == real.shape == (2, 37, 32, 32, 1) and (tmp_path / "long.png").stat().st_size > 0
+    flat = cli("train", "--model", "pred", "--vae", vae, "--out", tmp_path / "flat", "--steps", "2",
+               "--max-perturbation-level", "0")
+    assert flat["max_perturbation_level"] == 0
+    done = subprocess.run([sys.executable, "-m", "lvdm_ref", "sample-long", "--pred", flat["checkpoint"], "--interp",
+                           interp["checkpoint"], "--perturbation-level", "10", "--out", tmp_path / "x.npz"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "trained without perturbation" in done.stderr
