@@ -69,6 +69,7 @@ class DiffusionConfig:
     linear_end: float = 0.0155
     parameterization: str = "eps"  # "eps", "x0" or "v"
     loss: str = "l1"  # LVDM uses L1 for unconditional video
+    min_snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (Hang et al. 2023; gamma = 5); None = uniform
     sampler: str = "ddpm"  # LVDM: DDPM (all T steps) for short clips, DDIM for long videos
     sample_steps: int | None = None  # None = all num_timesteps; DDIM: any number (LVDM long videos: 50)
     ddim_eta: float = 1.0  # LVDM's long-video DDIM uses eta = 1; 0 makes DDIM deterministic

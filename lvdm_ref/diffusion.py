@@ -4,6 +4,7 @@ References (equation numbers are used in comments below):
 - DDPM: Ho, Jain, Abbeel 2020, "Denoising Diffusion Probabilistic Models" (Eq. 4, 6, 7, 14, 15; Alg. 1, 2).
 - DDIM: Song, Meng, Ermon 2021, "Denoising Diffusion Implicit Models" (Eq. 12, 16).
 - Cosine schedule: Nichol & Dhariwal 2021, "Improved DDPM" (Eq. 17); v-target: Salimans & Ho 2022.
+- Min-SNR-gamma loss weighting: Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting".
 - LVDM (He et al. 2022) uses T = 1000 "scaled linear" betas, eps-prediction, an L1 loss, DDPM for
   short clips and DDIM (50 steps, eta = 1) for long videos (LVDM_NOTES.md section 3).
 
@@ -196,7 +197,20 @@ class GaussianDiffusion(nn.Module):
         else:
             weight = loss_mask.to(error.dtype).expand_as(error)
             per_sample = (error * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp(min=1)
+        if self.config.min_snr_gamma is not None:
+            per_sample = per_sample * self.min_snr_weight(t).to(per_sample.dtype)
         return {"loss": per_sample.mean(), "loss_per_sample": per_sample, "t": t, "model_output": model_output}
+
+    def min_snr_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-gamma (Hang et al. 2023, Eq. 7-9): min(SNR_t, gamma) as an x0-loss weight, in the units of
+        the target: divided by SNR_t for eps and by SNR_t + 1 for v. Caps the weight of the easy, low-noise t."""
+        snr = self.snr(t)
+        weight = snr.clamp(max=self.config.min_snr_gamma)
+        if self.parameterization == "eps":
+            return weight / snr
+        if self.parameterization == "v":
+            return weight / (snr + 1)
+        return weight
 
     def _check_given_x_t(self, x_start, t, noise, x_t, loss_mask) -> None:
         """Where the loss counts, a given x_t must equal q_sample(x_start, t, noise), or no target is right.

@@ -262,3 +262,21 @@ def test_empirical_denoiser_matches_brute_force_and_memorises():
                                dtype=torch.float64)
     nearest = torch.cdist(samples.flatten(1), data.flatten(1)).min(1).values
     assert nearest.max() < 0.1 * math.sqrt(18)  # each sample is (almost) one of the seven clips
+
+
+@pytest.mark.parametrize("parameterization", ["eps", "x0", "v"])
+def test_min_snr_weights_are_one_weighting_in_three_units(parameterization):
+    """Hang et al. 2023: min(SNR, gamma) on the x0 error. An eps error is an x0 error times SNR, a v error
+    one times (SNR + 1) (in squared norm), so the three weights make the same x0-space objective."""
+    diffusion = make(num_timesteps=1000, schedule="scaled_linear", parameterization=parameterization,
+                     loss="l2", min_snr_gamma=5.0)
+    x0, noise = torch.randn(4, 1, 2, 3, 3, dtype=torch.float64), torch.randn(4, 1, 2, 3, 3, dtype=torch.float64)
+    t = torch.tensor([1, 50, 300, 999])
+    x_t = diffusion.q_sample(x0, t, noise)
+    guess = x0 + 0.1 * torch.randn_like(x0)  # an imperfect x0 estimate, expressed in each parameterisation
+    output = {"x0": guess, "eps": diffusion.predict_noise_from_start(x_t, t, guess),
+              "v": diffusion.get_v(guess, diffusion.predict_noise_from_start(x_t, t, guess), t)}[parameterization]
+    loss = diffusion.training_losses(lambda x, t: output, x0, t=t, noise=noise)["loss_per_sample"]
+    snr = diffusion.snr(t)
+    x0_error = ((guess - x0) ** 2).flatten(1).mean(1)
+    torch.testing.assert_close(loss, snr.clamp(max=5.0) * x0_error)
