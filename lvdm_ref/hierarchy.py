@@ -384,7 +384,7 @@ def train_hierarchy_model(preset, role: str, vae_path, out, *, max_perturbation_
     out, vae_path = Path(out), Path(vae_path)
     vae = VideoAutoencoder.load(vae_path, get_device(device))
     long_latents = encoded_training_set(vae, vae_path, preset.data, num_clips, out / "latents.pt",
-                                        num_frames=long_clip_frames(preset, config), resume=resume, progress=progress)
+                                        num_frames=long_clip_frames(preset, config), progress=progress)
     latents = training_latents(long_latents, config)  # (N, c, f, h, w)
     if len(latents) < train_config.batch_size:
         raise ValueError(f"{len(latents)} training samples are fewer than one batch of {train_config.batch_size}")

@@ -171,32 +171,35 @@ def _training_clips(data: DataConfig, num: int, num_frames: int | None = None) -
 
 
 def encoded_training_set(vae: VideoAutoencoder, vae_path: Path, data: DataConfig, num_clips: int,
-                         cache: Path, *, num_frames: int | None = None, resume: bool = False,
-                         progress: bool = True) -> torch.Tensor:
-    """Training clips encoded once into `cache` (N, c, t, h, w); a resumed run reads them back.
+                         cache: Path, *, num_frames: int | None = None, progress: bool = True) -> torch.Tensor:
+    """Training clips encoded once into `cache` (N, c, t, h, w), and read back from it afterwards.
 
-    The cache records the autoencoder's sha256, so a resumed run cannot mix latents of two autoencoders.
+    The clips are a pure function of (data, num_clips, num_frames), so a cache that records the same
+    ones and the same autoencoder (its sha256) is reused: by a resumed run, or by runs that share it.
     """
-    vae_sha = file_sha256(vae_path)
-    if resume and cache.exists():
+    key = {"vae_sha256": file_sha256(vae_path), "num_clips": num_clips,
+           "num_frames": num_frames or data.num_frames, "data": to_dict(data)}
+    if cache.exists():
         cached = torch.load(cache, weights_only=True)
-        if cached["vae_sha256"] != vae_sha:
-            raise ValueError(f"{cache} was encoded with another autoencoder than {vae_path}")
-        return cached["latents"]
+        if {name: cached.get(name) for name in key} == key:
+            return cached["latents"]
     latents = encode_videos(vae, _training_clips(data, num_clips, num_frames), progress=progress)
-    atomic_write(cache, lambda tmp: torch.save({"latents": latents, "vae_sha256": vae_sha}, tmp))
+    atomic_write(cache, lambda tmp: torch.save({"latents": latents, **key}, tmp))
     return latents
 
 
 def train_short_model(preset, vae_path: str | os.PathLike, out: str | os.PathLike, *, steps: int | None = None,
                       num_clips: int | None = None, resume: bool = False, device: str = "auto", callbacks=(),
-                      progress: bool = True) -> dict:
+                      progress: bool = True, latents_cache: str | os.PathLike | None = None,
+                      stop_at: int | None = None) -> dict:
     """Train the preset's short LVDM on the frozen autoencoder in `vae_path`; write OUT/short.safetensors.
 
     num_clips training clips (default: the preset's `data.num_train`) are encoded once into
-    OUT/latents.pt; `resume=True` continues OUT/train_state.pt and reads the latents back (they must
-    come from the same autoencoder file). The UNet takes its channels from the latents. The preset
-    is not changed: `steps` replaces the preset's number of steps in a copy.
+    OUT/latents.pt (or `latents_cache`, which several runs may share) and read back afterwards;
+    `resume=True` continues OUT/train_state.pt. The UNet takes its channels from the latents. The
+    preset is not changed: `steps` replaces the preset's number of steps in a copy. `stop_at` ends
+    this call at that step of the `steps`-long run (its schedule unchanged) and writes the model as
+    it is then; resume to go on.
     """
     from lvdm_ref.train import Trainer
 
@@ -207,14 +210,14 @@ def train_short_model(preset, vae_path: str | os.PathLike, out: str | os.PathLik
                          f"encode at least {train_config.batch_size} (--num-clips)")
     out, vae_path = Path(out), Path(vae_path)
     vae = VideoAutoencoder.load(vae_path, get_device(device))
-    latents = encoded_training_set(vae, vae_path, preset.data, num_clips, out / "latents.pt", resume=resume,
-                                   progress=progress)  # (N, c, t, h, w)
+    cache = Path(latents_cache) if latents_cache is not None else out / "latents.pt"
+    latents = encoded_training_set(vae, vae_path, preset.data, num_clips, cache, progress=progress)  # (N, c, t, h, w)
     latent_shape = tuple(latents.shape[1:])  # (c, t, h, w)
     unet_config = dataclasses.replace(preset.unet, in_channels=latent_shape[0], out_channels=latent_shape[0])
     unet, diffusion = UNet(unet_config), GaussianDiffusion(preset.diffusion).to(get_device(device))
     trainer = Trainer(unet, diffusion_loss(diffusion), LatentDataset(latents), train_config, out, device=device,
                       resume=resume, callbacks=callbacks, progress=progress, metadata={"preset": preset.name})
-    summary = trainer.fit()
+    summary = trainer.fit(stop_at)
     model = LatentVideoDiffusion(vae, trainer.model, diffusion, latent_shape)
     path = model.save(out / "short.safetensors", ema_unet=trainer.ema_model if trainer.ema else None,
                       vae_path=str(vae_path), extra={"preset": preset.name, "train": to_dict(train_config),
