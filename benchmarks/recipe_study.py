@@ -1,0 +1,237 @@
+"""The recipe study of the short model: which training choices buy the most quality per CPU-minute.
+
+    python benchmarks/recipe_study.py --vae data/checkpoints/mmnist_vae.safetensors --minutes 15 \
+        --num 128 --threads 1 --out benchmarks/results/recipe_study.json [--only NAME ...] [--samplers]
+
+Every recipe changes one thing from `baseline` (the mmnist preset as it was) except `lvdm` (LVDM's own:
+L1 on eps, constant lr 6e-5, EMA 0.9999). Each gets the same CPU budget on the same encoded latents:
+a short calibration measures its CPU seconds per step (process CPU time, which other jobs on the
+machine do not inflate as they do wall time), and that fixes its number of steps. It is evaluated at
+half and at all of its steps: FVD of `--num` samples (DDIM 50, eta 1, EMA weights) against one fixed
+set of real test clips, next to the real-vs-real floor and real first frames held still, at the same N.
+`--samplers` compares samplers on the best recipe's model: DDPM 1000, DDIM 50 and 100 with eta 0 and 1.
+
+Resumable: the JSON is rewritten after every finished piece (calibration, half, end, sampler) and a
+rerun skips what is there; training runs resume from their state files; samples and I3D features are
+cached in the work folder (`--work`, git-ignored).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+from lvdm_ref.checkpoint import atomic_write  # noqa: E402
+from lvdm_ref.config import get_preset  # noqa: E402
+from lvdm_ref.data import generate_moving_mnist  # noqa: E402
+from lvdm_ref.i3d import load_i3d  # noqa: E402
+from lvdm_ref.lvdm import LatentVideoDiffusion, train_short_model  # noqa: E402
+from lvdm_ref.metrics import fvd_from_features, i3d_features  # noqa: E402
+from lvdm_ref.train import Callback  # noqa: E402
+from lvdm_ref.utils import file_sha256  # noqa: E402
+
+
+def recipes() -> dict:
+    """name -> (what changes, a function Preset -> Preset). One change from `baseline` each."""
+    def change(**groups):
+        def apply(preset):
+            return dataclasses.replace(preset, **{group: dataclasses.replace(getattr(preset, group), **fields)
+                                                  for group, fields in groups.items()})
+        return apply
+
+    return {
+        "baseline": ("the mmnist preset: L1 on eps, lr 3e-4 constant, batch 16, EMA 0.999, 64 channels", change()),
+        "l2": ("L2 on eps", change(diffusion={"loss": "l2"})),
+        "min_snr": ("L2 on eps with Min-SNR-5 weighting", change(diffusion={"loss": "l2", "min_snr_gamma": 5.0})),
+        "v": ("v-prediction, L2", change(diffusion={"loss": "l2", "parameterization": "v"})),
+        "small": ("32 channels (about 4x fewer FLOPs, more steps)", change(unet={"model_channels": 32})),
+        "cosine": ("cosine lr decay to 0", change(train={"lr_schedule": "cosine"})),
+        "lr_1e-3": ("lr 1e-3", change(train={"lr": 1e-3})),
+        "batch_8": ("batch 8 (twice the steps)", change(train={"batch_size": 8})),
+        "ema_0.99": ("EMA 0.99", change(train={"ema_decay": 0.99})),
+        "lvdm": ("LVDM's recipe: lr 6e-5 constant, no warm-up, EMA 0.9999",
+                 change(train={"lr": 6e-5, "warmup_steps": 0, "ema_decay": 0.9999})),
+    }
+
+
+class CpuClock(Callback):
+    """The process CPU time at the end of every training step."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_step_end(self, trainer, step: int, logs: dict) -> None:
+        self.times.append(time.process_time())
+
+
+class Study:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.work = args.work
+        self.results = json.loads(args.out.read_text()) if args.out.exists() else {}
+        setting = {"vae_sha256": file_sha256(args.vae), "minutes": args.minutes, "num": args.num,
+                   "num_clips": args.num_clips, "threads": args.threads}
+        if self.results.get("setting", setting) != setting:
+            raise SystemExit(f"{args.out} was made with {self.results['setting']}, not {setting}: "
+                             f"choose another --out or the same settings")
+        self.results.setdefault("setting", setting)
+        self.results.setdefault("command", " ".join([Path(sys.executable).name, *sys.argv]))
+        self.results.setdefault("recipes", {})
+        self.i3d = None
+
+    def save(self) -> None:
+        text = json.dumps(self.results, indent=1) + "\n"
+        atomic_write(self.args.out, lambda tmp: Path(tmp).write_text(text))
+
+    # ------------------------------------------------------------------ features
+    def features(self, name: str, videos_fn) -> np.ndarray:
+        """I3D features of a clip set, cached in the work folder under `name`."""
+        path = self.work / "features" / f"{name}.npy"
+        if path.exists():
+            return np.load(path)
+        if self.i3d is None:
+            self.i3d = load_i3d()
+        features = i3d_features(videos_fn(), model=self.i3d)
+        atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), features))
+        return features
+
+    def reference(self) -> np.ndarray:
+        """The fixed real set's features; the floor and the static point at the same N, once."""
+        num = self.args.num
+        real = self.features(f"real_a_{num}", lambda: generate_moving_mnist(num, 16, 64, 2, "test", seed=1))
+        if "reference" not in self.results:
+            other = generate_moving_mnist(num, 16, 64, 2, "test", seed=2)
+            floor = self.features(f"real_b_{num}", lambda: other)
+            static = self.features(f"static_b_{num}", lambda: np.repeat(other[:, :1], 16, axis=1))
+            self.results["reference"] = {"real_vs_real": fvd_from_features(real, floor),
+                                         "static_first_frames": fvd_from_features(real, static), "num": num}
+            self.save()
+        return real
+
+    def evaluate(self, checkpoint: Path, key: str, sampler: str = "ddim", steps: int = 50, eta: float = 1.0) -> dict:
+        real = self.reference()
+        model = LatentVideoDiffusion.load(checkpoint)
+        start = time.process_time()
+        videos = model.sample(self.args.num, sampler=sampler, num_steps=steps, eta=eta, seed=0)  # uint8 (N, 16, ...)
+        sample_cpu = time.process_time() - start
+        fvd = fvd_from_features(real, self.features(key, lambda: videos))
+        return {"fvd": round(fvd, 2), "sample_cpu_seconds": round(sample_cpu, 1), "sampler": sampler, "steps": steps,
+                "eta": eta}
+
+    # ------------------------------------------------------------------ one recipe
+    def run(self, name: str, describe: str, apply) -> None:
+        args, entry = self.args, self.results["recipes"].setdefault(name, {"change": describe})
+        preset = apply(get_preset("mmnist"))
+        folder, cache = self.work / name, self.work / "latents.pt"
+        common = dict(num_clips=args.num_clips, latents_cache=cache, progress=True)
+        if "steps" not in entry:  # calibration: CPU seconds per step, then the step count for the budget
+            clock = CpuClock()
+            train_short_model(preset, args.vae, self.work / f"{name}_calibration", steps=args.calibration_steps + 3,
+                              callbacks=[clock], **common)
+            per_step = (clock.times[-1] - clock.times[2]) / args.calibration_steps  # after 3 warm-up steps
+            entry.update(cpu_seconds_per_step=round(per_step, 4), steps=int(args.minutes * 60 / per_step),
+                         preset={"unet": dataclasses.asdict(preset.unet), "diffusion": dataclasses.asdict(preset.diffusion),
+                                 "train": dataclasses.asdict(preset.train)})
+            self.save()
+        steps = entry["steps"]
+        for point, stop in (("half", steps // 2), ("end", steps)):
+            if point in entry:
+                continue
+            resume = (folder / "train_state.pt").exists()
+            start = time.process_time()
+            summary = train_short_model(preset, args.vae, folder, steps=steps, stop_at=stop, resume=resume, **common)
+            result = self.evaluate(Path(summary["checkpoint"]), f"{name}_{point}")
+            entry[point] = {"step": stop, "cpu_minutes": round(stop * entry["cpu_seconds_per_step"] / 60, 2),
+                            "train_cpu_seconds_this_call": round(time.process_time() - start, 1),
+                            "final_loss": summary["final_loss"], **result}
+            self.save()
+            print(f"{name} {point}: step {stop}, FVD {result['fvd']}", file=sys.stderr)
+
+    def samplers(self) -> None:
+        done = {name: entry for name, entry in self.results["recipes"].items() if "end" in entry}
+        if not done:
+            raise SystemExit("no finished recipe yet: run the recipes first")
+        best = min(done, key=lambda name: done[name]["end"]["fvd"])
+        table = self.results.setdefault("samplers", {"model": best})
+        checkpoint = self.work / best / "short.safetensors"
+        for sampler, steps, eta in (("ddim", 50, 1.0), ("ddim", 50, 0.0), ("ddim", 100, 1.0), ("ddim", 100, 0.0),
+                                    ("ddpm", 1000, 1.0)):
+            key = f"{sampler}_{steps}_eta{eta:g}"
+            if key not in table:
+                table[key] = self.evaluate(checkpoint, f"{best}_{key}", sampler, steps if sampler == "ddim" else None, eta)
+                self.save()
+                print(f"{best} {key}: FVD {table[key]['fvd']}", file=sys.stderr)
+
+
+def plot(results: dict, path: Path) -> list[Path]:
+    """FVD against training CPU-minutes for every recipe, floor and static point as lines; PNG and SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7, 4.2))
+    for name, entry in results["recipes"].items():
+        points = [entry[p] for p in ("half", "end") if p in entry]
+        if points:
+            ax.plot([p["cpu_minutes"] for p in points], [p["fvd"] for p in points], "o-", label=name)
+    reference = results.get("reference", {})
+    for key, style in (("real_vs_real", ":"), ("static_first_frames", "--")):
+        if key in reference:
+            ax.axhline(reference[key], color="gray", ls=style, lw=1, label=f"{key.replace('_', ' ')} ({reference[key]:.0f})")
+    ax.set(xlabel="training CPU-minutes (one thread)", ylabel=f"FVD (N = {results['setting']['num']})", yscale="log",
+           title="short-model recipes at one CPU budget")
+    ax.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    written = []
+    for suffix in (".png", ".svg"):
+        figure.savefig(path.with_suffix(suffix), dpi=120)
+        written.append(path.with_suffix(suffix))
+    plt.close(figure)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vae", type=Path, default=ROOT / "data" / "checkpoints" / "mmnist_vae.safetensors")
+    parser.add_argument("--minutes", type=float, default=15.0, help="CPU minutes of training per recipe")
+    parser.add_argument("--num", type=int, default=128, help="clips per FVD set")
+    parser.add_argument("--num-clips", type=int, default=2048, help="encoded training clips (shared)")
+    parser.add_argument("--calibration-steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", nargs="*", default=None, help="recipes to run (default: all, in order)")
+    parser.add_argument("--samplers", action="store_true", help="then compare samplers on the best recipe")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "recipe_study.json")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "recipe_study")
+    args = parser.parse_args()
+    if args.minutes <= 0 or args.num < 2 or args.num_clips < 16 or args.calibration_steps < 1 or args.threads < 1:
+        parser.error("--minutes > 0, --num >= 2, --num-clips >= 16, --calibration-steps >= 1, --threads >= 1")
+    if not args.vae.exists():
+        parser.error(f"--vae {args.vae} does not exist")
+    all_recipes = recipes()
+    unknown = set(args.only or ()) - set(all_recipes)
+    if unknown:
+        parser.error(f"unknown recipes {sorted(unknown)}; known: {list(all_recipes)}")
+    torch.set_num_threads(args.threads)
+    study = Study(args)
+    for name, (describe, apply) in all_recipes.items():
+        if args.only is None or name in args.only:
+            study.run(name, describe, apply)
+    if args.samplers:
+        study.samplers()
+    plot(study.results, args.out.with_suffix(".png"))
+    print(json.dumps(study.results))
+
+
+if __name__ == "__main__":
+    main()
