@@ -64,12 +64,21 @@ def capture_attention():
         _RECORDER = previous
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Softmax attention of (N, heads, L, d) tensors; the weights only when a recorder is listening."""
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+            bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Softmax attention of (N, heads, L, d) tensors, `bias` (heads, L, L) added to the logits; the
+    weights only when a recorder is listening."""
     if _RECORDER is None:  # fast path: fused kernel, the (L, L) weights are never materialised
-        return F.scaled_dot_product_attention(q, k, v), None
-    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)  # (N, heads, L, L)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias), None
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (N, heads, L, L)
+    weights = torch.softmax(scores if bias is None else scores + bias, dim=-1)
     return weights @ v, weights
+
+
+def relative_index(positions: torch.Tensor, max_distance: int) -> torch.Tensor:
+    """(f,) frame positions -> (f, f) table rows clip(j - i, -K, K) + K."""
+    distance = positions[None, :] - positions[:, None]  # [i, j] = j - i
+    return distance.clamp(-max_distance, max_distance) + max_distance
 
 
 def flop_counter() -> "torch.utils.flop_counter.FlopCounterMode":
@@ -208,17 +217,12 @@ class TemporalAttention(_SelfAttention):
         self.relative_key = nn.Parameter(torch.randn(2 * max_relative_position + 1, head_dim) * 0.02)
         self.relative_value = nn.Parameter(torch.randn(2 * max_relative_position + 1, head_dim) * 0.02)
 
-    def relative_index(self, positions: torch.Tensor) -> torch.Tensor:
-        """(f,) frame positions -> (f, f) table rows clip(j - i, -K, K) + K."""
-        distance = positions[None, :] - positions[:, None]  # [i, j] = j - i
-        return distance.clamp(-self.max_relative_position, self.max_relative_position) + self.max_relative_position
-
     def forward(self, x: torch.Tensor, num_frames: int, frame_positions: torch.Tensor | None = None) -> torch.Tensor:
         """x (b f, C, h, w) -> same; `frame_positions` (f,): the time index of each frame, default 0..f-1."""
         height, width = x.shape[-2:]
         positions = (torch.arange(num_frames, device=x.device) if frame_positions is None
                      else frame_positions.to(x.device))
-        index = self.relative_index(positions)
+        index = relative_index(positions, self.max_relative_position)
         a_key, a_value = self.relative_key[index], self.relative_value[index]  # (f, f, d)
         tokens = rearrange(self.norm(x), "(b f) c h w -> (b h w) f c", f=num_frames)
         q, k, v = self.heads(tokens)  # (b h w, heads, f, d)
@@ -232,24 +236,31 @@ class TemporalAttention(_SelfAttention):
 
 
 class JointAttention(_SelfAttention):
-    """One self-attention over all f*h*w tokens of a clip.
+    """One self-attention over all f*h*w tokens of a clip, with a learned relative temporal bias.
 
-    Time position comes from a sinusoidal frame embedding, projected by a learned linear layer and added to
-    the tokens: a relative term as in `TemporalAttention` would need (f h w)^2 tables, the very cost joint
-    attention is measured for.
+    Each head adds b_head[clip(j_frame - i_frame, -K, K)] to the logit of every query-key pair (as
+    lucidrains' video UNet does), passed to the fused kernel as an additive mask: like the factorised
+    block, time position is relative and learned, so the factorisation is the difference that remains
+    (and Shaw's key/value vectors there against a scalar bias per head here). The bias starts at zero.
     """
 
-    def __init__(self, channels: int, num_heads: int):
+    def __init__(self, channels: int, num_heads: int, max_relative_position: int = 16):
         super().__init__(channels, num_heads)
-        self.frame_embedding = nn.Linear(channels, channels)
+        self.max_relative_position = max_relative_position
+        self.relative_bias = nn.Parameter(torch.zeros(2 * max_relative_position + 1, num_heads))
+
+    def temporal_bias(self, num_frames: int, tokens_per_frame: int, device: torch.device) -> torch.Tensor:
+        """(heads, L, L) additive logits, L = f * h * w, constant within each pair of frames."""
+        index = relative_index(torch.arange(num_frames, device=device), self.max_relative_position)
+        bias = rearrange(self.relative_bias[index], "i j n -> n i j")  # (heads, f, f)
+        return bias.repeat_interleave(tokens_per_frame, 1).repeat_interleave(tokens_per_frame, 2)
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         """x (b f, C, h, w) -> same."""
-        channels, height = x.shape[1], x.shape[-2]
-        frames = timestep_embedding(torch.arange(num_frames, device=x.device), channels).to(x.dtype)
-        frames = self.frame_embedding(frames)  # (f, C)
-        tokens = rearrange(self.norm(x), "(b f) c h w -> b f (h w) c", f=num_frames) + frames[None, :, None]
-        out, weights = _attend(*self.heads(rearrange(tokens, "b f l c -> b (f l) c")))  # (b, heads, f h w, d)
+        height, width = x.shape[-2:]
+        tokens = rearrange(self.norm(x), "(b f) c h w -> b (f h w) c", f=num_frames)
+        bias = self.temporal_bias(num_frames, height * width, x.device).to(tokens.dtype)  # (heads, L, L)
+        out, weights = _attend(*self.heads(tokens), bias=bias)  # (b, heads, f h w, d)
         if weights is not None:
             _record(self, "joint", weights)
         out = self.proj_out(rearrange(out, "n heads l d -> n l (heads d)"))
@@ -274,7 +285,7 @@ def attention_block(kind: str, channels: int, config: UNetConfig) -> nn.Module:
     if kind == "factorized":
         return FactorizedAttention(channels, config.num_heads, config.max_relative_position)
     if kind == "joint":
-        return JointAttention(channels, config.num_heads)
+        return JointAttention(channels, config.num_heads, config.max_relative_position)
     raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {kind!r}")
 
 
@@ -369,9 +380,9 @@ class UNet(nn.Module):
         _check_input("context", context, cfg.context_dim, "context_dim")
         _check_input("mask", mask, cfg.use_mask, "use_mask")
 
-        emb = self.time_embed(timestep_embedding(t, channels))  # (B, 4 C): DDPM's timestep embedding
+        emb = self.time_embed(timestep_embedding(t, channels).to(x.dtype))  # (B, 4 C): DDPM's timestep embedding
         if self.perturbation_embed is not None:  # LVDM Sec. 3.3: the perturbation level s, added like t
-            emb = emb + self.perturbation_embed(timestep_embedding(perturbation_level, channels))
+            emb = emb + self.perturbation_embed(timestep_embedding(perturbation_level, channels).to(x.dtype))
         if class_labels is not None:  # class-conditional generation (LVDM Sec. 4, UCF-101)
             emb = emb + self.class_embed(class_labels)
         if context is not None:  # a pooled text embedding (LVDM Sec. 3.4, text-to-video)

@@ -21,11 +21,12 @@ def randomise_zero_init(module: nn.Module, seed: int = 0) -> nn.Module:
     return module
 
 
-def reference_attention(layer, tokens, allowed, positions=None):
+def reference_attention(layer, tokens, allowed, positions=None, bias=None):
     """Full softmax attention over all L tokens of each clip, written out token by token.
 
     tokens (B, L, C) already normalised; allowed (L, L) bool; positions (L,) frame index of each token for
-    Shaw relative positions (TemporalAttention only). Returns the residual branch (B, L, C).
+    Shaw relative positions (TemporalAttention only); bias(i, j) -> (heads,) added to the logit of the
+    pair (JointAttention's relative bias). Returns the residual branch (B, L, C).
     """
     heads, L = layer.num_heads, tokens.shape[1]
     q, k, v = rearrange(layer.qkv(tokens), "b l (three n d) -> three b n l d", three=3, n=heads)
@@ -40,6 +41,8 @@ def reference_attention(layer, tokens, allowed, positions=None):
                 key = key + layer.relative_key[clipped + layer.max_relative_position]
                 value = value + layer.relative_value[clipped + layer.max_relative_position]
             score = (q[:, :, i] * key).sum(-1) / d ** 0.5
+            if bias is not None:
+                score = score + bias(i, j)
             scores.append(torch.where(allowed[i, j], score, torch.full_like(score, -torch.inf)))
             values.append(value)
         weights = torch.stack(scores, -1).softmax(-1)  # (B, heads, L)
@@ -107,12 +110,19 @@ def test_factorized_block_is_spatial_then_temporal_masked_attention(clip):
     torch.testing.assert_close(run(block, clip), expected)
 
 
-def test_joint_attention_is_unmasked_full_attention(clip):
-    layer = randomise_zero_init(JointAttention(8, 2)).double()
-    frames = layer.frame_embedding(timestep_embedding(torch.arange(3), 8).double())  # (t, C) time position
-    tokens = normed_tokens(layer.norm, clip) + frames.repeat_interleave(6, dim=0)[None]
-    expected = clip_tokens(clip) + reference_attention(layer, tokens, torch.ones(18, 18, dtype=torch.bool))
+def test_joint_attention_is_full_attention_with_relative_temporal_bias(clip):
+    layer = randomise_zero_init(JointAttention(8, 2, max_relative_position=1)).double()
+    frame, _ = token_grid(3, 2, 3)  # clip distance 1: the +-2 frame pairs share the +-1 entry
+
+    def bias(i, j):
+        return layer.relative_bias[max(-1, min(1, int(frame[j] - frame[i]))) + 1]  # (heads,)
+
+    expected = clip_tokens(clip) + reference_attention(layer, normed_tokens(layer.norm, clip),
+                                                       torch.ones(18, 18, dtype=torch.bool), bias=bias)
     torch.testing.assert_close(run(layer, clip), expected)
+    with capture_attention() as maps:  # the explicit path the notebooks use gives the same
+        torch.testing.assert_close(run(layer, clip), expected)
+    assert maps.of_kind("joint")[0]["weights"].shape == (2, 2, 18, 18)
 
 
 def test_temporal_attention_is_shift_equivariant_in_time():
@@ -156,9 +166,9 @@ def test_spatial_kind_never_mixes_frames_and_factorized_does():
         changed[:, :, 3] += 1.0  # touch the last frame only
         difference = (unet(changed, t) - unet(x, t))[:, :, :3].abs().max()
         assert (difference > 1e-4) == mixes, attention
-    spatial = randomise_zero_init(UNet(UNetConfig(attention="spatial", **TINY)))
-    per_frame = torch.cat([spatial(x[:, :, i:i + 1], t) for i in range(4)], dim=2)  # (B, c, t, h, w)
-    whole = spatial(x, t)
+    spatial = randomise_zero_init(UNet(UNetConfig(attention="spatial", **TINY))).double()  # float64: no rounding doubt
+    per_frame = torch.cat([spatial(x[:, :, i:i + 1].double(), t) for i in range(4)], dim=2)  # (B, c, t, h, w)
+    whole = spatial(x.double(), t)
     torch.testing.assert_close(whole, per_frame)  # "spatial" is an image model applied frame by frame
 
 
