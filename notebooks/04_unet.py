@@ -57,7 +57,7 @@ from einops import rearrange
 
 from lvdm_ref.config import get_preset
 from lvdm_ref.unet import (FactorizedAttention, JointAttention, SpatialAttention, TemporalAttention, UNet,
-                           capture_attention, flop_counter)
+                           capture_attention, flop_counter, relative_index)
 
 torch.manual_seed(SEED)
 
@@ -187,7 +187,7 @@ assert int((seen["joint"] > 0).sum()) == int((seen["factorized: 2 hops"] > 0).su
 
 # %%
 layer = TemporalAttention(C_DEMO, 2, max_relative_position=3)
-index = layer.relative_index(torch.arange(8)) - layer.max_relative_position  # clip(j - i)
+index = relative_index(torch.arange(8), layer.max_relative_position) - layer.max_relative_position  # clip(j - i)
 plt.figure(figsize=(3, 2.6))
 plt.imshow(index, cmap="coolwarm")
 for i in range(8):
