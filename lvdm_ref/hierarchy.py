@@ -296,6 +296,42 @@ def sample_long(pred, interp, num_frames: int, num_videos: int = 1, *, seed: int
     return decode_frames(pred, latents, num_frames, decode_chunk, progress)
 
 
+@torch.no_grad()
+def sample_windows(pred, interp, num_frames: int, starts: list[int], window: int = 16, num_videos: int = 1, *,
+                   seed: int = 0, start: torch.Tensor | None = None, num_steps: int = 50, eta: float = 1.0,
+                   perturbation_level: int | None = None, guidance_scale: float = 0.1,
+                   interp_perturbation_level: int | None = None, interp_guidance_scale: float = 0.0,
+                   batch_size: int = 64, progress: bool = True) -> np.ndarray:
+    """Only the `window`-frame windows starting at `starts` of the videos `sample_long` would make:
+    uint8 (N, len(starts), window, H, W, C).
+
+    All keyframes are predicted (each depends on the ones before), but only the keyframe pairs whose
+    latents a window's frames depend on are interpolated, with the decoder's temporal halo, and only
+    those latents are decoded. Each pair has its own random stream, so the windows are those of the full
+    video with the same seed (tests/test_hierarchy.py), at a fraction of the interpolation and decoding.
+    """
+    from lvdm_ref.utils import to_uint8
+
+    plan = long_video_plan(pred, interp, num_frames)
+    if any(s < 0 or s + window > num_frames for s in starts):
+        raise ValueError(f"every window [start, start + {window}) must lie in [0, {num_frames}), got starts {starts}")
+    keyframes = sample_keyframes(pred, plan, num_videos, seed, start=start, num_steps=num_steps, eta=eta,
+                                 perturbation_level=perturbation_level, guidance_scale=guidance_scale,
+                                 progress=progress)
+    halo, ft = pred.vae.decoder.temporal_halo(), plan.frames_per_latent
+    pairs = sorted({pair for s in starts for pair in plan.pairs_for_frames(s, s + window, halo)})
+    latents = interpolate(interp, keyframes, seed, pairs=pairs, batch_size=batch_size, num_steps=num_steps, eta=eta,
+                          perturbation_level=interp_perturbation_level, guidance_scale=interp_guidance_scale,
+                          progress=progress) if plan.num_pairs else keyframes[:, :, :1]
+    windows = []
+    for s in starts:
+        low = max(0, s // ft - halo)
+        high = min(latents.shape[2], math.ceil((s + window) / ft) + halo)
+        frames = to_uint8(pred.decode(latents[:, :, low:high]))  # (N, (high - low) * ft, H, W, C)
+        windows.append(frames[:, s - low * ft:s - low * ft + window])
+    return np.stack(windows, axis=1)
+
+
 def long_video_plan(pred, interp, num_frames: int) -> LongVideoPlan:
     check_pair(pred.hierarchy, interp.hierarchy)
     if pred.vae_sha256 != interp.vae_sha256:
