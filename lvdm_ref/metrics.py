@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # for annotations only: a metrics file reads models, models n
 NUM_FRAMES = 16  # the protocol's clip length
 # Changing anything that alters features must change this string: it keys the feature cache.
 PROTOCOL = f"i3d-k400({I3D_SHA256[:12]})/logits/{NUM_FRAMES}f/{RESOLUTION}-bilinear/gray2rgb/[-1,1]"
+BATCH_SIZE = 2  # clips per I3D call: on a CPU 2 beat 8 by 1.3x (benchmarks/i3d_speed.py); a GPU may like more
 
 
 # ----------------------------------------------------------------------------- features
@@ -71,7 +72,7 @@ def preprocess(videos: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def i3d_features(videos: np.ndarray, batch_size: int = 8, model: InceptionI3d | None = None,
+def i3d_features(videos: np.ndarray, batch_size: int = BATCH_SIZE, model: InceptionI3d | None = None,
                  device: str | torch.device = "cpu", progress: bool = True) -> np.ndarray:
     """uint8 (N, 16, H, W, C) clips -> (N, 400) float64 I3D logits, in batches."""
     videos = check_clips(videos)
@@ -99,7 +100,7 @@ def load_clips(path: str | Path, num: int | None = None) -> np.ndarray:
     return videos
 
 
-def file_features(path: str | Path, num: int | None = None, batch_size: int = 8,
+def file_features(path: str | Path, num: int | None = None, batch_size: int = BATCH_SIZE,
                   model: InceptionI3d | None = None, progress: bool = True) -> tuple[np.ndarray, bool]:
     """Features of the first `num` clips of an .npz (all when None), cached per file.
 
@@ -171,7 +172,7 @@ def kvd_from_features(real: np.ndarray, fake: np.ndarray) -> float:
                  - 2 * k_xy.mean())
 
 
-def compute_fvd(real: np.ndarray, fake: np.ndarray, batch_size: int = 8, model: InceptionI3d | None = None,
+def compute_fvd(real: np.ndarray, fake: np.ndarray, batch_size: int = BATCH_SIZE, model: InceptionI3d | None = None,
                 progress: bool = True) -> dict:
     """FVD and KVD between two sets of uint8 (N, 16, H, W, C) clips of the same shape."""
     real, fake = check_clips(real, "real"), check_clips(fake, "fake")
@@ -185,7 +186,7 @@ def compute_fvd(real: np.ndarray, fake: np.ndarray, batch_size: int = 8, model: 
 
 
 def windowed_fvd(videos: np.ndarray, real: np.ndarray | None = None, starts: Sequence[int] = (0,),
-                 real_features: np.ndarray | None = None, batch_size: int = 8,
+                 real_features: np.ndarray | None = None, batch_size: int = BATCH_SIZE,
                  model: InceptionI3d | None = None, progress: bool = True) -> dict[int, float]:
     """Long-video drift: FVD of the 16-frame window at each start frame against real 16-frame clips.
 
