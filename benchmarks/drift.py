@@ -1,0 +1,271 @@
+"""Long-video drift: FVD of 16-frame windows against their position in 1024-frame videos, with and
+without conditional latent perturbation and unconditional guidance (LVDM Sec. 3.3; issue "drift").
+
+    python benchmarks/drift.py --pred data/checkpoints/mmnist_pred.safetensors \
+        --pred-noperturb data/checkpoints/mmnist_pred_noperturb.safetensors \
+        --interp data/checkpoints/mmnist_interp.safetensors --num 64 --frames 1024 --steps 50 \
+        --out benchmarks/results/drift/
+
+Protocol. Every variant samples the same `--num` videos (same seeds) with DDIM `--steps` and the shared
+interpolation model; only the windows that are measured are interpolated and decoded
+(`hierarchy.sample_windows`, equal to the full sampler's windows: tests/test_hierarchy.py). Windows
+start at 0, `--window-every`, 2 * `--window-every`, ... Each window's `--num` clips are compared by
+FVD with `--num` real 16-frame test clips (one fixed set). The floor: the same windows of `--num` real
+`--frames`-frame test clips against that set (Moving MNIST is stationary, so it should be flat).
+Also: the perturbed and guided model continuing the real clips from their first latent, with
+PSNR/SSIM per window against the true frames.
+
+Variants: the prediction model trained with perturbation (s_max = 250) sampled at s = 100 or s = 0,
+and the one trained without (s_max = 0), each with guidance w = 0.1 or without.
+
+Resumable: I3D features of every (variant, window) are kept in OUT/features/<variant>.npz (float32,
+small; committed with the results) after every chunk of videos, and a rerun skips what is there. The
+JSON and the figure (PNG, SVG) are written from those features at the end of every variant; the
+figure is drawn from the JSON only (`plot`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+from lvdm_ref.checkpoint import atomic_write  # noqa: E402
+
+# name -> (prediction model: "perturbed" or "unperturbed", perturbation level s, guidance w);
+# s None = the model's sampling level, 100 for s_max = 250 (perturbation.sampling_levels)
+VARIANTS = {
+    "perturbation + guidance": ("perturbed", None, 0.1),
+    "perturbation": ("perturbed", None, 0.0),
+    "guidance": ("unperturbed", 0, 0.1),
+    "neither": ("unperturbed", 0, 0.0),
+    "perturbed model at s=0, guidance": ("perturbed", 0, 0.1),
+    "perturbed model at s=0": ("perturbed", 0, 0.0),
+}
+REAL_START = "real start: perturbation + guidance"
+
+
+def window_starts(frames: int, every: int, window: int = 16) -> list[int]:
+    return list(range(0, frames - window + 1, every))
+
+
+def summarise(curve: dict[str, float]) -> dict:
+    """First and last window FVD, their ratio and the slope of a least-squares line (FVD per 100 frames)."""
+    starts = np.array([int(s) for s in curve])
+    values = np.array(list(curve.values()))
+    slope = float(np.polyfit(starts, values, 1)[0]) * 100 if len(starts) > 1 else 0.0
+    return {"first": float(values[0]), "last": float(values[-1]), "last_over_first": float(values[-1] / values[0]),
+            "slope_per_100_frames": slope}
+
+
+def plot(results: dict, path: Path) -> list[Path]:
+    """The curves of every variant and the floor band, from the JSON alone; PNG and SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7.5, 4.2))
+    floor = results["floor"]["fvd"]
+    starts = [int(s) for s in floor]
+    ax.fill_between(starts, 0, list(floor.values()), color="0.85", label=f"real videos (floor), N = {results['num']}")
+    for name, entry in results["variants"].items():
+        curve = entry["fvd"]
+        ax.plot([int(s) for s in curve], list(curve.values()), "o-", ms=3, label=name)
+    if "real_start" in results:
+        curve = results["real_start"]["fvd"]
+        ax.plot([int(s) for s in curve], list(curve.values()), "k--", lw=1, label=REAL_START)
+    ax.set(xlabel="window start frame", ylabel=f"FVD of 16-frame windows (N = {results['num']})",
+           title=f"drift over {results['frames']} frames, DDIM {results['steps']}")
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    written = []
+    for suffix in (".png", ".svg"):
+        figure.savefig(path.with_suffix(suffix), dpi=120)
+        written.append(path.with_suffix(suffix))
+    plt.close(figure)
+    return written
+
+
+class Drift:
+    def __init__(self, args: argparse.Namespace):
+        from lvdm_ref.lvdm import LatentVideoDiffusion
+
+        self.args = args
+        self.starts = window_starts(args.frames, args.window_every)
+        self.out = args.out
+        device = torch.device("cpu")
+        interp = LatentVideoDiffusion.load(args.interp, kind="lvdm_interp", device=device)
+        self.models = {"perturbed": LatentVideoDiffusion.load(args.pred, kind="lvdm_pred", vae=interp.vae)}
+        if args.pred_noperturb is not None:
+            self.models["unperturbed"] = LatentVideoDiffusion.load(args.pred_noperturb, kind="lvdm_pred", vae=interp.vae)
+        self.interp, self.vae = interp, interp.vae
+        self.i3d = None
+        data = self.vae.metadata.get("data", {})
+        self.size, self.digits = data.get("size", 64), data.get("num_digits", 2)
+
+    # ------------------------------------------------------------------ cached features
+    def collect(self, name: str, make, num_windows: int | None = None) -> dict[str, np.ndarray]:
+        """Per-video arrays of a variant, filled `--chunk` videos at a time and kept in OUT/features/<name>.npz.
+
+        `make(first, count)` returns {"windows": uint8 (count, W, 16, H, W, C), ...other (count, ...) arrays};
+        the windows are stored as their I3D features, (count, W, 400) float32, under "features".
+        """
+        from lvdm_ref.i3d import load_i3d
+        from lvdm_ref.metrics import i3d_features
+
+        path = self.out / "features" / f"{slug(name)}.npz"
+        have = dict(np.load(path)) if path.exists() else {}
+        num_windows = len(self.starts) if num_windows is None else num_windows
+        if have and have["features"].shape[1] != num_windows:
+            raise SystemExit(f"{path} holds {have['features'].shape[1]} windows per video, this run "
+                             f"{num_windows}: use the same --frames and --window-every, or another --out")
+        while not have or len(have["features"]) < self.args.num:
+            first = len(have["features"]) if have else 0
+            count = min(self.args.chunk, self.args.num - first)
+            new = make(first, count)
+            windows = new.pop("windows")
+            if self.i3d is None:
+                self.i3d = load_i3d()
+            flat = windows.reshape(-1, *windows.shape[2:])  # (count * W, 16, H, W, C)
+            new["features"] = i3d_features(flat, model=self.i3d, progress=False).astype(np.float32).reshape(
+                count, windows.shape[1], 400)
+            have = {key: np.concatenate([have[key], value]) if have else value for key, value in new.items()}
+            atomic_write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), **have))
+            print(f"{name}: {len(have['features'])}/{self.args.num} videos", file=sys.stderr)
+        return {key: value[:self.args.num] for key, value in have.items()}
+
+    def real_long(self, first: int, count: int) -> np.ndarray:
+        from lvdm_ref.data import generate_moving_mnist
+
+        # one clip per seed, so any chunking gives the same clips
+        return np.concatenate([generate_moving_mnist(1, self.args.frames, self.size, self.digits, "test",
+                                                     seed=10_000 + index) for index in range(first, first + count)])
+
+    def real_windows(self, first: int, count: int) -> np.ndarray:
+        """uint8 (count, W, 16, H, W, C): the windows of real long test clips."""
+        videos = self.real_long(first, count)
+        return np.stack([videos[:, s:s + 16] for s in self.starts], axis=1)
+
+    def sampled(self, model: str, level: int, guidance: float, real_start: bool = False):
+        """make(first, count) for `collect`: the windows of videos first..first+count-1 (one seed each);
+        with `real_start`, continuations of the real clips, with PSNR/SSIM per window against them."""
+        from lvdm_ref.hierarchy import sample_windows
+        from lvdm_ref.lvdm import encode_videos
+        from lvdm_ref.metrics import psnr, ssim
+        from lvdm_ref.utils import from_uint8
+
+        def make(first: int, count: int) -> dict[str, np.ndarray]:
+            starts = [None] * count
+            if real_start:
+                first_frames = self.real_long(first, count)[:, :self.vae.config.temporal_downsample]
+                latents = encode_videos(self.vae, first_frames, progress=False)  # (count, c, 1, h, w)
+                starts = [latents[i:i + 1] for i in range(count)]
+            windows = np.concatenate([sample_windows(
+                self.models[model], self.interp, self.args.frames, self.starts, num_videos=1, seed=self.args.seed + index,
+                start=starts[i], num_steps=self.args.steps, perturbation_level=level, guidance_scale=guidance,
+                progress=False) for i, index in enumerate(range(first, first + count))])
+            result = {"windows": windows}
+            if real_start:
+                truth = self.real_windows(first, count)
+                fake01, real01 = ((from_uint8(v.reshape(-1, *v.shape[2:])) + 1) / 2 for v in (windows, truth))
+                shape = (count, len(self.starts))
+                result["psnr"] = psnr(fake01, real01).mean(1).reshape(shape).numpy()  # per window
+                result["ssim"] = ssim(fake01, real01).mean(1).reshape(shape).numpy()
+            return result
+
+        return make
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict:
+        from lvdm_ref.data import generate_moving_mnist
+        from lvdm_ref.metrics import fvd_from_features
+
+        args, started = self.args, time.perf_counter()
+        results_path = self.out / "drift.json"
+        results = json.loads(results_path.read_text()) if results_path.exists() else {}
+        results.update(num=args.num, frames=args.frames, steps=args.steps, window_starts=self.starts,
+                       command=" ".join(["python", *sys.argv]))
+        reference = self.collect("reference", lambda first, count: {"windows": np.concatenate([
+            generate_moving_mnist(1, 16, self.size, self.digits, "test", seed=index + 1)
+            for index in range(first, first + count)])[:, None]}, num_windows=1)["features"][:, 0]  # (num, 400)
+
+        def curve(features: np.ndarray) -> dict[str, float]:
+            return {str(s): round(fvd_from_features(reference, features[:, w]), 2) for w, s in enumerate(self.starts)}
+
+        floor = self.collect("floor", lambda first, count: {"windows": self.real_windows(first, count)})["features"]
+        results["floor"] = {"fvd": curve(floor), **summarise(curve(floor))}
+        variants = results.setdefault("variants", {})
+        for name in args.variants:
+            model, level, guidance = VARIANTS[name]
+            if model not in self.models:
+                print(f"skipping {name!r}: no --pred-noperturb", file=sys.stderr)
+                continue
+            features = self.collect(name, self.sampled(model, level, guidance))["features"]
+            if level is None:
+                level_used = self.models[model].hierarchy.max_perturbation_level * 2 // 5
+            else:
+                level_used = level
+            variants[name] = {"model": model, "perturbation_level": level_used, "guidance": guidance,
+                              "fvd": curve(features), **summarise(curve(features))}
+            self.save(results, results_path)
+        if args.real_start:
+            results["real_start"] = self.real_start(curve)
+        results["seconds_this_run"] = round(time.perf_counter() - started, 1)
+        self.save(results, results_path)
+        return results
+
+    def real_start(self, curve) -> dict:
+        """Continuation of the real clips by the perturbed and guided model: FVD and PSNR/SSIM per window."""
+        arrays = self.collect(REAL_START, self.sampled("perturbed", None, 0.1, real_start=True))
+        return {"fvd": curve(arrays["features"]), **summarise(curve(arrays["features"])),
+                "psnr": {str(s): round(float(arrays["psnr"][:, w].mean()), 3) for w, s in enumerate(self.starts)},
+                "ssim": {str(s): round(float(arrays["ssim"][:, w].mean()), 4) for w, s in enumerate(self.starts)}}
+
+    def save(self, results: dict, path: Path) -> None:
+        text = json.dumps(results, indent=1) + "\n"
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+        plot(results, path)
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pred", type=Path, required=True, help="prediction model trained with perturbation")
+    parser.add_argument("--pred-noperturb", type=Path, default=None, help="prediction model trained without")
+    parser.add_argument("--interp", type=Path, required=True)
+    parser.add_argument("--num", type=int, default=64, help="videos per variant (and real clips)")
+    parser.add_argument("--frames", type=int, default=1024)
+    parser.add_argument("--window-every", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--chunk", type=int, default=8, help="videos per saved chunk")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT")
+    parser.add_argument("--no-real-start", dest="real_start", action="store_false")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "drift")
+    args = parser.parse_args(argv)
+    if args.num < 2 or args.frames < 16 or args.window_every < 1 or args.steps < 1 or args.chunk < 1:
+        parser.error("--num >= 2, --frames >= 16, --window-every >= 1, --steps >= 1, --chunk >= 1")
+    for path in (args.pred, args.interp) + ((args.pred_noperturb,) if args.pred_noperturb else ()):
+        if not path.exists():
+            parser.error(f"{path} does not exist")
+    torch.set_num_threads(args.threads)
+    results = Drift(args).run()
+    print(json.dumps(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
