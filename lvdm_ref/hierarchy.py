@@ -117,14 +117,13 @@ class ConditionalDenoiser:
         self.guidance_scale = guidance_scale
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        mask = self.mask
+        mask = self.mask.expand(len(x_t), -1, -1, -1, -1)  # (B, 1, f, 1, 1)
         x_cond = x_t * (1 - mask) + self.perturbed * mask  # the given latents written in, for this branch only
         if self.guidance_scale == 0:
             return self.unet(x_cond, t, mask=mask, perturbation_level=self.level)
         level = None if self.level is None else torch.cat([self.level, self.level])
         both = self.unet(torch.cat([x_cond, x_t]), torch.cat([t, t]),  # one batched call for both branches
-                         mask=torch.cat([mask.expand(len(x_t), -1, -1, -1, -1), torch.zeros_like(mask).expand(
-                             len(x_t), -1, -1, -1, -1)]), perturbation_level=level)
+                         mask=torch.cat([mask, torch.zeros_like(mask)]), perturbation_level=level)
         cond, uncond = both.chunk(2)
         return guide(cond, uncond, self.guidance_scale) * (1 - mask) + uncond * mask
 
@@ -170,14 +169,13 @@ class LongVideoPlan:
     clip_keyframes: int  # keyframes per prediction sample (the first is given after the first clip)
 
     @property
-    def num_latents(self) -> int:  # enough latents for num_frames, on the keyframe grid
+    def num_keyframes(self) -> int:  # enough for ceil(F / ft) latents on the keyframe grid
         needed = math.ceil(self.num_frames / self.frames_per_latent)
-        return (self.num_keyframes - 1) * self.keyframe_stride + 1 if needed > 1 else 1
+        return math.ceil((needed - 1) / self.keyframe_stride) + 1
 
     @property
-    def num_keyframes(self) -> int:
-        needed = math.ceil(self.num_frames / self.frames_per_latent)
-        return max(1, math.ceil((needed - 1) / self.keyframe_stride) + 1)
+    def num_latents(self) -> int:
+        return (self.num_keyframes - 1) * self.keyframe_stride + 1
 
     @property
     def num_pairs(self) -> int:
