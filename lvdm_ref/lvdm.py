@@ -139,14 +139,13 @@ class LatentVideoDiffusion(nn.Module):
         tensors, meta = load_weights(path, device)
         if meta.get("kind") != kind:
             raise ValueError(f"{path} holds a {meta.get('kind')!r} checkpoint, not a {kind!r} one")
+        if vae is None:
+            vae = _find_autoencoder(Path(path), meta["vae"])
+        elif not isinstance(vae, VideoAutoencoder) and "vae" in meta and file_sha256(vae) != meta["vae"]["sha256"]:
+            raise ValueError(f"{vae} is not the autoencoder {path} was trained with (sha256 differs); "
+                             f"pass the right one with --vae")
         if not isinstance(vae, VideoAutoencoder):
-            vae_path = Path(vae or meta["vae"]["path"])
-            if not vae_path.is_absolute() and not vae_path.exists():
-                vae_path = Path(path).resolve().parent / vae_path.name  # shipped side by side
-            if "vae" in meta and file_sha256(vae_path) != meta["vae"]["sha256"]:
-                raise ValueError(f"{vae_path} is not the autoencoder {path} was trained with (sha256 differs); "
-                                 f"pass the right one with --vae")
-            vae = VideoAutoencoder.load(vae_path, device)
+            vae = VideoAutoencoder.load(vae, device)
         unet = UNet(from_dict(UNetConfig, meta["unet"])).to(device)
         weights = unprefixed(tensors, "ema") if use_ema and any(k.startswith("ema.") for k in tensors) else \
             unprefixed(tensors, "unet")
@@ -157,6 +156,19 @@ class LatentVideoDiffusion(nn.Module):
         model.metadata = meta
         model.vae_sha256 = meta.get("vae", {}).get("sha256")
         return model.eval()
+
+
+def _find_autoencoder(path: Path, recorded: dict) -> Path:
+    """The autoencoder file a checkpoint was trained with: the recorded path, else a file beside the
+    checkpoint with the recorded sha256 (shipped models keep the autoencoder they were trained on, even
+    after a newer one takes the default name)."""
+    candidates = [Path(recorded["path"]), path.resolve().parent / Path(recorded["path"]).name,
+                  *sorted(path.resolve().parent.glob("*.safetensors"))]
+    for candidate in candidates:
+        if candidate.is_file() and file_sha256(candidate) == recorded["sha256"]:
+            return candidate
+    raise ValueError(f"no autoencoder with sha256 {recorded['sha256']} (recorded as {recorded['path']}) beside {path}; "
+                     f"pass the one it was trained with (--vae)")
 
 
 # ----------------------------------------------------------------------------- the recipe

@@ -12,6 +12,7 @@ from lvdm_ref.config import get_preset
 from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.lvdm import LatentVideoDiffusion, encode_videos
 from lvdm_ref.unet import UNet
+from lvdm_ref.utils import file_sha256
 from lvdm_ref.vae3d import VideoAutoencoder
 from lvdm_ref.video_io import read_video
 
@@ -92,6 +93,29 @@ def test_checkpoint_refuses_a_different_autoencoder(quick_run, tmp_path):
     VideoAutoencoder(get_preset("quick").vae).save(tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="sha256 differs"):
         LatentVideoDiffusion.load(result["checkpoint"], vae=tmp_path / "other.safetensors")
+
+
+def test_checkpoint_finds_its_autoencoder_by_sha256_when_a_newer_one_takes_its_name(quick_run, tmp_path):
+    import shutil
+
+    _, result = quick_run
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    original = LatentVideoDiffusion.load(result["checkpoint"]).metadata["vae"]
+    shutil.copy(result["checkpoint"], shipped / "short.safetensors")
+    shutil.copy(original["path"], shipped / "vae_v1.safetensors")  # the old autoencoder, renamed
+    torch.manual_seed(1)
+    VideoAutoencoder(get_preset("quick").vae).save(shipped / Path(original["path"]).name)  # a newer one, same name
+    recorded = Path(original["path"])
+    recorded.rename(recorded.with_suffix(".away"))  # the recorded path is gone: only the sha256 search can find it
+    try:
+        model = LatentVideoDiffusion.load(shipped / "short.safetensors")
+        assert file_sha256(shipped / "vae_v1.safetensors") == model.vae_sha256 == original["sha256"]
+        (shipped / "vae_v1.safetensors").unlink()
+        with pytest.raises(ValueError, match="no autoencoder with sha256"):
+            LatentVideoDiffusion.load(shipped / "short.safetensors")
+    finally:
+        recorded.with_suffix(".away").rename(recorded)
 
 
 def test_encode_videos_matches_one_batch_encode():
