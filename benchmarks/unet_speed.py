@@ -1,6 +1,7 @@
 """UNet training speed and model FLOP utilisation (MFU) on this machine; prints one JSON object.
 
     python benchmarks/unet_speed.py [--preset mmnist] [--seconds 8] [--frames 4 8 16 32]
+    python benchmarks/unet_speed.py --threads 1 --compile --seconds 0 --frames   # torch.compile vs eager only
 
 - `matmul_gflops`: the machine's fp32 matmul rate, measured in this run (best of a few 2048^2 products, at
   the start and at the end; the higher is used, so a busy machine cannot flatter the MFU).
@@ -10,6 +11,10 @@
 - `attention_scaling`: "factorized" vs "joint" at batch 1 as the number of latent frames grows: FLOPs and
   time of a forward+backward and the peak extra resident memory it needed (Linux: VmHWM after a reset).
   Attention here is a fused kernel, so joint attention never stores its (t h w)^2 weights.
+- `compile` (with `--compile`): a full training step as the trainer takes it (diffusion loss, backward,
+  gradient clipping, AdamW) for eager and `torch.compile(unet)` (inductor), each also with channels_last
+  weights; the variants run interleaved in one process (benchmarks/timing.py) and each ratio is
+  eager / variant step time, median over rounds. `first_step_seconds` includes the compilation.
 
 OpenMP threads that wait by spinning collapse when other jobs share the cores: on this 2-core machine, with
 two other jobs running, 2 threads gave ~10 GFLOP/s spinning and ~140 GFLOP/s with OMP_WAIT_POLICY=PASSIVE.
@@ -32,7 +37,9 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from lvdm_ref.config import get_preset  # noqa: E402
+from lvdm_ref.diffusion import GaussianDiffusion  # noqa: E402
 from lvdm_ref.unet import UNet, flop_counter  # noqa: E402
+from timing import INDUCTOR_CACHE, first_call, interleaved  # noqa: E402  (benchmarks/timing.py)
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
@@ -69,6 +76,48 @@ def time_steps(unet: UNet, x: torch.Tensor, t: torch.Tensor, seconds: float, min
         train_step(unet, x, t)
         times.append(time.perf_counter() - step_start)
     return times
+
+
+# ----------------------------------------------------------------------------- torch.compile vs eager
+def optimizer_step_fn(unet: UNet, forward, diffusion: GaussianDiffusion, z0: torch.Tensor, grad_clip: float):
+    """One trainer step: diffusion loss through `forward` (the module or its compiled wrapper), backward,
+    clipping and AdamW on `unet`'s parameters (no EMA, no logging); returns the loss."""
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+
+    def step() -> float:
+        loss = diffusion.training_losses(forward, z0)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), grad_clip)
+        optimizer.step()
+        return float(loss.detach())
+
+    return step
+
+
+def compile_comparison(preset, z0: torch.Tensor, rounds: int, steps_per_round: int) -> dict:
+    diffusion = GaussianDiffusion(preset.diffusion)
+    steps, first = {}, {}
+    for compiled in (False, True):
+        for channels_last in (True, False):  # the first to compile finds an empty inductor cache (if it was)
+            name = ("compiled" if compiled else "eager") + ("+channels_last" if channels_last else "")
+            torch.manual_seed(0)
+            unet = UNet(preset.unet)
+            if channels_last:
+                unet = unet.to(memory_format=torch.channels_last)
+            forward = torch.compile(unet) if compiled else unet
+            steps[name] = optimizer_step_fn(unet, forward, diffusion, z0, preset.train.grad_clip)
+            torch.manual_seed(1)  # the same t and noise in every variant's first step
+            loss = []
+            first[name] = {"first_step_seconds": round(first_call(lambda: loss.append(steps[name]())), 2)}
+            first[name]["first_loss"] = loss[0]
+            print(f"{name}: first step {first[name]['first_step_seconds']} s", file=sys.stderr)
+    result = interleaved(steps, rounds, steps_per_round, baseline="eager")
+    for name, row in result["variants"].items():
+        row.update(first[name])
+        row["compile_seconds"] = round(row["first_step_seconds"] - result["variants"]["eager"]
+                                       ["seconds_per_step_median"], 1) if name.startswith("compiled") else 0.0
+    return result
 
 
 # ----------------------------------------------------------------------------- peak memory (Linux)
@@ -134,6 +183,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, nargs="*", default=[4, 8, 16, 32], help="latent frames for scaling")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--compile", action="store_true", help="also compare torch.compile with eager (minutes)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds for --compile")
+    parser.add_argument("--steps-per-round", type=int, default=3, help="steps of each variant per round")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -156,7 +208,9 @@ def main() -> None:
     train_step(unet, x, t)  # warm-up
     times = time_steps(unet, x, t, seconds=args.seconds, min_steps=3)
     print(f"train: {len(times)} steps, median {statistics.median(times):.3f} s", file=sys.stderr)
-    scaling = attention_scaling(get_preset(args.preset), args.frames, latent_hw, seconds=0.0)
+    scaling = attention_scaling(get_preset(args.preset), args.frames, latent_hw, seconds=0.0) if args.frames else []
+    compiled = compile_comparison(get_preset(args.preset), x, args.rounds, args.steps_per_round) if args.compile \
+        else None
     matmul_after = matmul_gflops()
 
     matmul = max(matmul_before, matmul_after)
@@ -182,6 +236,9 @@ def main() -> None:
         },
         "attention_scaling": scaling,
     }
+    if compiled is not None:
+        result["compile"] = {"step": "diffusion loss + backward + grad clip + AdamW", "inductor_cache": INDUCTOR_CACHE,
+                             **compiled}
     print(json.dumps(result))
 
 

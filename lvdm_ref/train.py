@@ -3,7 +3,7 @@
 You give it a module, a loss function and data; it gives you AdamW with warm-up and gradient
 clipping, an EMA of the weights (LVDM: decay 0.9999), bf16 autocast on GPU, tqdm progress, a
 JSON-lines log and a loss plot, callbacks, atomic checkpoints that resume exactly, a guard
-against NaN losses, and DistributedDataParallel under `torchrun`.
+against NaN losses, DistributedDataParallel under `torchrun`, and optionally `torch.compile`.
 
 Exact resume: the batch at step k is a pure function of (seed, k), and the checkpoint holds the
 model, EMA, optimiser, step and torch RNG state. So N steps + stop + resume + N steps gives the
@@ -14,6 +14,11 @@ Data can be
 - a callable `batch_fn(step, rank, world_size) -> batch`, e.g. freshly generated clips.
 Under DDP each rank takes its slice of the same global batch, so 2 processes with batch B/2
 each match 1 process with batch B.
+
+compile=True runs the loss through `torch.compile(model)` (inductor); the first step then
+compiles (minutes on a CPU) and later steps are faster (README, "Speed on this CPU"). Only the
+loss goes through the compiled wrapper: checkpoints and the EMA hold the plain module's state,
+so a compiled run writes the same keys as an eager one, and either can resume the other.
 """
 from __future__ import annotations
 
@@ -92,7 +97,7 @@ class EMA:
 class Trainer:
     def __init__(self, model: nn.Module, loss_fn: LossFn, train_data: Dataset | Callable, config: TrainConfig,
                  out_dir: str | os.PathLike, callbacks: Iterable[Callback] = (), device: str = "auto",
-                 metadata: dict | None = None, resume: bool = False, progress: bool = True):
+                 metadata: dict | None = None, resume: bool = False, progress: bool = True, compile: bool = False):
         self.config = config
         self.out_dir = Path(out_dir)
         self.loss_fn = loss_fn
@@ -122,6 +127,9 @@ class Trainer:
             raise FileExistsError(f"{self.out_dir / STATE_FILE} exists: pass resume=True (--resume) to continue "
                                   f"that run, or choose another output folder")
         self.wrapped = (nn.parallel.DistributedDataParallel(self.model) if self.world_size > 1 else self.model)
+        self.compile = compile
+        if compile:  # the loss runs through the compiled wrapper; self.model (same parameters) is what is saved
+            self.wrapped = torch.compile(self.wrapped)
 
     @property
     def is_main(self) -> bool:
@@ -174,7 +182,7 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.learning_rate(self.step)
                 with autocast:
-                    output = self.loss_fn(self.wrapped, batch, self.step)
+                    output = self._loss(batch)
                 loss, extras = output if isinstance(output, tuple) else (output, {})
                 if not torch.isfinite(loss.detach()):
                     raise TrainingDiverged(
@@ -210,12 +218,21 @@ class Trainer:
         summary = {"steps": self.step, "seconds": round(seconds, 2),
                    "steps_per_second": round((self.step - start_step) / max(seconds, 1e-9), 3),
                    "final_loss": self.last_logs["loss"] if self.last_logs else None,
-                   "out_dir": str(self.out_dir)}
+                   "compiled": self.compile, "out_dir": str(self.out_dir)}
         if self.is_main:
             self.plot_loss()
         for callback in self.callbacks:
             callback.on_fit_end(self, summary)
         return summary
+
+    def _loss(self, batch: Any) -> Any:
+        if not self.compile:
+            return self.loss_fn(self.wrapped, batch, self.step)
+        try:
+            return self.loss_fn(self.wrapped, batch, self.step)
+        except torch._dynamo.exc.BackendCompilerFailed as error:  # e.g. no C++ compiler for inductor on a CPU
+            raise RuntimeError(f"torch.compile could not compile the model ({type(error).__name__}); train "
+                               f"without it: Trainer(compile=False), or --no-compile on the command line") from error
 
     def _log(self, logs: dict) -> None:
         self.last_logs = logs
