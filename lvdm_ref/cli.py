@@ -127,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
         if args.max_perturbation_level is not None:
             raise ValueError("--max-perturbation-level is for --model pred or interp (the short model has no condition)")
         return train_short_model(preset, args.vae, args.out, steps=args.steps, num_clips=args.num_clips,
-                                 resume=args.resume, device=args.device)
+                                 resume=args.resume, device=args.device, compile=not (args.no_compile or args.quick))
     from lvdm_ref.hierarchy import train_hierarchy_model
 
     return train_hierarchy_model(preset, args.model, args.vae, args.out, steps=args.steps, num_clips=args.num_clips,
@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     fvd.add_argument("--fake", type=input_file(".npz"), required=True, help=".npz with `videos`, same clip shape as --real")
     fvd.add_argument("--num", type=integer(2), default=None,
                      help="use the first N clips of each (default: all; at least 2: FVD needs a covariance)")
-    fvd.add_argument("--batch-size", type=integer(1), default=8)
+    fvd.add_argument("--batch-size", type=integer(1), default=2,
+                     help="clips per I3D call (2 was fastest on a CPU: benchmarks/i3d_speed.py)")
     fvd.add_argument("--device", type=device, default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     fvd.set_defaults(handler=cmd_fvd)
 
@@ -333,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--device", type=device, default="auto")
     train.add_argument("--quick", action="store_true", help="the quick preset (also LVDM_QUICK=1)")
+    train.add_argument("--no-compile", action="store_true",
+                       help="--model short: train eagerly instead of through torch.compile (the default except with "
+                            "--quick, whose runs are shorter than the compile; pred/interp always train eagerly)")
     train.set_defaults(handler=cmd_train)
 
     sample = commands.add_parser("sample", help="sample short videos from a trained model")
