@@ -113,7 +113,7 @@ def _max_pool_same(x: torch.Tensor, kernel_size: Sequence[int], stride: Sequence
     """Max pool with SAME padding, one axis at a time: a max over a box is the max over each of its
     axes in turn, so this equals F.max_pool3d exactly. Differs from the obvious F.max_pool3d call
     for speed only: torch's CPU max_pool3d was 10-20x slower than these element-wise maxima and
-    took 40 % of the network's time (benchmarks/i3d_speed.py)."""
+    took 40 % of the network's time in a profile (the whole network: benchmarks/i3d_speed.py)."""
     x = _same_padding(x, kernel_size, stride, float("-inf"))  # -inf cells never win the max (as in TF and Flax)
     for dim, (kernel, step) in enumerate(zip(kernel_size, stride), start=2):
         if kernel == 1 and step == 1:
