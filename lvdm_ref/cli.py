@@ -224,7 +224,7 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     if short_path.exists():
         from lvdm_ref.lvdm import LatentVideoDiffusion
 
-        model = LatentVideoDiffusion.load(short_path, vae=vae_path)
+        model = LatentVideoDiffusion.load(short_path)  # with the autoencoder it was trained on
         rows["generated"] = model.sample(args.num, sampler="ddim", num_steps=args.steps, seed=args.seed,
                                          progress=True)
     result: dict = {name: [str(_write_videos(out / f"{name}{ext}", videos)) for ext in (".gif", ".mp4")]

@@ -34,6 +34,7 @@ from torch.func import functional_call
 
 from lvdm_ref.checkpoint import load_weights, save_weights
 from lvdm_ref.config import VAEConfig, from_dict, to_dict
+from lvdm_ref.utils import file_sha256
 
 SPATIAL_FACTORS = (2, 4, 8)
 TEMPORAL_FACTORS = (1, 2, 4)
@@ -284,6 +285,7 @@ class VideoAutoencoder(nn.Module):
         model = cls(from_dict(VAEConfig, meta["vae"])).to(device)
         model.load_state_dict(tensors)
         model.metadata = meta
+        model.file_sha256 = file_sha256(path)  # which file it came from: models trained on it check this
         return model.eval()
 
 
@@ -367,7 +369,7 @@ def train_autoencoder(preset, out: str | Path, *, steps: int | None = None, init
 
     from lvdm_ref.data import FreshMovingMNIST, generate_moving_mnist
     from lvdm_ref.train import Trainer
-    from lvdm_ref.utils import file_sha256, from_uint8
+    from lvdm_ref.utils import from_uint8
 
     data, train_config = preset.data, preset.vae_train
     if steps is not None:

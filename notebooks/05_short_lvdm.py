@@ -157,7 +157,7 @@ assert trained_loss < zero_loss - 0.01, "training should lower the loss on held-
 
 # %%
 if SHORT_PATH.exists():
-    shipped = LatentVideoDiffusion.load(SHORT_PATH, vae=vae)
+    shipped = LatentVideoDiffusion.load(SHORT_PATH)  # with the autoencoder it was trained on (its sha256)
     side_by_side = np.concatenate([trained_here.sample(4, sampler="ddim", num_steps=DDIM_STEPS, seed=0),
                                    shipped.sample(4, sampler="ddim", num_steps=DDIM_STEPS, seed=0)])
     display(show_video(side_by_side, nrow=4, scale=2,
