@@ -32,7 +32,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from lvdm_ref.checkpoint import atomic_write  # noqa: E402
-from lvdm_ref.config import get_preset  # noqa: E402
+from lvdm_ref.config import get_preset, with_recipe  # noqa: E402
 from lvdm_ref.data import generate_moving_mnist  # noqa: E402
 from lvdm_ref.i3d import load_i3d  # noqa: E402
 from lvdm_ref.lvdm import LatentVideoDiffusion, train_short_model  # noqa: E402
@@ -59,8 +59,8 @@ def recipes() -> dict:
         "lr_1e-3": ("lr 1e-3", change(train={"lr": 1e-3})),
         "batch_8": ("batch 8 (twice the steps)", change(train={"batch_size": 8})),
         "ema_0.99": ("EMA 0.99", change(train={"ema_decay": 0.99})),
-        "lvdm": ("LVDM's recipe: lr 6e-5 constant, no warm-up, EMA 0.9999",
-                 change(train={"lr": 6e-5, "warmup_steps": 0, "ema_decay": 0.9999})),
+        "lvdm": ("LVDM's recipe (train --recipe lvdm): L1 on eps, lr 6e-5 constant, no warm-up, EMA 0.9999",
+                 lambda preset: with_recipe(preset, "lvdm")),
     }
 
 

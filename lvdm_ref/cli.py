@@ -19,7 +19,7 @@ import numpy as np
 
 from lvdm_ref.cli_checks import (check_hierarchy_pair, check_resumable, check_sampler_steps, device, input_file,
                                  integer, number, output_file, output_folder, url)
-from lvdm_ref.config import PRESET_NAMES
+from lvdm_ref.config import PRESET_NAMES, RECIPES
 from lvdm_ref.i3d import SOURCE_SUFFIXES
 from lvdm_ref.utils import is_quick, print_result
 from lvdm_ref.viz import SAVE_EXTENSIONS
@@ -116,11 +116,11 @@ def cmd_eval_vae(args: argparse.Namespace) -> dict:
 
 # ----------------------------------------------------------------------------- the short LVDM
 def cmd_train(args: argparse.Namespace) -> dict:
-    from lvdm_ref.config import get_preset
+    from lvdm_ref.config import get_preset, with_recipe
 
     if args.resume:
         check_resumable(args.out)
-    preset = get_preset("quick" if args.quick else args.preset)
+    preset = with_recipe(get_preset("quick" if args.quick else args.preset), args.recipe)
     if args.model == "short":
         from lvdm_ref.lvdm import train_short_model
 
@@ -328,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=integer(1), default=None, help="total steps (default: the preset's)")
     train.add_argument("--num-clips", type=integer(1), default=None,
                        help="clips to encode (default: the preset's; at least one batch)")
+    train.add_argument("--recipe", choices=RECIPES, default="preset",
+                       help="the preset's training recipe, or LVDM's own (L1 on eps, lr 6e-5/8e-5 constant, EMA 0.9999)")
     train.add_argument("--max-perturbation-level", type=integer(0), default=None,
                        help="pred/interp: training s_max of the conditional latent perturbation (default: 250 of "
                             "1000 timesteps); 0 trains without it")

@@ -58,3 +58,15 @@ def test_notebook_opens_with_colab_badge_and_guarded_install(source):
     assert f"notebooks/{source.stem}.ipynb" in cells[0].source
     install = cells[1].source
     assert cells[1].cell_type == "code" and '"google.colab" in sys.modules' in install and "pip" in install
+
+
+def test_lvdm_recipe_is_lvdms_and_leaves_the_preset_alone():
+    from lvdm_ref.config import get_preset, with_recipe
+
+    preset = get_preset("mmnist")
+    lvdm = with_recipe(preset, "lvdm")
+    assert (lvdm.train.lr, lvdm.train.warmup_steps, lvdm.train.ema_decay) == (6e-5, 0, 0.9999)
+    assert lvdm.hierarchy_train.lr == 8e-5 and (lvdm.diffusion.loss, lvdm.diffusion.parameterization) == ("l1", "eps")
+    assert preset == get_preset("mmnist") and with_recipe(preset, "preset") is preset  # nothing mutated
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        with_recipe(preset, "fast")
