@@ -8,18 +8,17 @@ PY=${PY:-.venv/bin/python}
 D=${1:-outputs/short_model_card}
 N=${2:-256}
 CKPT=${CKPT:-data/checkpoints/mmnist_short.safetensors}
-VAE=${VAE:-data/checkpoints/mmnist_vae.safetensors}
 mkdir -p "$D"
 $PY -m lvdm_ref data moving-mnist --num "$N" --frames 16 --size 64 --digits 2 --split test --seed 1 --out "$D/real_a.npz" | tail -1
 $PY -m lvdm_ref data moving-mnist --num "$N" --frames 16 --size 64 --digits 2 --split test --seed 2 --out "$D/real_b.npz" | tail -1
-$PY - "$D" "$VAE" <<'PY'
+$PY - "$D" "$CKPT" <<'PY'
 import sys
 import numpy as np
 import torch
+from lvdm_ref.lvdm import LatentVideoDiffusion
 from lvdm_ref.utils import from_uint8, to_uint8
-from lvdm_ref.vae3d import VideoAutoencoder
-folder, vae_path = sys.argv[1], sys.argv[2]
-vae = VideoAutoencoder.load(vae_path)
+folder, ckpt = sys.argv[1], sys.argv[2]
+vae = LatentVideoDiffusion.load(ckpt).vae  # the autoencoder the model was trained on: its ceiling
 real_b = np.load(f"{folder}/real_b.npz")["videos"]
 with torch.no_grad():
     recon = np.concatenate([to_uint8(vae.reconstruct(from_uint8(real_b[i:i + 16]))) for i in range(0, len(real_b), 16)])
