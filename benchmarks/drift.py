@@ -73,6 +73,8 @@ def plot(results: dict, path: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from lvdm_ref.viz import save_figure
+
     figure, ax = plt.subplots(figsize=(7.5, 4.2))
     floor = results["floor"]["fvd"]
     starts = [int(s) for s in floor]
@@ -87,12 +89,7 @@ def plot(results: dict, path: Path) -> list[Path]:
            title=f"drift over {results['frames']} frames, DDIM {results['steps']}")
     ax.legend(fontsize=7)
     figure.tight_layout()
-    written = []
-    for suffix in (".png", ".svg"):
-        figure.savefig(path.with_suffix(suffix), dpi=120)
-        written.append(path.with_suffix(suffix))
-    plt.close(figure)
-    return written
+    return save_figure(figure, path)
 
 
 class Drift:

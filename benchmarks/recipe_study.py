@@ -180,6 +180,8 @@ def plot(results: dict, path: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from lvdm_ref.viz import save_figure
+
     figure, ax = plt.subplots(figsize=(7, 4.2))
     for name, entry in results["recipes"].items():
         points = [entry[p] for p in ("half", "end") if p in entry]
@@ -193,12 +195,7 @@ def plot(results: dict, path: Path) -> list[Path]:
            title="short-model recipes at one CPU budget")
     ax.legend(fontsize=7, ncol=2)
     figure.tight_layout()
-    written = []
-    for suffix in (".png", ".svg"):
-        figure.savefig(path.with_suffix(suffix), dpi=120)
-        written.append(path.with_suffix(suffix))
-    plt.close(figure)
-    return written
+    return save_figure(figure, path)
 
 
 def main() -> None:

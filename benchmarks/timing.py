@@ -72,3 +72,22 @@ def machine() -> dict:
     return {"device": "cpu", "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "load_average_1min": round(os.getloadavg()[0], 2), "inductor_cache": INDUCTOR_CACHE}
+
+
+def optimizer_step(loss_fn: Callable[[], "torch.Tensor"], parameters, grad_clip: float) -> Callable[[], float]:
+    """A closure for one trainer-like step: `loss_fn()`, backward, gradient clipping and AdamW on
+    `parameters` (no EMA, no logging); it returns the loss."""
+    import torch
+
+    parameters = list(parameters)
+    optimizer = torch.optim.AdamW(parameters, lr=1e-4)
+
+    def step() -> float:
+        loss = loss_fn()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        optimizer.step()
+        return float(loss.detach())
+
+    return step

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from lvdm_ref.config import get_preset  # noqa: E402
 from lvdm_ref.diffusion import GaussianDiffusion  # noqa: E402
 from lvdm_ref.unet import UNet, flop_counter  # noqa: E402
-from timing import INDUCTOR_CACHE, first_call, interleaved  # noqa: E402  (benchmarks/timing.py)
+from timing import INDUCTOR_CACHE, first_call, interleaved, optimizer_step  # noqa: E402  (benchmarks/timing.py)
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
@@ -82,17 +82,7 @@ def time_steps(unet: UNet, x: torch.Tensor, t: torch.Tensor, seconds: float, min
 def optimizer_step_fn(unet: UNet, forward, diffusion: GaussianDiffusion, z0: torch.Tensor, grad_clip: float):
     """One trainer step: diffusion loss through `forward` (the module or its compiled wrapper), backward,
     clipping and AdamW on `unet`'s parameters (no EMA, no logging); returns the loss."""
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
-
-    def step() -> float:
-        loss = diffusion.training_losses(forward, z0)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), grad_clip)
-        optimizer.step()
-        return float(loss.detach())
-
-    return step
+    return optimizer_step(lambda: diffusion.training_losses(forward, z0)["loss"], unet.parameters(), grad_clip)
 
 
 def compile_comparison(preset, z0: torch.Tensor, rounds: int, steps_per_round: int) -> dict:

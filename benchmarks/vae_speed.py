@@ -31,22 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from lvdm_ref.config import get_preset  # noqa: E402
 from lvdm_ref.data import FreshMovingMNIST  # noqa: E402
 from lvdm_ref.vae3d import AutoencoderWithLoss  # noqa: E402
-from timing import first_call, interleaved, machine  # noqa: E402  (benchmarks/timing.py)
+from timing import first_call, interleaved, machine, optimizer_step  # noqa: E402  (benchmarks/timing.py)
 
 
 def optimizer_step_fn(model: AutoencoderWithLoss, forward, batch: torch.Tensor, grad_clip: float):
     """One trainer step through `forward` (the module or its compiled wrapper); returns the loss."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step() -> float:
-        loss, _ = forward(batch, 0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        return float(loss.detach())
-
-    return step
+    return optimizer_step(lambda: forward(batch, 0)[0], model.parameters(), grad_clip)
 
 
 def main() -> None:

@@ -146,6 +146,20 @@ def plot_long_video(video: np.ndarray, is_keyframe: np.ndarray, every: int = 16,
 
 
 # ----------------------------------------------------------------------------- saving
+def save_figure(figure, path: str | Path, suffixes: tuple[str, ...] = (".png", ".svg")) -> list[Path]:
+    """Write a matplotlib figure as `path` with each suffix (PNG for pages, SVG for print) and close it."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    for suffix in suffixes:
+        target = Path(path).with_suffix(suffix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(target, dpi=120)
+        written.append(target)
+    plt.close(figure)
+    return written
+
+
 def save_video(path: str | Path, video: np.ndarray | torch.Tensor, fps: float = 8, nrow: int | None = None) -> Path:
     """Save by extension: .mp4 / .avi / .gif (video_io; batches as a grid), .png (frame strip),
     .npz (`videos`, the uint8 array as given)."""
