@@ -185,6 +185,7 @@ class Drift:
     def run(self) -> dict:
         from lvdm_ref.data import generate_moving_mnist
         from lvdm_ref.metrics import fvd_from_features
+        from lvdm_ref.perturbation import default_level
 
         args, started = self.args, time.perf_counter()
         results_path = self.out / "drift.json"
@@ -207,10 +208,7 @@ class Drift:
                 print(f"skipping {name!r}: no --pred-noperturb", file=sys.stderr)
                 continue
             features = self.collect(name, self.sampled(model, level, guidance))["features"]
-            if level is None:
-                level_used = self.models[model].hierarchy.max_perturbation_level * 2 // 5
-            else:
-                level_used = level
+            level_used = default_level(self.models[model].hierarchy.max_perturbation_level) if level is None else level
             variants[name] = {"model": model, "perturbation_level": level_used, "guidance": guidance,
                               "fvd": curve(features), **summarise(curve(features))}
             self.save(results, results_path)

@@ -154,6 +154,7 @@ def cmd_sample_long(args: argparse.Namespace) -> dict:
     import torch
 
     from lvdm_ref.hierarchy import long_video_plan, sample_long
+    from lvdm_ref.perturbation import default_level
     from lvdm_ref.lvdm import LatentVideoDiffusion, encode_videos
     from lvdm_ref.utils import get_device
 
@@ -162,9 +163,12 @@ def cmd_sample_long(args: argparse.Namespace) -> dict:
     pred = LatentVideoDiffusion.load(args.pred, device=device, kind="lvdm_pred")
     interp = LatentVideoDiffusion.load(args.interp, vae=pred.vae, device=device, kind="lvdm_interp")
     plan = long_video_plan(pred, interp, args.frames)
+    level = args.perturbation_level
+    if level is None:
+        level = default_level(pred.hierarchy.max_perturbation_level)  # 100 for s_max = 250
     result: dict = {"frames": args.frames, "num": args.num, "keyframes": plan.num_keyframes,
                     "prediction_samples": plan.prediction_steps, "pairs": plan.num_pairs, "steps": args.steps,
-                    "perturbation_level": args.perturbation_level, "guidance": args.guidance, "start": args.start}
+                    "perturbation_level": level, "guidance": args.guidance, "start": args.start}
     start_latents = None
     if args.start == "real":  # continue real test clips (Moving MNIST: the true continuation is known)
         from lvdm_ref.data import generate_moving_mnist
@@ -179,7 +183,7 @@ def cmd_sample_long(args: argparse.Namespace) -> dict:
     began = time.perf_counter()
     with torch.no_grad():
         videos = sample_long(pred, interp, args.frames, args.num, seed=args.seed, start=start_latents,
-                             num_steps=args.steps, perturbation_level=args.perturbation_level,
+                             num_steps=args.steps, perturbation_level=level,
                              guidance_scale=args.guidance, batch_size=args.batch_size)  # uint8 (N, F, H, W, C)
     result["seconds"] = round(time.perf_counter() - began, 2)
     result["out"] = str(_write_videos(args.out, videos))

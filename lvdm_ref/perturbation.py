@@ -46,6 +46,11 @@ def training_levels(batch: int, max_level: int, device: torch.device | str = "cp
     return torch.randint(0, max_level, (batch,), device=device, generator=generator)
 
 
+def default_level(max_level: int) -> int:
+    """The sampling s for a model trained with s_max = max_level: 100 for 250 (official), the same share otherwise."""
+    return max_level * SAMPLE_LEVEL // TRAIN_MAX_LEVEL
+
+
 def sampling_levels(batch: int, level: int | None, max_level: int,
                     device: torch.device | str = "cpu") -> torch.Tensor | None:
     """The fixed s of every sample (B,) for a model trained with `max_level`, or None for a model without perturbation.
@@ -60,7 +65,7 @@ def sampling_levels(batch: int, level: int | None, max_level: int,
             raise ValueError(f"this model was trained without perturbation (s_max = 0): it has no s embedding, so "
                              f"perturbation level {level} cannot be applied; use --perturbation-level 0")
         return None
-    level = max_level * SAMPLE_LEVEL // TRAIN_MAX_LEVEL if level is None else level  # 100 for s_max = 250
+    level = default_level(max_level) if level is None else level
     if not 0 <= level < max_level:
         raise ValueError(f"perturbation level must be in [0, {max_level - 1}] (the levels seen in training), got {level}")
     return torch.full((batch,), level, device=device, dtype=torch.long)
