@@ -75,8 +75,11 @@ class CpuClock(Callback):
 
 
 class Study:
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
+    """Variants of the short model, each trained for the same CPU budget and scored by FVD; `section` names
+    the JSON entry that holds them ("recipes" here, "variants" for benchmarks/ablations.py)."""
+
+    def __init__(self, args: argparse.Namespace, section: str = "recipes"):
+        self.args, self.section = args, section
         self.work = args.work
         self.results = json.loads(args.out.read_text()) if args.out.exists() else {}
         setting = {"vae_sha256": file_sha256(args.vae), "minutes": args.minutes, "num": args.num,
@@ -86,7 +89,7 @@ class Study:
                              f"choose another --out or the same settings")
         self.results.setdefault("setting", setting)
         self.results.setdefault("command", " ".join([Path(sys.executable).name, *sys.argv]))
-        self.results.setdefault("recipes", {})
+        self.results.setdefault(section, {})
         self.i3d = None
 
     def save(self) -> None:
@@ -106,15 +109,19 @@ class Study:
         return features
 
     def reference(self) -> np.ndarray:
-        """The fixed real set's features; the floor and the static point at the same N, once."""
+        """The fixed real set's features; the floor, the static point and the autoencoder's ceiling
+        (its reconstructions of a second real set) at the same N, once."""
         num = self.args.num
         real = self.features(f"real_a_{num}", lambda: generate_moving_mnist(num, 16, 64, 2, "test", seed=1))
-        if "reference" not in self.results:
+        reference = self.results.setdefault("reference", {"num": num})
+        if "autoencoder_ceiling" not in reference:
             other = generate_moving_mnist(num, 16, 64, 2, "test", seed=2)
             floor = self.features(f"real_b_{num}", lambda: other)
             static = self.features(f"static_b_{num}", lambda: np.repeat(other[:, :1], 16, axis=1))
-            self.results["reference"] = {"real_vs_real": fvd_from_features(real, floor),
-                                         "static_first_frames": fvd_from_features(real, static), "num": num}
+            recon = self.features(f"reconstructed_b_{num}", lambda: reconstruct(self.args.vae, other))
+            reference.update(real_vs_real=fvd_from_features(real, floor),
+                             static_first_frames=fvd_from_features(real, static),
+                             autoencoder_ceiling=fvd_from_features(real, recon))
             self.save()
         return real
 
@@ -130,7 +137,7 @@ class Study:
 
     # ------------------------------------------------------------------ one recipe
     def run(self, name: str, describe: str, apply) -> None:
-        args, entry = self.args, self.results["recipes"].setdefault(name, {"change": describe})
+        args, entry = self.args, self.results[self.section].setdefault(name, {"change": describe})
         preset = apply(get_preset("mmnist"))
         folder, cache = self.work / name, self.work / "latents.pt"
         common = dict(num_clips=args.num_clips, latents_cache=cache, progress=True)
@@ -158,7 +165,7 @@ class Study:
             print(f"{name} {point}: step {stop}, FVD {result['fvd']}", file=sys.stderr)
 
     def samplers(self) -> None:
-        done = {name: entry for name, entry in self.results["recipes"].items() if "end" in entry}
+        done = {name: entry for name, entry in self.results[self.section].items() if "end" in entry}
         if not done:
             raise SystemExit("no finished recipe yet: run the recipes first")
         best = min(done, key=lambda name: done[name]["end"]["fvd"])
@@ -173,8 +180,19 @@ class Study:
                 print(f"{best} {key}: FVD {table[key]['fvd']}", file=sys.stderr)
 
 
-def plot(results: dict, path: Path) -> list[Path]:
-    """FVD against training CPU-minutes for every recipe, floor and static point as lines; PNG and SVG."""
+def reconstruct(vae_path: Path, videos: np.ndarray) -> np.ndarray:
+    """uint8 clips -> the autoencoder's reconstructions, uint8 (the ceiling of any model on its latents)."""
+    from lvdm_ref.utils import from_uint8, to_uint8
+    from lvdm_ref.vae3d import VideoAutoencoder
+
+    vae = VideoAutoencoder.load(vae_path)
+    with torch.no_grad():
+        return np.concatenate([to_uint8(vae.reconstruct(from_uint8(videos[i:i + 16]))) for i in range(0, len(videos), 16)])
+
+
+def plot(results: dict, path: Path, section: str = "recipes",
+         title: str = "short-model recipes at one CPU budget") -> list[Path]:
+    """FVD against training CPU-minutes for every entry of `section`, floor, static point and ceiling as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,16 +201,16 @@ def plot(results: dict, path: Path) -> list[Path]:
     from lvdm_ref.viz import save_figure
 
     figure, ax = plt.subplots(figsize=(7, 4.2))
-    for name, entry in results["recipes"].items():
+    for name, entry in results[section].items():
         points = [entry[p] for p in ("half", "end") if p in entry]
         if points:
             ax.plot([p["cpu_minutes"] for p in points], [p["fvd"] for p in points], "o-", label=name)
     reference = results.get("reference", {})
-    for key, style in (("real_vs_real", ":"), ("static_first_frames", "--")):
+    for key, style in (("real_vs_real", ":"), ("static_first_frames", "--"), ("autoencoder_ceiling", "-.")):
         if key in reference:
             ax.axhline(reference[key], color="gray", ls=style, lw=1, label=f"{key.replace('_', ' ')} ({reference[key]:.0f})")
     ax.set(xlabel="training CPU-minutes (one thread)", ylabel=f"FVD (N = {results['setting']['num']})", yscale="log",
-           title="short-model recipes at one CPU budget")
+           title=title)
     ax.legend(fontsize=7, ncol=2)
     figure.tight_layout()
     return save_figure(figure, path)
