@@ -103,6 +103,17 @@ def flop_counter() -> "torch.utils.flop_counter.FlopCounterMode":
     return fc.FlopCounterMode(display=False, custom_mapping=mapping)
 
 
+def attention_cost(kind: str, num_frames: int, channels: int = 128, size: int = 8, num_heads: int = 4) -> float:
+    """GFLOP of a forward and backward pass of one attention block of `kind` on one clip of `num_frames`
+    latent frames of size x size with `channels` channels, counted by `flop_counter`."""
+    config = UNetConfig(num_heads=num_heads, attention=kind)
+    block = attention_block(kind, channels, config)
+    x = torch.randn(num_frames, channels, size, size, requires_grad=True)  # (b f, C, h, w), b = 1
+    with flop_counter() as counter:
+        block(x, num_frames).sum().backward()
+    return counter.get_total_flops() / 1e9
+
+
 def _record(module: nn.Module, kind: str, weights: torch.Tensor) -> None:
     _RECORDER.records.append({"name": getattr(module, "record_name", ""), "kind": kind,
                               "weights": weights.detach().float().cpu()})

@@ -262,3 +262,12 @@ def test_unet_and_diffusion_learn_a_fixed_batch():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_attention_cost_grows_linearly_when_factorised_and_quadratically_when_joint():
+    from lvdm_ref.unet import attention_cost
+
+    small, large = ({kind: attention_cost(kind, frames, channels=16, size=4) for kind in ATTENTION_KINDS}
+                    for frames in (8, 16))
+    assert large["spatial"] / small["spatial"] == pytest.approx(2.0, rel=0.01)  # per frame: exactly linear
+    assert large["factorized"] / small["factorized"] < 2.3 < 3.0 < large["joint"] / small["joint"]
