@@ -270,4 +270,5 @@ def test_attention_cost_grows_linearly_when_factorised_and_quadratically_when_jo
     small, large = ({kind: attention_cost(kind, frames, channels=16, size=4) for kind in ATTENTION_KINDS}
                     for frames in (8, 16))
     assert large["spatial"] / small["spatial"] == pytest.approx(2.0, rel=0.01)  # per frame: exactly linear
-    assert large["factorized"] / small["factorized"] < 2.3 < 3.0 < large["joint"] / small["joint"]
+    # factorised: linear in f plus a small f^2 temporal term; joint: dominated by (f h w)^2
+    assert large["factorized"] / small["factorized"] < 2.5 < 3.0 < large["joint"] / small["joint"]
