@@ -22,9 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from recipe_study import Study, plot  # noqa: E402  (benchmarks/recipe_study.py)
-
-import torch  # noqa: E402  (after recipe_study, which sets OMP_WAIT_POLICY before torch loads)
+from recipe_study import add_study_arguments, plot, run_study  # noqa: E402  (benchmarks/recipe_study.py)
 
 
 def attention_variants() -> dict:
@@ -40,32 +38,11 @@ def attention_variants() -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--which", choices=("attention",), default="attention")
-    parser.add_argument("--vae", type=Path, default=ROOT / "data" / "checkpoints" / "mmnist_vae.safetensors")
-    parser.add_argument("--minutes", type=float, default=45.0, help="CPU minutes of training per variant")
-    parser.add_argument("--num", type=int, default=256, help="clips per FVD set")
-    parser.add_argument("--num-clips", type=int, default=2048, help="encoded training clips (shared)")
-    parser.add_argument("--calibration-steps", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", nargs="*", default=None, help="variants to run (default: all)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ablations" / "attention.json")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "ablations")
+    add_study_arguments(parser, minutes=45.0, num=256, out=ROOT / "benchmarks" / "results" / "ablations" / "attention.json",
+                        work=ROOT / "runs" / "ablations", what="variant")
     args = parser.parse_args(argv)
-    if args.minutes <= 0 or args.num < 2 or args.num_clips < 16 or args.calibration_steps < 1 or args.threads < 1:
-        parser.error("--minutes > 0, --num >= 2, --num-clips >= 16, --calibration-steps >= 1, --threads >= 1")
-    if not args.vae.exists():
-        parser.error(f"--vae {args.vae} does not exist")
-    variants = attention_variants()
-    unknown = set(args.only or ()) - set(variants)
-    if unknown:
-        parser.error(f"unknown variants {sorted(unknown)}; known: {list(variants)}")
-    torch.set_num_threads(args.threads)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    study = Study(args, section="variants")
-    for name, (describe, apply) in variants.items():
-        if args.only is None or name in args.only:
-            study.run(name, describe, apply)
-    plot(study.results, args.out.with_suffix(".png"), section="variants",
-         title="attention kinds at one CPU budget")
+    study = run_study(parser, args, attention_variants(), "variants")
+    plot(study.results, args.out.with_suffix(".png"), section="variants", title="attention kinds at one CPU budget")
     print(json.dumps(study.results))
     return study.results
 

@@ -216,32 +216,45 @@ def plot(results: dict, path: Path, section: str = "recipes",
     return save_figure(figure, path)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_study_arguments(parser: argparse.ArgumentParser, *, minutes: float, num: int, out: Path, work: Path,
+                        what: str) -> None:
+    """The options every budget study shares (this one and benchmarks/ablations.py)."""
     parser.add_argument("--vae", type=Path, default=ROOT / "data" / "checkpoints" / "mmnist_vae.safetensors")
-    parser.add_argument("--minutes", type=float, default=15.0, help="CPU minutes of training per recipe")
-    parser.add_argument("--num", type=int, default=128, help="clips per FVD set")
+    parser.add_argument("--minutes", type=float, default=minutes, help=f"CPU minutes of training per {what}")
+    parser.add_argument("--num", type=int, default=num, help="clips per FVD set")
     parser.add_argument("--num-clips", type=int, default=2048, help="encoded training clips (shared)")
     parser.add_argument("--calibration-steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", nargs="*", default=None, help="recipes to run (default: all, in order)")
-    parser.add_argument("--samplers", action="store_true", help="then compare samplers on the best recipe")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "recipe_study.json")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "recipe_study")
-    args = parser.parse_args()
+    parser.add_argument("--only", nargs="*", default=None, help=f"{what}s to run (default: all, in order)")
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--work", type=Path, default=work)
+
+
+def run_study(parser: argparse.ArgumentParser, args: argparse.Namespace, variants: dict, section: str) -> Study:
+    """Check the shared options, then train and score every variant asked for (skipping finished ones)."""
     if args.minutes <= 0 or args.num < 2 or args.num_clips < 16 or args.calibration_steps < 1 or args.threads < 1:
         parser.error("--minutes > 0, --num >= 2, --num-clips >= 16, --calibration-steps >= 1, --threads >= 1")
     if not args.vae.exists():
         parser.error(f"--vae {args.vae} does not exist")
-    all_recipes = recipes()
-    unknown = set(args.only or ()) - set(all_recipes)
+    unknown = set(args.only or ()) - set(variants)
     if unknown:
-        parser.error(f"unknown recipes {sorted(unknown)}; known: {list(all_recipes)}")
+        parser.error(f"unknown {section} {sorted(unknown)}; known: {list(variants)}")
     torch.set_num_threads(args.threads)
-    study = Study(args)
-    for name, (describe, apply) in all_recipes.items():
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    study = Study(args, section)
+    for name, (describe, apply) in variants.items():
         if args.only is None or name in args.only:
             study.run(name, describe, apply)
+    return study
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_study_arguments(parser, minutes=15.0, num=128, out=ROOT / "benchmarks" / "results" / "recipe_study.json",
+                        work=ROOT / "runs" / "recipe_study", what="recipe")
+    parser.add_argument("--samplers", action="store_true", help="then compare samplers on the best recipe")
+    args = parser.parse_args()
+    study = run_study(parser, args, recipes(), "recipes")
     if args.samplers:
         study.samplers()
     plot(study.results, args.out.with_suffix(".png"))
