@@ -74,6 +74,32 @@ class CpuClock(Callback):
         self.times.append(time.process_time())
 
 
+def calibrate(train, preset, vae: Path, folder: Path, steps: int, threads: int, common: dict) -> dict:
+    """CPU seconds per training step (after 3 warm-up steps) and the peak resident memory of a fresh process
+    that does nothing but train (Python, torch, the training set, the model, its optimiser and activations)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_calibrate, train, preset, vae, folder, steps, threads, common).result()
+
+
+def _calibrate(train, preset, vae, folder, steps, threads, common) -> dict:
+    import resource
+
+    torch.set_num_threads(threads)
+    clock = CpuClock()
+    train(preset, vae, folder, steps=steps + 3, callbacks=[clock], **common)
+    return {"cpu_seconds_per_step": round((clock.times[-1] - clock.times[2]) / steps, 4),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def study_setting(args: argparse.Namespace) -> dict:
+    """What makes two studies' numbers comparable: one file holds one setting."""
+    return {"vae_sha256": file_sha256(args.vae), "minutes": args.minutes, "num": args.num,
+            "num_clips": args.num_clips, "threads": args.threads}
+
+
 class Study:
     """Variants of the short model, each trained for the same CPU budget and scored by FVD; `section` names
     the JSON entry that holds them ("recipes" here, "variants" for benchmarks/ablations.py)."""
@@ -82,19 +108,35 @@ class Study:
         self.args, self.section = args, section
         self.work = args.work
         self.results = json.loads(args.out.read_text()) if args.out.exists() else {}
-        setting = {"vae_sha256": file_sha256(args.vae), "minutes": args.minutes, "num": args.num,
-                   "num_clips": args.num_clips, "threads": args.threads}
+        setting = study_setting(args)
         if self.results.get("setting", setting) != setting:
             raise SystemExit(f"{args.out} was made with {self.results['setting']}, not {setting}: "
                              f"choose another --out or the same settings")
         self.results.setdefault("setting", setting)
         self.results.setdefault("command", " ".join([Path(sys.executable).name, *sys.argv]))
         self.results.setdefault(section, {})
+        self.touched: set[str] = set()  # the entries of `section` this process writes
         self.i3d = None
 
     def save(self) -> None:
-        text = json.dumps(self.results, indent=1) + "\n"
-        atomic_write(self.args.out, lambda tmp: Path(tmp).write_text(text))
+        """Write this process's entries into the JSON on disk, under a lock, so that two studies of one
+        file (for example `--only a b` and `--only c d`, one per core) never drop each other's results."""
+        import fcntl
+
+        with open(self.args.out.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            disk = json.loads(self.args.out.read_text()) if self.args.out.exists() else {}
+            for key, value in self.results.items():
+                if isinstance(value, dict) and isinstance(disk.get(key), dict):
+                    disk[key].update(value) if key != self.section else disk[key].update(
+                        {name: entry for name, entry in value.items() if name in self.touched})
+                else:
+                    disk.setdefault(key, value)
+            disk.setdefault(self.section, {})
+            self.results = {**disk, self.section: {**disk[self.section], **{
+                name: entry for name, entry in self.results[self.section].items() if name in self.touched}}}
+            text = json.dumps(self.results, indent=1) + "\n"
+            atomic_write(self.args.out, lambda tmp: Path(tmp).write_text(text))
 
     # ------------------------------------------------------------------ features
     def features(self, name: str, videos_fn) -> np.ndarray:
@@ -136,17 +178,19 @@ class Study:
                 "eta": eta}
 
     # ------------------------------------------------------------------ one recipe
-    def run(self, name: str, describe: str, apply) -> None:
+    def run(self, name: str, describe: str, apply, train=train_short_model) -> None:
+        """Calibrate, then train `apply(mmnist preset)` with `train` (`lvdm.train_short_model` or a function of
+        its signature, like `pixel.train_pixel_model`) to half and all of the budget, scoring FVD at each."""
+        self.touched.add(name)
         args, entry = self.args, self.results[self.section].setdefault(name, {"change": describe})
         preset = apply(get_preset("mmnist"))
         folder, cache = self.work / name, self.work / "latents.pt"
         common = dict(num_clips=args.num_clips, latents_cache=cache, progress=True)
         if "steps" not in entry:  # calibration: CPU seconds per step, then the step count for the budget
-            clock = CpuClock()
-            train_short_model(preset, args.vae, self.work / f"{name}_calibration", steps=args.calibration_steps + 3,
-                              callbacks=[clock], **common)
-            per_step = (clock.times[-1] - clock.times[2]) / args.calibration_steps  # after 3 warm-up steps
-            entry.update(cpu_seconds_per_step=round(per_step, 4), steps=int(args.minutes * 60 / per_step),
+            measured = calibrate(train, preset, args.vae, self.work / f"{name}_calibration", args.calibration_steps,
+                                 args.threads, common)
+            per_step = measured["cpu_seconds_per_step"]
+            entry.update(**measured, steps=max(2, int(args.minutes * 60 / per_step)),
                          preset={"unet": dataclasses.asdict(preset.unet), "diffusion": dataclasses.asdict(preset.diffusion),
                                  "train": dataclasses.asdict(preset.train)})
             self.save()
@@ -156,7 +200,7 @@ class Study:
                 continue
             resume = (folder / "train_state.pt").exists()
             start = time.process_time()
-            summary = train_short_model(preset, args.vae, folder, steps=steps, stop_at=stop, resume=resume, **common)
+            summary = train(preset, args.vae, folder, steps=steps, stop_at=stop, resume=resume, **common)
             result = self.evaluate(Path(summary["checkpoint"]), f"{name}_{point}")
             entry[point] = {"step": stop, "cpu_minutes": round(stop * entry["cpu_seconds_per_step"] / 60, 2),
                             "train_cpu_seconds_this_call": round(time.process_time() - start, 1),
@@ -242,9 +286,9 @@ def run_study(parser: argparse.ArgumentParser, args: argparse.Namespace, variant
     torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     study = Study(args, section)
-    for name, (describe, apply) in variants.items():
+    for name, (describe, apply, *train) in variants.items():  # train: optional, lvdm.train_short_model by default
         if args.only is None or name in args.only:
-            study.run(name, describe, apply)
+            study.run(name, describe, apply, *train)
     return study
 
 

@@ -139,9 +139,13 @@ class LatentVideoDiffusion(nn.Module):
         tensors, meta = load_weights(path, device)
         if meta.get("kind") != kind:
             raise ValueError(f"{path} holds a {meta.get('kind')!r} checkpoint, not a {kind!r} one")
+        if meta.get("space") == "pixel":  # the pixel-space ablation (pixel.py): no autoencoder
+            from lvdm_ref.pixel import PixelSpace
+
+            vae = PixelSpace(meta["latent_shape"][0]).to(device)
         if vae is None:
             vae = _find_autoencoder(Path(path), meta["vae"])
-        if not isinstance(vae, VideoAutoencoder):
+        if not isinstance(vae, nn.Module):
             vae = VideoAutoencoder.load(vae, device)
         given = getattr(vae, "file_sha256", None)  # None: built in memory, the caller vouches for it
         if "vae" in meta and given is not None and given != meta["vae"]["sha256"]:
@@ -215,8 +219,6 @@ def train_short_model(preset, vae_path: str | os.PathLike, out: str | os.PathLik
     it is then; resume to go on. `compile=True` trains through `torch.compile` (the `train` command's
     default: 1.25x per step on a CPU after about 2 minutes of compiling; README, "Speed on this CPU").
     """
-    from lvdm_ref.train import Trainer
-
     train_config = preset.train if steps is None else dataclasses.replace(preset.train, steps=steps)
     num_clips = preset.data.num_train if num_clips is None else num_clips
     if num_clips < train_config.batch_size:
@@ -226,19 +228,32 @@ def train_short_model(preset, vae_path: str | os.PathLike, out: str | os.PathLik
     vae = VideoAutoencoder.load(vae_path, get_device(device))
     cache = Path(latents_cache) if latents_cache is not None else out / "latents.pt"
     latents = encoded_training_set(vae, vae_path, preset.data, num_clips, cache, progress=progress)  # (N, c, t, h, w)
-    latent_shape = tuple(latents.shape[1:])  # (c, t, h, w)
+    return fit_diffusion(preset, train_config, vae, latents, out, vae_path=vae_path, resume=resume, device=device,
+                         callbacks=callbacks, progress=progress, stop_at=stop_at, compile=compile)
+
+
+def fit_diffusion(preset, train_config, space: nn.Module, data: torch.Tensor, out: Path, *,
+                  vae_path: Path | None = None, resume: bool = False, device: str = "auto", callbacks=(),
+                  progress: bool = True, stop_at: int | None = None, compile: bool = False,
+                  extra: dict | None = None) -> dict:
+    """Train the preset's UNet on `data` (N, c, t, h, w), the clips in the space the diffusion runs in
+    (the autoencoder's latents, or pixels for `pixel.py`), and write OUT/short.safetensors."""
+    from lvdm_ref.train import Trainer
+
+    latent_shape = tuple(data.shape[1:])  # (c, t, h, w)
     unet_config = dataclasses.replace(preset.unet, in_channels=latent_shape[0], out_channels=latent_shape[0])
     unet, diffusion = UNet(unet_config), GaussianDiffusion(preset.diffusion).to(get_device(device))
     if get_device(device).type == "cpu":  # NHWC per-frame convs: 1.2x per step on a CPU (benchmarks/unet_speed.py)
         unet = unet.to(memory_format=torch.channels_last)
-    trainer = Trainer(unet, diffusion_loss(diffusion), LatentDataset(latents), train_config, out, device=device,
+    trainer = Trainer(unet, diffusion_loss(diffusion), LatentDataset(data), train_config, out, device=device,
                       resume=resume, callbacks=callbacks, progress=progress, metadata={"preset": preset.name},
                       compile=compile)
     summary = trainer.fit(stop_at)
-    model = LatentVideoDiffusion(vae, trainer.model, diffusion, latent_shape)
-    path = out / "short.safetensors"
+    model = LatentVideoDiffusion(space, trainer.model, diffusion, latent_shape)
+    path = Path(out) / "short.safetensors"
     if trainer.is_main:  # one writer under DDP
-        model.save(path, ema_unet=trainer.ema_model if trainer.ema else None, vae_path=str(vae_path),
-                   extra={"preset": preset.name, "train": to_dict(train_config), "num_clips": len(latents),
-                          "steps": trainer.step})
-    return {"checkpoint": str(path), "latent_shape": list(latent_shape), "num_clips": len(latents), **summary}
+        model.save(path, ema_unet=trainer.ema_model if trainer.ema else None,
+                   vae_path=None if vae_path is None else str(vae_path),
+                   extra={"preset": preset.name, "train": to_dict(train_config), "num_clips": len(data),
+                          "steps": trainer.step, **(extra or {})})
+    return {"checkpoint": str(path), "latent_shape": list(latent_shape), "num_clips": len(data), **summary}
