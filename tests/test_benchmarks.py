@@ -32,3 +32,26 @@ def test_attention_ablation_holds_every_figure_the_notebook_plots(tmp_path):
             assert entry[point]["fvd"] > 0 and entry[point]["cpu_minutes"] >= 0
     again = ablations.main(argv)  # resumable: everything is there, nothing is trained again
     assert again["variants"] == saved["variants"]
+
+
+def test_two_studies_of_one_file_keep_each_others_results(tmp_path):
+    """`--only a` and `--only b` run at once (one per core) write one JSON: neither loses the other's entries."""
+    import argparse
+
+    from recipe_study import Study
+
+    vae = tmp_path / "vae.safetensors"
+    vae.write_bytes(b"weights")
+    args = argparse.Namespace(vae=vae, minutes=1.0, num=2, num_clips=16, threads=1, out=tmp_path / "study.json",
+                              work=tmp_path / "work")
+    first, second = Study(args), Study(args)  # both read the file before either writes
+    for study, name in ((first, "a"), (second, "b")):
+        study.touched.add(name)
+        study.results["recipes"][name] = {"steps": 1}
+        study.save()
+    first.results["recipes"]["a"]["end"] = {"fvd": 1.0}  # the first goes on with its stale view of "b"
+    first.results.setdefault("reference", {})["real_vs_real"] = 0.5
+    first.save()
+    saved = json.loads(args.out.read_text())
+    assert saved["recipes"] == {"a": {"steps": 1, "end": {"fvd": 1.0}}, "b": {"steps": 1}}
+    assert saved["reference"] == {"real_vs_real": 0.5} and first.results == saved
