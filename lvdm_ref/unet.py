@@ -114,6 +114,15 @@ def attention_cost(kind: str, num_frames: int, channels: int = 128, size: int = 
     return counter.get_total_flops() / 1e9
 
 
+def unet_cost(config: UNetConfig, shape: tuple[int, int, int, int]) -> float:
+    """GFLOP of a forward and backward pass of the whole UNet on one clip of `shape` (C, f, h, w)."""
+    unet = UNet(config)
+    x = torch.randn(1, *shape)
+    with flop_counter() as counter:
+        unet(x, torch.tensor([500])).sum().backward()
+    return counter.get_total_flops() / 1e9
+
+
 def _record(module: nn.Module, kind: str, weights: torch.Tensor) -> None:
     _RECORDER.records.append({"name": getattr(module, "record_name", ""), "kind": kind,
                               "weights": weights.detach().float().cpu()})
