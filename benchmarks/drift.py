@@ -19,7 +19,7 @@ Variants: the prediction model trained with perturbation (s_max = 250) sampled a
 and the one trained without (s_max = 0), each with guidance w = 0.1 or without.
 
 Resumable: I3D features of every (variant, window) are kept in OUT/features/<variant>.npz (float32,
-small; committed with the results) after every chunk of videos, and a rerun skips what is there. The
+small; committed with the results, with each video's last window as uint8 for notebook 09's strips) after every chunk of videos, and a rerun skips what is there. The
 JSON and the figure (PNG, SVG) are written from those features at the end of every variant; the
 figure is drawn from the JSON only (`plot`).
 """
@@ -170,7 +170,7 @@ class Drift:
                 self.models[model], self.interp, self.args.frames, self.starts, num_videos=1, seed=self.args.seed + index,
                 start=starts[i], num_steps=self.args.steps, perturbation_level=level, guidance_scale=guidance,
                 progress=False) for i, index in enumerate(range(first, first + count))])
-            result = {"windows": windows}
+            result = {"windows": windows, "last_window": windows[:, -1]}  # uint8 (count, 16, H, W, C): for strips
             if real_start:
                 truth = self.real_windows(first, count)
                 fake01, real01 = ((from_uint8(v.reshape(-1, *v.shape[2:])) + 1) / 2 for v in (windows, truth))
