@@ -55,6 +55,8 @@ def test_results_hold_every_variant_and_the_floor_and_the_figure_reads_the_json(
     for entry in [results["floor"], results["real_start"], *results["variants"].values()]:
         assert list(entry["fvd"]) == ["0", "16"] and entry["last_over_first"] > 0
     assert set(results["real_start"]["psnr"]) == {"0", "16"}
+    for name in [*drift.VARIANTS, drift.REAL_START]:  # each video's last window, for notebook 09's strips
+        assert np.load(out / "features" / f"{drift.slug(name)}.npz")["last_window"].shape == (2, 16, 32, 32, 1)
     saved = json.loads((out / "drift.json").read_text())
     assert saved["variants"] == results["variants"] and (out / "drift.png").exists() and (out / "drift.svg").exists()
     # the figure is drawn from the JSON alone: change a number there and the plotted line follows
