@@ -114,6 +114,22 @@ def attention_cost(kind: str, num_frames: int, channels: int = 128, size: int = 
     return counter.get_total_flops() / 1e9
 
 
+def attention_seconds(kind: str, num_frames: int, channels: int = 128, size: int = 8, num_heads: int = 4,
+                      repeat: int = 3) -> float:
+    """Median process-CPU seconds of the forward and backward pass `attention_cost` counts (after one warm-up)."""
+    import statistics
+    import time
+
+    block = attention_block(kind, channels, UNetConfig(num_heads=num_heads, attention=kind))
+    x = torch.randn(num_frames, channels, size, size, requires_grad=True)  # (b f, C, h, w), b = 1
+    times = []
+    for _ in range(repeat + 1):
+        start = time.process_time()
+        block(x, num_frames).sum().backward()
+        times.append(time.process_time() - start)
+    return statistics.median(times[1:])
+
+
 def unet_cost(config: UNetConfig, shape: tuple[int, int, int, int]) -> float:
     """GFLOP of a forward and backward pass of the whole UNet on one clip of `shape` (C, f, h, w)."""
     unet = UNet(config)

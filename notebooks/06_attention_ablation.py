@@ -54,7 +54,7 @@ from lvdm_ref.checkpoint import SHIPPED_DIR
 from lvdm_ref.config import get_preset
 from lvdm_ref.lvdm import train_short_model
 from lvdm_ref.train import LossHistory
-from lvdm_ref.unet import ATTENTION_KINDS, attention_cost
+from lvdm_ref.unet import ATTENTION_KINDS, attention_cost, attention_seconds
 from lvdm_ref.utils import is_quick
 from lvdm_ref.vae3d import train_autoencoder
 
@@ -86,6 +86,22 @@ plt.show()
 growth = {kind: values[-1] / values[-2] for kind, values in costs.items()}
 print("FLOPs growth when f doubles:", {kind: round(value, 2) for kind, value in growth.items()})
 assert growth["spatial"] < 2.05 and growth["factorized"] < 2.3 < 2.9 < growth["joint"]
+
+# %% [markdown]
+# FLOPs are what a GPU pays; a CPU also pays for memory traffic. The same blocks, timed on this machine
+# (median process-CPU seconds of a forward and backward pass; the numbers vary from machine to machine,
+# so nothing is asserted about them):
+
+# %%
+seconds = {kind: [attention_seconds(kind, frames) for frames in FRAMES] for kind in ATTENTION_KINDS}
+figure, ax = plt.subplots(figsize=(5, 3.2))
+for kind, values in seconds.items():
+    ax.loglog(FRAMES, values, "o-", label=kind)
+ax.minorticks_off()
+ax.set_xticks(FRAMES, [str(f) for f in FRAMES])
+ax.set(xlabel="latent frames f", ylabel="CPU seconds per block (fwd + bwd)", title="the same blocks, timed")
+ax.legend(fontsize=8)
+plt.show()
 
 # %% [markdown]
 # ## 2. A live mini version (a demonstration, not a finding)
@@ -132,7 +148,8 @@ if RESULTS.exists():
     finished = {name: entry for name, entry in variants.items() if "end" in entry}
     for name, entry in finished.items():
         print(f"{name:>10}: {entry['steps']} steps ({entry['cpu_seconds_per_step']:.2f} CPU-s each), "
-              f"FVD {entry['end']['fvd']:.1f}")
+              f"FVD {entry['end']['fvd']:.1f}, peak RSS {entry.get('peak_rss_mib', float('nan')):.0f} MiB "
+              f"(a process that only trains it)")
     figure, ax = plt.subplots(figsize=(5, 3))
     ax.bar(list(finished), [entry["end"]["fvd"] for entry in finished.values()])
     ax.axhspan(0, reference["real_vs_real"], color="0.85", label="real vs real (floor)")
