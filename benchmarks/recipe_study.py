@@ -260,6 +260,26 @@ def plot(results: dict, path: Path, section: str = "recipes",
     return save_figure(figure, path)
 
 
+def table(results: dict, section: str = "recipes") -> str:
+    """The study as a Markdown table (what the README shows), from the JSON alone."""
+    reference, num = results.get("reference", {}), results["setting"]["num"]
+    lines = [f"| {section[:-1]} | change | steps | CPU-s/step | FVD at half | FVD at end |", "|---|---|---|---|---|---|"]
+    for name, entry in results[section].items():
+        fvd = [f"{entry[p]['fvd']:.1f}" if p in entry else "" for p in ("half", "end")]
+        per_step = f"{entry['cpu_seconds_per_step']:.2f}" if "cpu_seconds_per_step" in entry else ""
+        lines.append(f"| {name} | {entry['change']} | {entry.get('steps', '')} | {per_step} | {fvd[0]} | {fvd[1]} |")
+    for key in ("real_vs_real", "autoencoder_ceiling", "static_first_frames"):
+        if key in reference:
+            lines.append(f"| *{key.replace('_', ' ')}* | reference at N = {num} | | | | {reference[key]:.1f} |")
+    samplers = results.get("samplers", {})
+    if len(samplers) > 1:
+        lines += ["", f"Samplers on the `{samplers['model']}` model (N = {num}):", "",
+                  "| sampler | FVD | sampling CPU-s |", "|---|---|---|"]
+        lines += [f"| {key} | {value['fvd']:.1f} | {value['sample_cpu_seconds']:.0f} |"
+                  for key, value in samplers.items() if key != "model"]
+    return "\n".join(lines)
+
+
 def add_study_arguments(parser: argparse.ArgumentParser, *, minutes: float, num: int, out: Path, work: Path,
                         what: str) -> None:
     """The options every budget study shares (this one and benchmarks/ablations.py)."""
@@ -297,7 +317,11 @@ def main() -> None:
     add_study_arguments(parser, minutes=15.0, num=128, out=ROOT / "benchmarks" / "results" / "recipe_study.json",
                         work=ROOT / "runs" / "recipe_study", what="recipe")
     parser.add_argument("--samplers", action="store_true", help="then compare samplers on the best recipe")
+    parser.add_argument("--table", action="store_true", help="only print the JSON as a Markdown table")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return
     study = run_study(parser, args, recipes(), "recipes")
     if args.samplers:
         study.samplers()

@@ -55,3 +55,18 @@ def test_two_studies_of_one_file_keep_each_others_results(tmp_path):
     saved = json.loads(args.out.read_text())
     assert saved["recipes"] == {"a": {"steps": 1, "end": {"fvd": 1.0}}, "b": {"steps": 1}}
     assert saved["reference"] == {"real_vs_real": 0.5} and first.results == saved
+
+
+def test_study_table_is_made_from_the_json():
+    from recipe_study import table
+
+    results = {"setting": {"num": 8}, "reference": {"real_vs_real": 1.25, "static_first_frames": 9.0},
+               "recipes": {"a": {"change": "one thing", "steps": 10, "cpu_seconds_per_step": 0.5,
+                                 "half": {"fvd": 7.04}, "end": {"fvd": 3.96}},
+                           "b": {"change": "another", "steps": 4, "cpu_seconds_per_step": 1.25}},
+               "samplers": {"model": "a", "ddim_50_eta1": {"fvd": 3.96, "sample_cpu_seconds": 12.0}}}
+    lines = table(results).splitlines()
+    assert lines[2] == "| a | one thing | 10 | 0.50 | 7.0 | 4.0 |"
+    assert lines[3] == "| b | another | 4 | 1.25 |  |  |"  # unfinished: empty cells, not zeros
+    assert "| *real vs real* | reference at N = 8 | | | | 1.2 |" in lines  # 1.25 rounds half to even
+    assert lines[-1] == "| ddim_50_eta1 | 4.0 | 12 |"
