@@ -70,3 +70,29 @@ def test_study_table_is_made_from_the_json():
     assert lines[3] == "| b | another | 4 | 1.25 |  |  |"  # unfinished: empty cells, not zeros
     assert "| *real vs real* | reference at N = 8 | | | | 1.2 |" in lines  # 1.25 rounds half to even
     assert lines[-1] == "| ddim_50_eta1 | 4.0 | 12 |"
+
+
+def test_hierarchy_card_scores_a_perfect_model_as_the_ceiling(tmp_path, monkeypatch):
+    """With the sampler replaced by the truth (the real latents kept), the model's rows equal the ceiling's."""
+    import hierarchy_card
+    import torch
+
+    from lvdm_ref.config import get_preset
+    from lvdm_ref.hierarchy import build_model
+    from lvdm_ref.vae3d import VideoAutoencoder
+
+    torch.manual_seed(0)
+    preset = get_preset("quick")
+    VideoAutoencoder(preset.vae).save(tmp_path / "vae.safetensors")
+    vae = VideoAutoencoder.load(tmp_path / "vae.safetensors")
+    for role in ("pred", "interp"):
+        build_model(preset, role, vae, preset.vae.latent_channels, 25).save(
+            tmp_path / f"{role}.safetensors", vae_path=str(tmp_path / "vae.safetensors"))
+    monkeypatch.setattr(hierarchy_card, "fill", lambda model, latents, *args, **kwargs: latents)
+    results = hierarchy_card.main(["--pred", str(tmp_path / "pred.safetensors"), "--interp",
+                                   str(tmp_path / "interp.safetensors"), "--num", "3", "--no-fvd",
+                                   "--out", str(tmp_path / "card.json")])
+    assert results["prediction"]["model"] == results["prediction"]["ceiling"]
+    assert results["interpolation"]["model"] == results["interpolation"]["ceiling"]
+    assert results["prediction"]["model"] != results["prediction"]["repeat the given keyframe"]
+    assert json.loads((tmp_path / "card.json").read_text()) == json.loads(json.dumps(results))
