@@ -96,3 +96,24 @@ def test_hierarchy_card_scores_a_perfect_model_as_the_ceiling(tmp_path, monkeypa
     assert results["interpolation"]["model"] == results["interpolation"]["ceiling"]
     assert results["prediction"]["model"] != results["prediction"]["repeat the given keyframe"]
     assert json.loads((tmp_path / "card.json").read_text()) == json.loads(json.dumps(results))
+
+
+def test_recorded_recipes_are_what_the_study_builds_now():
+    """The study pins its baseline, so a later change of the mmnist preset does not change what a recipe
+    name means: each recipe in the committed JSON is rebuilt exactly."""
+    import dataclasses
+
+    from recipe_study import recipes
+
+    from lvdm_ref.config import get_preset
+
+    recorded = json.loads((ROOT / "benchmarks" / "results" / "recipe_study.json").read_text())["recipes"]
+    built = recipes()
+    checked = 0
+    for name, entry in recorded.items():
+        if "preset" in entry:
+            preset = built[name][1](get_preset("mmnist"))
+            now = {group: dataclasses.asdict(getattr(preset, group)) for group in ("unet", "diffusion", "train")}
+            assert json.loads(json.dumps(now)) == entry["preset"], name
+            checked += 1
+    assert checked >= 2
