@@ -116,10 +116,14 @@ def cmd_eval_vae(args: argparse.Namespace) -> dict:
 
 # ----------------------------------------------------------------------------- the short LVDM
 def cmd_train(args: argparse.Namespace) -> dict:
+    import torch
+
     from lvdm_ref.config import get_preset, with_recipe
 
     if args.resume:
         check_resumable(args.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     preset = with_recipe(get_preset("quick" if args.quick else args.preset), args.recipe)
     if args.model == "short":
         from lvdm_ref.lvdm import train_short_model
@@ -340,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--device", type=device, default="auto")
     train.add_argument("--quick", action="store_true", help="the quick preset (also LVDM_QUICK=1)")
+    train.add_argument("--threads", type=integer(1), default=None, help="CPU threads for torch (default: all cores)")
     train.add_argument("--no-compile", action="store_true",
                        help="--model short: train eagerly instead of through torch.compile (the default except with "
                             "--quick, whose runs are shorter than the compile; pred/interp always train eagerly)")
