@@ -82,3 +82,18 @@ def unprefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch
     """Inverse of `prefixed`: the entries under `prefix.`, with the prefix removed."""
     start = prefix + "."
     return {name[len(start):]: tensor for name, tensor in tensors.items() if name.startswith(start)}
+
+
+def export_for_sampling(source: str | os.PathLike, target: str | os.PathLike) -> dict:
+    """Copy a diffusion checkpoint keeping only what sampling loads: the EMA weights (or the raw ones when
+    it has none), with the same metadata. `LatentVideoDiffusion.load` gives the same model from either."""
+    if Path(source).resolve() == Path(target).resolve():
+        raise ValueError(f"export to a new file, not over {source} (it keeps the raw weights too)")
+    tensors, metadata = load_weights(source)
+    keep = "ema." if any(name.startswith("ema.") for name in tensors) else "unet."
+    kept = {name: tensor for name, tensor in tensors.items() if name.startswith(keep)}
+    if not kept:
+        raise ValueError(f"{source} holds no 'ema.' or 'unet.' weights: it is not a diffusion model checkpoint")
+    save_weights(target, kept, {**metadata, "exported_from": Path(source).name, "kept": keep.rstrip(".")})
+    return {"out": str(target), "kept": keep.rstrip("."), "tensors": len(kept),
+            "bytes": Path(target).stat().st_size, "source_bytes": Path(source).stat().st_size}

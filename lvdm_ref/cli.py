@@ -208,6 +208,12 @@ def _write_videos(out: Path, videos: np.ndarray, fps: float = 8) -> Path:
     return save_video(out, videos, fps=fps, nrow=min(8, len(videos)))
 
 
+def cmd_export(args: argparse.Namespace) -> dict:
+    from lvdm_ref.checkpoint import export_for_sampling
+
+    return export_for_sampling(args.ckpt, args.out)
+
+
 def cmd_demo(args: argparse.Namespace) -> dict:
     """The embedded default: shipped weights, no download. Real test clips (top row), what the
     shipped autoencoder makes of them (middle) and clips the shipped short model generates (bottom),
@@ -383,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also draw the first video's frames, keyframes outlined")
     long.add_argument("--device", type=device, default="auto")
     long.set_defaults(handler=cmd_sample_long)
+    export = commands.add_parser("export", help="keep only the weights sampling needs (EMA) of a diffusion checkpoint")
+    export.add_argument("--ckpt", type=input_file(".safetensors"), required=True)
+    export.add_argument("--out", type=output_file(".safetensors"), required=True)
+    export.set_defaults(handler=cmd_export)
     demo = commands.add_parser("demo", help="the embedded default: shipped weights, no download")
     demo.add_argument("--num", type=integer(1), default=8, help="clips of each kind")
     demo.add_argument("--steps", type=integer(1), default=50, help="DDIM steps for generated clips")

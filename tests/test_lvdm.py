@@ -152,3 +152,16 @@ def test_demo_writes_the_comparison_from_shipped_weights(tmp_path):
     assert result["rows"] == expected_rows
     frames = read_video(tmp_path / "comparison.mp4")
     assert frames.shape[0] == 16 and frames.shape[1] >= 64 * len(expected_rows)  # one row of clips per kind
+
+
+def test_export_keeps_only_the_ema_weights_and_the_same_model(quick_run, tmp_path):
+    _, result = quick_run
+    exported = run_cli("export", "--ckpt", result["checkpoint"], "--out", tmp_path / "small.safetensors")
+    assert exported["kept"] == "ema" and exported["bytes"] < 0.6 * exported["source_bytes"]
+    full, small = (LatentVideoDiffusion.load(path) for path in (result["checkpoint"], tmp_path / "small.safetensors"))
+    for a, b in zip(full.unet.state_dict().values(), small.unet.state_dict().values()):
+        assert torch.equal(a, b)
+    assert np.array_equal(full.sample(2, sampler="ddim", num_steps=3, seed=1), small.sample(2, sampler="ddim", num_steps=3, seed=1))
+    with pytest.raises(ValueError, match="new file"):
+        from lvdm_ref.checkpoint import export_for_sampling
+        export_for_sampling(result["checkpoint"], result["checkpoint"])
