@@ -9,7 +9,8 @@ a short calibration measures its CPU seconds per step (process CPU time, which o
 machine do not inflate as they do wall time), and that fixes its number of steps. It is evaluated at
 half and at all of its steps: FVD of `--num` samples (DDIM 50, eta 1, EMA weights) against one fixed
 set of real test clips, next to the real-vs-real floor and real first frames held still, at the same N.
-`--samplers` compares samplers on the best recipe's model: DDPM 1000, DDIM 50 and 100 with eta 0 and 1.
+`--samplers` compares samplers on the best recipe's model: DDPM 1000, DDIM 50 and 100 with eta 0 and 1,
+and DDIM 50 with two more seeds (how far FVD moves from the sampling noise alone).
 
 Resumable: the JSON is rewritten after every finished piece (calibration, half, end, sampler) and a
 rerun skips what is there; training runs resume from their state files; samples and I3D features are
@@ -177,15 +178,16 @@ class Study:
             self.save()
         return real
 
-    def evaluate(self, checkpoint: Path, key: str, sampler: str = "ddim", steps: int = 50, eta: float = 1.0) -> dict:
+    def evaluate(self, checkpoint: Path, key: str, sampler: str = "ddim", steps: int = 50, eta: float = 1.0,
+                 seed: int = 0) -> dict:
         real = self.reference()
         model = LatentVideoDiffusion.load(checkpoint)
         start = time.process_time()
-        videos = model.sample(self.args.num, sampler=sampler, num_steps=steps, eta=eta, seed=0)  # uint8 (N, 16, ...)
+        videos = model.sample(self.args.num, sampler=sampler, num_steps=steps, eta=eta, seed=seed)  # uint8 (N, 16, ...)
         sample_cpu = time.process_time() - start
         fvd = fvd_from_features(real, self.features(key, lambda: videos))
         return {"fvd": round(fvd, 2), "sample_cpu_seconds": round(sample_cpu, 1), "sampler": sampler, "steps": steps,
-                "eta": eta}
+                "eta": eta, "seed": seed}
 
     # ------------------------------------------------------------------ one recipe
     def run(self, name: str, describe: str, apply, train=train_short_model) -> None:
@@ -225,11 +227,17 @@ class Study:
         best = min(done, key=lambda name: done[name]["end"]["fvd"])
         table = self.results.setdefault("samplers", {"model": best})
         checkpoint = self.work / best / "short.safetensors"
-        for sampler, steps, eta in (("ddim", 50, 1.0), ("ddim", 50, 0.0), ("ddim", 100, 1.0), ("ddim", 100, 0.0),
-                                    ("ddpm", 1000, 1.0)):
-            key = f"{sampler}_{steps}_eta{eta:g}"
+        # the same sampler with other seeds first: how much FVD moves from the sampling noise alone
+        for sampler, steps, eta, seed in (("ddim", 50, 1.0, 0), ("ddim", 50, 1.0, 1), ("ddim", 50, 1.0, 2),
+                                          ("ddim", 50, 0.0, 0), ("ddim", 100, 1.0, 0), ("ddim", 100, 0.0, 0),
+                                          ("ddpm", 1000, 1.0, 0)):
+            key = f"{sampler}_{steps}_eta{eta:g}" + (f"_seed{seed}" if seed else "")
+            if key == "ddim_50_eta1" and key not in table:  # the recipe's own end point: the same samples
+                table[key] = {k: v for k, v in done[best]["end"].items() if k in ("fvd", "sample_cpu_seconds")} | {
+                    "sampler": sampler, "steps": steps, "eta": eta, "seed": seed}
             if key not in table:
-                table[key] = self.evaluate(checkpoint, f"{best}_{key}", sampler, steps if sampler == "ddim" else None, eta)
+                table[key] = self.evaluate(checkpoint, f"{best}_{key}", sampler, steps if sampler == "ddim" else None,
+                                           eta, seed)
                 self.save()
                 print(f"{best} {key}: FVD {table[key]['fvd']}", file=sys.stderr)
 
