@@ -117,3 +117,24 @@ def test_recorded_recipes_are_what_the_study_builds_now():
             assert json.loads(json.dumps(now)) == entry["preset"], name
             checked += 1
     assert checked >= 2
+
+
+SHIPPED = ROOT / "data" / "checkpoints"
+CARD_16 = ROOT / "benchmarks" / "results" / "hierarchy_card_16.json"
+
+
+@pytest.mark.skipif(not (SHIPPED / "mmnist_pred.safetensors").exists() or not CARD_16.exists(),
+                    reason="needs the shipped prediction and interpolation models and their N = 16 card row")
+def test_shipped_hierarchy_models_measure_what_the_model_card_says(tmp_path):
+    """The model card's N = 16 rows, measured again (the N = 256 rows come from the same script)."""
+    import hierarchy_card
+
+    recorded = json.loads(CARD_16.read_text())
+    again = hierarchy_card.main(["--pred", str(SHIPPED / "mmnist_pred.safetensors"), "--interp",
+                                 str(SHIPPED / "mmnist_interp.safetensors"), "--num", "16", "--no-fvd", "--threads", "1",
+                                 "--out", str(tmp_path / "card.json")])
+    for part in ("prediction", "interpolation"):
+        for row, values in recorded[part].items():
+            if isinstance(values, dict) and "psnr" in values:
+                assert again[part][row]["psnr"] == pytest.approx(values["psnr"], abs=0.05), (part, row)
+                assert again[part][row]["ssim"] == pytest.approx(values["ssim"], abs=0.002), (part, row)
