@@ -232,6 +232,7 @@ class Study:
                                           ("ddim", 50, 0.0, 0), ("ddim", 100, 1.0, 0), ("ddim", 100, 0.0, 0),
                                           ("ddpm", 1000, 1.0, 0)):
             key = f"{sampler}_{steps}_eta{eta:g}" + (f"_seed{seed}" if seed else "")
+            table = self.results["samplers"]  # save() re-reads the file: never keep a stale reference
             if key == "ddim_50_eta1" and key not in table:  # the recipe's own end point: the same samples
                 table[key] = {k: v for k, v in done[best]["end"].items() if k in ("fvd", "sample_cpu_seconds")} | {
                     "sampler": sampler, "steps": steps, "eta": eta, "seed": seed}
@@ -293,7 +294,8 @@ def table(results: dict, section: str = "recipes") -> str:
     if len(samplers) > 1:
         lines += ["", f"Samplers on the `{samplers['model']}` model (N = {num}):", "",
                   "| sampler | FVD | sampling CPU-s |", "|---|---|---|"]
-        lines += [f"| {key} | {value['fvd']:.1f} | {value['sample_cpu_seconds']:.0f} |"
+        lines += [f"| {key} | {value['fvd']:.1f} | "
+                  f"{format(value['sample_cpu_seconds'], '.0f') if 'sample_cpu_seconds' in value else 'not recorded'} |"
                   for key, value in samplers.items() if key != "model"]
     return "\n".join(lines)
 

@@ -138,3 +138,22 @@ def test_shipped_hierarchy_models_measure_what_the_model_card_says(tmp_path):
             if isinstance(values, dict) and "psnr" in values:
                 assert again[part][row]["psnr"] == pytest.approx(values["psnr"], abs=0.05), (part, row)
                 assert again[part][row]["ssim"] == pytest.approx(values["ssim"], abs=0.002), (part, row)
+
+
+def test_sampler_comparison_keeps_every_entry_it_writes(tmp_path):
+    """Every sampler row reaches the file (save() re-reads it, so a held reference would go stale)."""
+    import argparse
+
+    from recipe_study import Study
+
+    vae = tmp_path / "vae.safetensors"
+    vae.write_bytes(b"weights")
+    args = argparse.Namespace(vae=vae, minutes=1.0, num=2, num_clips=16, threads=1, out=tmp_path / "study.json",
+                              work=tmp_path / "work")
+    study = Study(args)
+    study.results["recipes"]["a"] = {"end": {"fvd": 5.0, "sample_cpu_seconds": 2.0}}
+    study.evaluate = lambda checkpoint, key, sampler, steps, eta, seed: {"fvd": float(len(key)), "sample_cpu_seconds": 1.0}
+    study.samplers()
+    saved = json.loads(args.out.read_text())["samplers"]
+    assert saved["model"] == "a" and len(saved) == 1 + 7
+    assert saved["ddim_50_eta1"]["fvd"] == 5.0  # the recipe's own end point, not sampled again
