@@ -71,37 +71,27 @@ torch.manual_seed(0)
 # One attention block on 8x8 latents with 128 channels (the mmnist UNet's attention resolution),
 # forward and backward, FLOPs counted by `torch.utils.flop_counter` (`lvdm_ref.unet.attention_cost`).
 # Factorised attention grows linearly in $f$ (the spatial part once per frame, the temporal part
-# $f^2$ per pixel but tiny); joint attention compares all $(f h w)^2$ pairs.
+# $f^2$ per pixel but tiny); joint attention compares all $(f h w)^2$ pairs. FLOPs are what a GPU pays;
+# a CPU also pays for memory traffic, so the right panel times the same blocks on this machine (median
+# process-CPU seconds; they vary from machine to machine, so nothing is asserted about them).
 
 # %%
 costs = {kind: [attention_cost(kind, frames) for frames in FRAMES] for kind in ATTENTION_KINDS}
-figure, ax = plt.subplots(figsize=(5, 3.2))
-for kind, values in costs.items():
-    ax.loglog(FRAMES, values, "o-", label=kind)
-ax.minorticks_off()
-ax.set_xticks(FRAMES, [str(f) for f in FRAMES])
-ax.set(xlabel="latent frames f", ylabel="GFLOP per block (fwd + bwd)", title="one attention block, 8x8 latents, C = 128")
-ax.legend(fontsize=8)
+seconds = {kind: [attention_seconds(kind, frames) for frames in FRAMES] for kind in ATTENTION_KINDS}
+figure, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+for ax, values_of, ylabel in ((axes[0], costs, "GFLOP per block (fwd + bwd)"),
+                              (axes[1], seconds, "CPU seconds per block (fwd + bwd)")):
+    for kind, values in values_of.items():
+        ax.loglog(FRAMES, values, "o-", label=kind)
+    ax.minorticks_off()
+    ax.set_xticks(FRAMES, [str(f) for f in FRAMES])
+    ax.set(xlabel="latent frames f", ylabel=ylabel)
+    ax.legend(fontsize=8)
+figure.suptitle("one attention block, 8x8 latents, C = 128")
 plt.show()
 growth = {kind: values[-1] / values[-2] for kind, values in costs.items()}
 print("FLOPs growth when f doubles:", {kind: round(value, 2) for kind, value in growth.items()})
 assert growth["spatial"] < 2.05 and growth["factorized"] < 2.3 < 2.9 < growth["joint"]
-
-# %% [markdown]
-# FLOPs are what a GPU pays; a CPU also pays for memory traffic. The same blocks, timed on this machine
-# (median process-CPU seconds of a forward and backward pass; the numbers vary from machine to machine,
-# so nothing is asserted about them):
-
-# %%
-seconds = {kind: [attention_seconds(kind, frames) for frames in FRAMES] for kind in ATTENTION_KINDS}
-figure, ax = plt.subplots(figsize=(5, 3.2))
-for kind, values in seconds.items():
-    ax.loglog(FRAMES, values, "o-", label=kind)
-ax.minorticks_off()
-ax.set_xticks(FRAMES, [str(f) for f in FRAMES])
-ax.set(xlabel="latent frames f", ylabel="CPU seconds per block (fwd + bwd)", title="the same blocks, timed")
-ax.legend(fontsize=8)
-plt.show()
 
 # %% [markdown]
 # ## 2. A live mini version (a demonstration, not a finding)
