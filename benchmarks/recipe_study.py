@@ -5,8 +5,8 @@
 
 Every recipe changes one thing from `baseline` (the mmnist preset as it was) except `lvdm` (LVDM's own:
 L1 on eps, constant lr 6e-5, EMA 0.9999). Each gets the same CPU budget on the same encoded latents:
-a short calibration measures its CPU seconds per step (process CPU time, which other jobs on the
-machine do not inflate as they do wall time), and that fixes its number of steps. It is evaluated at
+a short calibration measures its CPU seconds per step (the median over its steps of process CPU time,
+which other jobs on the machine inflate far less than wall time), and that fixes its number of steps. It is evaluated at
 half and at all of its steps: FVD of `--num` samples (DDIM 50, eta 1, EMA weights) against one fixed
 set of real test clips, next to the real-vs-real floor and real first frames held still, at the same N.
 `--samplers` compares samplers on the best recipe's model: DDPM 1000, DDIM 50 and 100 with eta 0 and 1,
@@ -95,13 +95,19 @@ def calibrate(train, preset, vae: Path, folder: Path, steps: int, threads: int, 
         return pool.submit(_calibrate, train, preset, vae, folder, steps, threads, common).result()
 
 
+def seconds_per_step(times: list[float], warmup: int = 3) -> float:
+    """The median of the per-step differences of cumulative CPU times, after `warmup` steps: a few steps
+    slowed by a burst on the machine (another job's compiler workers, say) do not move it, a mean does."""
+    return float(np.median(np.diff(times[warmup - 1:])))
+
+
 def _calibrate(train, preset, vae, folder, steps, threads, common) -> dict:
     import resource
 
     torch.set_num_threads(threads)
     clock = CpuClock()
     train(preset, vae, folder, steps=steps + 3, callbacks=[clock], **common)
-    return {"cpu_seconds_per_step": round((clock.times[-1] - clock.times[2]) / steps, 4),
+    return {"cpu_seconds_per_step": round(seconds_per_step(clock.times), 4),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
@@ -307,7 +313,7 @@ def add_study_arguments(parser: argparse.ArgumentParser, *, minutes: float, num:
     parser.add_argument("--minutes", type=float, default=minutes, help=f"CPU minutes of training per {what}")
     parser.add_argument("--num", type=int, default=num, help="clips per FVD set")
     parser.add_argument("--num-clips", type=int, default=2048, help="encoded training clips (shared)")
-    parser.add_argument("--calibration-steps", type=int, default=10)
+    parser.add_argument("--calibration-steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="*", default=None, help=f"{what}s to run (default: all, in order)")
     parser.add_argument("--out", type=Path, default=out)

@@ -1,4 +1,5 @@
 """The experiment harnesses (benchmarks/recipe_study.py, benchmarks/ablations.py) on tiny settings."""
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -157,3 +158,12 @@ def test_sampler_comparison_keeps_every_entry_it_writes(tmp_path):
     saved = json.loads(args.out.read_text())["samplers"]
     assert saved["model"] == "a" and len(saved) == 1 + 7
     assert saved["ddim_50_eta1"]["fvd"] == 5.0  # the recipe's own end point, not sampled again
+
+
+def test_calibration_ignores_a_burst_of_slow_steps():
+    from recipe_study import seconds_per_step
+
+    steps = [5.0] * 3 + [0.75] * 12 + [3.0] * 5  # warm-up, steady steps, a burst (another job's compile)
+    times = list(itertools.accumulate(steps))
+    assert seconds_per_step(times) == pytest.approx(0.75)
+    assert (times[-1] - times[2]) / 17 > 1.0  # what the mean of the same steps says
