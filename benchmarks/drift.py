@@ -161,15 +161,14 @@ class Drift:
         from lvdm_ref.utils import from_uint8
 
         def make(first: int, count: int) -> dict[str, np.ndarray]:
-            starts = [None] * count
+            start = None
             if real_start:
                 first_frames = self.real_long(first, count)[:, :self.vae.config.temporal_downsample]
-                latents = encode_videos(self.vae, first_frames, progress=False)  # (count, c, 1, h, w)
-                starts = [latents[i:i + 1] for i in range(count)]
-            windows = np.concatenate([sample_windows(
-                self.models[model], self.interp, self.args.frames, self.starts, num_videos=1, seed=self.args.seed + index,
-                start=starts[i], num_steps=self.args.steps, perturbation_level=level, guidance_scale=guidance,
-                progress=False) for i, index in enumerate(range(first, first + count))])
+                start = encode_videos(self.vae, first_frames, progress=False)  # (count, c, 1, h, w)
+            # one batch; video i draws from the streams of video first + i, so chunking does not change it
+            windows = sample_windows(self.models[model], self.interp, self.args.frames, self.starts, num_videos=count,
+                                     seed=self.args.seed, first_video=first, start=start, num_steps=self.args.steps,
+                                     perturbation_level=level, guidance_scale=guidance, progress=False)
             result = {"windows": windows, "last_window": windows[:, -1]}  # uint8 (count, 16, H, W, C): for strips
             if real_start:
                 truth = self.real_windows(first, count)

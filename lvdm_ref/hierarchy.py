@@ -215,8 +215,9 @@ def check_pair(pred_config: HierarchyConfig, interp_config: HierarchyConfig) -> 
 @torch.no_grad()
 def sample_keyframes(pred, plan: LongVideoPlan, num_videos: int, seed: int, *, start: torch.Tensor | None = None,
                      num_steps: int = 50, eta: float = 1.0, perturbation_level: int | None = None,
-                     guidance_scale: float = 0.1, progress: bool = True) -> torch.Tensor:
-    """Keyframe latents (N, c, K, h, w) by autoregressive prediction; `start` (N, c, 1, h, w) gives the first."""
+                     guidance_scale: float = 0.1, progress: bool = True, first_video: int = 0) -> torch.Tensor:
+    """Keyframe latents (N, c, K, h, w) by autoregressive prediction; `start` (N, c, 1, h, w) gives the first.
+    Video i draws from the streams of video `first_video + i`: N videos in one batch equal N batches of one."""
     config, (channels, _, height, width) = pred.hierarchy, pred.latent_shape
     device = next(pred.unet.parameters()).device
     shape = (num_videos, channels, config.num_latents, height, width)
@@ -226,7 +227,7 @@ def sample_keyframes(pred, plan: LongVideoPlan, num_videos: int, seed: int, *, s
         given, mask = torch.zeros(shape, device=device), torch.zeros(num_videos, 1, config.num_latents, 1, 1, device=device)
         if keyframes:  # condition on the last keyframe: LVDM's autoregressive step
             given[:, :, 0:1], mask[:, :, 0] = keyframes[-1][:, :, -1:], 1
-        generators = [stream(seed, video, 0, step) for video in range(num_videos)]
+        generators = [stream(seed, first_video + video, 0, step) for video in range(num_videos)]
         clip = sample_conditional(pred.unet, pred.diffusion, config, given, mask, generators, num_steps=num_steps,
                                   eta=eta, perturbation_level=perturbation_level,
                                   guidance_scale=guidance_scale if keyframes else 0.0)  # nothing to guide from
@@ -240,7 +241,7 @@ def sample_keyframes(pred, plan: LongVideoPlan, num_videos: int, seed: int, *, s
 @torch.no_grad()
 def interpolate(interp, keyframes: torch.Tensor, seed: int, *, pairs: list[int] | None = None,
                 batch_size: int = 64, num_steps: int = 50, eta: float = 1.0, perturbation_level: int | None = None,
-                guidance_scale: float = 0.0, progress: bool = True) -> torch.Tensor:
+                guidance_scale: float = 0.0, progress: bool = True, first_video: int = 0) -> torch.Tensor:
     """Fill keyframe pairs: (N, c, K, h, w) keyframes -> (N, c, (K - 1) * stride + 1, h, w) latents.
 
     All pairs of all videos go through the model together, `batch_size` at a time. With `pairs`, only
@@ -260,7 +261,7 @@ def interpolate(interp, keyframes: torch.Tensor, seed: int, *, pairs: list[int] 
         given = torch.zeros(len(chunk), channels, config.num_latents, height, width, device=device)
         for row, (video, pair) in enumerate(chunk):
             given[row, :, 0], given[row, :, -1] = keyframes[video, :, pair], keyframes[video, :, pair + 1]
-        generators = [stream(seed, video, 1, pair) for video, pair in chunk]
+        generators = [stream(seed, first_video + video, 1, pair) for video, pair in chunk]
         filled = sample_conditional(interp.unet, interp.diffusion, config, given, mask.expand(len(chunk), -1, -1, -1, -1),
                                     generators, num_steps=num_steps, eta=eta, perturbation_level=perturbation_level,
                                     guidance_scale=guidance_scale)
@@ -299,9 +300,9 @@ def sample_windows(pred, interp, num_frames: int, starts: list[int], window: int
                    seed: int = 0, start: torch.Tensor | None = None, num_steps: int = 50, eta: float = 1.0,
                    perturbation_level: int | None = None, guidance_scale: float = 0.1,
                    interp_perturbation_level: int | None = None, interp_guidance_scale: float = 0.0,
-                   batch_size: int = 64, progress: bool = True) -> np.ndarray:
+                   batch_size: int = 64, progress: bool = True, first_video: int = 0) -> np.ndarray:
     """Only the `window`-frame windows starting at `starts` of the videos `sample_long` would make:
-    uint8 (N, len(starts), window, H, W, C).
+    uint8 (N, len(starts), window, H, W, C). With `first_video`, they are videos first_video.. of that seed.
 
     All keyframes are predicted (each depends on the ones before), but only the keyframe pairs whose
     latents a window's frames depend on are interpolated, with the decoder's temporal halo, and only
@@ -315,12 +316,12 @@ def sample_windows(pred, interp, num_frames: int, starts: list[int], window: int
         raise ValueError(f"every window [start, start + {window}) must lie in [0, {num_frames}), got starts {starts}")
     keyframes = sample_keyframes(pred, plan, num_videos, seed, start=start, num_steps=num_steps, eta=eta,
                                  perturbation_level=perturbation_level, guidance_scale=guidance_scale,
-                                 progress=progress)
+                                 progress=progress, first_video=first_video)
     halo, ft = pred.vae.decoder.temporal_halo(), plan.frames_per_latent
     pairs = sorted({pair for s in starts for pair in plan.pairs_for_frames(s, s + window, halo)})
     latents = interpolate(interp, keyframes, seed, pairs=pairs, batch_size=batch_size, num_steps=num_steps, eta=eta,
                           perturbation_level=interp_perturbation_level, guidance_scale=interp_guidance_scale,
-                          progress=progress) if plan.num_pairs else keyframes[:, :, :1]
+                          progress=progress, first_video=first_video) if plan.num_pairs else keyframes[:, :, :1]
     windows = []
     for s in starts:
         low = max(0, s // ft - halo)

@@ -273,5 +273,7 @@ def test_sparse_windows_equal_the_full_videos_windows(models):
     for index, start in enumerate(starts):
         difference = np.abs(windows[:, index].astype(int) - full[:, start:start + 16].astype(int))
         assert difference.max() <= 1 and difference.mean() < 0.01  # equal up to float rounding at uint8 edges
+    second = sample_windows(pred, interp, 160, starts, num_videos=1, seed=5, num_steps=2, progress=False, first_video=1)
+    assert np.abs(second[0].astype(int) - windows[1].astype(int)).max() <= 1  # a batch of two = two batches of one
     with pytest.raises(ValueError, match="must lie in"):
         sample_windows(pred, interp, 160, [150], num_steps=1, progress=False)
