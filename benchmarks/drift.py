@@ -15,8 +15,9 @@ FVD with `--num` real 16-frame test clips (one fixed set). The floor: the same w
 Also: the perturbed and guided model continuing the real clips from their first latent, with
 PSNR/SSIM per window against the true frames.
 
-Variants: the prediction model trained with perturbation (s_max = 250) sampled at s = 100 or s = 0,
-and the one trained without (s_max = 0), each with guidance w = 0.1 or without.
+Variants: the prediction model trained with perturbation (s_max = 250) or without (s_max = 0), each with
+guidance w = 0.1 or without; the first sampled at s = 100 and, with guidance, also at s = 0 (set against
+"guidance", the same sampling of the model trained without, this separates training from sampling).
 
 Resumable: I3D features of every (variant, window) are kept in OUT/features/<variant>.npz (float32,
 small; committed with the results, with each video's last window as uint8 for notebook 09's strips) after every chunk of videos, and a rerun skips what is there. The
@@ -47,8 +48,7 @@ VARIANTS = {
     "perturbation": ("perturbed", None, 0.0),
     "guidance": ("unperturbed", 0, 0.1),
     "neither": ("unperturbed", 0, 0.0),
-    "perturbed model at s=0, guidance": ("perturbed", 0, 0.1),
-    "perturbed model at s=0": ("perturbed", 0, 0.0),
+    "perturbed model at s=0, guidance": ("perturbed", 0, 0.1),  # next to "guidance": only the training differs
 }
 REAL_START = "real start: perturbation + guidance"
 

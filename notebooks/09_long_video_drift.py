@@ -252,6 +252,7 @@ else:
 # %% [markdown]
 # **What to take away.** Perturbation is a training-time change (the model learns from noised
 # conditions) and a sampling-time one (the condition is noised to $s = 100$); the variant "perturbed
-# model at s = 0" separates the two. Guidance costs a second UNet call per step, batched with the
+# model at s=0, guidance", set against "guidance" (the same sampling of the model trained without),
+# separates the two. Guidance costs a second UNet call per step, batched with the
 # first. Whether either slows drift on Moving MNIST at this project's budget is what the curves in
 # section 5 measure; the mini-experiment above is too small to say.
