@@ -29,9 +29,13 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from recipe_study import add_study_arguments, plot, run_study, study_setting  # noqa: E402  (benchmarks/recipe_study.py)
+
+from lvdm_ref.checkpoint import atomic_write  # noqa: E402
 
 from lvdm_ref.pixel import pixel_preset, train_pixel_model  # noqa: E402
 
@@ -71,6 +75,54 @@ def share_finished(out: Path, other: Path, setting: dict) -> None:
         out.write_text(json.dumps(ours, indent=1) + "\n")
 
 
+def add_curves_and_samples(study, only: list[str] | None = None, num_samples: int = 4) -> None:
+    """For every finished variant: its training loss against CPU-minutes (from the run's log) into the JSON,
+    and `num_samples` clips (DDIM 50, eta 1, seed 0) into OUT_samples.npz, for the notebooks' curves and
+    strips. Idempotent; run it only when no other process of this ablation is training (it rewrites entries)."""
+    from lvdm_ref.lvdm import LatentVideoDiffusion
+    from lvdm_ref.train import LOG_FILE
+
+    args = study.args
+    path = args.out.with_name(f"{args.out.stem}_samples.npz")
+    samples = dict(np.load(path)) if path.exists() else {}
+    for name, entry in study.results["variants"].items():
+        folder = args.work / name
+        if "end" not in entry or (only is not None and name not in only) or not folder.exists():
+            continue
+        if "loss_curve" not in entry and (folder / LOG_FILE).exists():
+            by_step = {row["step"]: row["loss"] for row in map(json.loads, (folder / LOG_FILE).read_text().splitlines())
+                       if row.get("step", entry["steps"] + 1) <= entry["steps"] and "loss" in row}  # a resumed run's rows: the last
+            steps = sorted(by_step)
+            entry["loss_curve"] = {"step": steps, "cpu_minutes": [round(s * entry["cpu_seconds_per_step"] / 60, 3) for s in steps],
+                                   "loss": [round(by_step[s], 5) for s in steps]}
+            study.touched.add(name)
+        if name not in samples:
+            model = LatentVideoDiffusion.load(folder / "short.safetensors")
+            samples[name] = model.sample(num_samples, sampler="ddim", num_steps=50, eta=1.0, seed=0)  # uint8 (n, T, H, W, C)
+            atomic_write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), **samples))
+    study.save()
+
+
+def plot_losses(results: dict, path: Path) -> list[Path]:
+    """Training loss against CPU-minutes for every variant with a recorded curve; PNG and SVG, from the JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lvdm_ref.viz import save_figure
+
+    figure, ax = plt.subplots(figsize=(6, 3.6))
+    for name, entry in results["variants"].items():
+        if "loss_curve" in entry:
+            curve = entry["loss_curve"]
+            ax.plot(curve["cpu_minutes"], curve["loss"], lw=1, label=f"{name} ({entry['steps']} steps)")
+    ax.set(xlabel="training CPU-minutes (one thread)", ylabel="training loss (logged every 25 steps)", yscale="log")
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--which", choices=tuple(ABLATIONS), default="attention")
@@ -84,7 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
             if other != args.which:
                 share_finished(args.out, args.out.with_name(f"{other}.json"), study_setting(args))
     study = run_study(parser, args, variants(), "variants")
+    add_curves_and_samples(study, args.only)
     plot(study.results, args.out.with_suffix(".png"), section="variants", title=title)
+    plot_losses(study.results, args.out.with_name(f"{args.out.stem}_loss"))
     print(json.dumps(study.results))
     return study.results
 

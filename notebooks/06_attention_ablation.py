@@ -48,6 +48,7 @@ import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from lvdm_ref.checkpoint import SHIPPED_DIR
@@ -56,6 +57,7 @@ from lvdm_ref.lvdm import train_short_model
 from lvdm_ref.train import LossHistory
 from lvdm_ref.unet import ATTENTION_KINDS, attention_cost, attention_seconds
 from lvdm_ref.utils import is_quick
+from lvdm_ref.viz import plot_budget_study
 from lvdm_ref.vae3d import train_autoencoder
 
 # %% tags=["parameters"]
@@ -131,24 +133,19 @@ assert all(len(history.losses) == MINI_STEPS for history in histories.values())
 # real first frames held still and the autoencoder's ceiling, all at the same N.
 
 # %%
-if RESULTS.exists():
-    results = json.loads(RESULTS.read_text())
-    reference, variants = results["reference"], results["variants"]
+results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+finished = {name: entry for name, entry in results.get("variants", {}).items() if "end" in entry}
+if finished:
     print(f"made by: {results['command']}")
-    finished = {name: entry for name, entry in variants.items() if "end" in entry}
     for name, entry in finished.items():
         print(f"{name:>10}: {entry['steps']} steps ({entry['cpu_seconds_per_step']:.2f} CPU-s each), "
               f"FVD {entry['end']['fvd']:.1f}, peak RSS {entry.get('peak_rss_mib', float('nan')):.0f} MiB "
               f"(a process that only trains it)")
-    figure, ax = plt.subplots(figsize=(5, 3))
-    ax.bar(list(finished), [entry["end"]["fvd"] for entry in finished.values()])
-    ax.axhspan(0, reference["real_vs_real"], color="0.85", label="real vs real (floor)")
-    ax.axhline(reference["autoencoder_ceiling"], color="k", ls="-.", lw=1, label="autoencoder ceiling")
-    ax.set(ylabel=f"FVD (N = {reference['num']})", title=f"{results['setting']['minutes']:.0f} CPU-minutes each")
-    ax.legend(fontsize=8)
+    samples_path = RESULTS.with_name("attention_samples.npz")  # 4 clips per kind, sampled by the same command
+    plot_budget_study(results, dict(np.load(samples_path)) if samples_path.exists() else None)
     plt.show()
 else:
-    print(f"No runs of record yet at {RESULTS}: no finding to show. Make them with\n"
+    print(f"No finished runs of record yet at {RESULTS}: no finding to show. Make them with\n"
           f"    python benchmarks/ablations.py --which attention --minutes 45 --num 256 --threads 1\n"
           f"(about 45 CPU-minutes of training per kind plus evaluation; rerun to resume).")
 

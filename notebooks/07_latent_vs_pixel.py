@@ -58,7 +58,7 @@ from lvdm_ref.train import LossHistory
 from lvdm_ref.unet import unet_cost
 from lvdm_ref.utils import is_quick
 from lvdm_ref.vae3d import train_autoencoder
-from lvdm_ref.viz import frame_strip
+from lvdm_ref.viz import frame_strip, plot_budget_study
 
 # %% tags=["parameters"]
 QUICK = is_quick()
@@ -146,12 +146,8 @@ if RESULTS.exists() and all("end" in entry for entry in json.loads(RESULTS.read_
         print(f"{name:>10}: {entry['steps']} steps ({entry['cpu_seconds_per_step']:.2f} CPU-s each), "
               f"FVD {entry['end']['fvd']:.1f}, sampling {entry['end']['sample_cpu_seconds'] / reference['num']:.2f} "
               f"CPU-s per clip, peak RSS {entry.get('peak_rss_mib', float('nan')):.0f} MiB")
-    figure, ax = plt.subplots(figsize=(5, 3))
-    ax.bar(list(variants), [entry["end"]["fvd"] for entry in variants.values()])
-    ax.axhspan(0, reference["real_vs_real"], color="0.85", label="real vs real (floor)")
-    ax.axhline(reference["autoencoder_ceiling"], color="k", ls="-.", lw=1, label="autoencoder ceiling")
-    ax.set(ylabel=f"FVD (N = {reference['num']})", title=f"{results['setting']['minutes']:.0f} CPU-minutes each")
-    ax.legend(fontsize=8)
+    samples_path = RESULTS.with_name("pixel_samples.npz")  # 4 clips per model, sampled by the same command
+    plot_budget_study(results, dict(np.load(samples_path)) if samples_path.exists() else None)
     plt.show()
 else:
     print(f"No finished runs of record at {RESULTS}: no finding to show. Make them with\n"

@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,12 @@ def test_attention_ablation_holds_every_figure_the_notebook_plots(tmp_path):
         assert entry["steps"] >= 1 and entry["cpu_seconds_per_step"] > 0
         for point in ("half", "end"):
             assert entry[point]["fvd"] > 0 and entry[point]["cpu_minutes"] >= 0
+        curve = entry["loss_curve"]  # from the run's log, for the notebook's loss-against-CPU-minutes plot
+        assert curve["step"][0] == 1 and len(curve["step"]) == len(curve["cpu_minutes"]) == len(curve["loss"])
+        assert curve["cpu_minutes"][0] == pytest.approx(entry["cpu_seconds_per_step"] / 60, abs=1e-3)
+    samples = np.load(tmp_path / "attention_samples.npz")  # the notebook's strips
+    assert set(samples) == {"joint", "spatial"} and samples["joint"].shape == (4, 16, 64, 64, 1)
+    assert samples["joint"].dtype == np.uint8 and (tmp_path / "attention_loss.png").exists()
     again = ablations.main(argv)  # resumable: everything is there, nothing is trained again
     assert again["variants"] == saved["variants"]
 

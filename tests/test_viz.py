@@ -140,3 +140,24 @@ def test_show_attention_and_plot_latents_draw_one_panel_per_layer_and_frame():
     assert len(drawn) == len(maps.of_kind("temporal")[:4]) + len(maps.of_kind("spatial")[:4])
     figure = plot_latents(torch.randn(2, 4, 3, 8, 8), sample=1)
     assert len(figure.axes) == 4 * 3
+
+
+def test_budget_study_figure_is_drawn_from_the_results():
+    import matplotlib.pyplot as plt
+
+    from lvdm_ref.viz import plot_budget_study
+
+    results = {"setting": {"minutes": 45}, "reference": {"real_vs_real": 25.0, "autoencoder_ceiling": 40.0, "num": 8},
+               "variants": {"a": {"steps": 10, "end": {"fvd": 150.0},
+                                  "loss_curve": {"cpu_minutes": [0.1, 0.2], "loss": [0.5, 0.25]}},
+                            "b": {"steps": 5, "end": {"fvd": 170.0}}, "unfinished": {"steps": 3}}}
+    samples = {"a": np.zeros((4, 16, 8, 8, 1), np.uint8)}
+    figure = plot_budget_study(results, samples)
+    bars, losses, *strips = figure.axes
+    assert [p.get_height() for p in bars.containers[0]] == [150.0, 170.0]  # finished variants only, from the JSON
+    assert [list(line.get_ydata()) for line in losses.get_lines()] == [[0.5, 0.25]]
+    assert len(strips) == 2 and strips[0].get_images()[0].get_array().shape == (4 * 12, 8 * 10 + 2)  # 8 frames, padded
+    assert strips[1].get_title() == "b: no samples recorded"
+    plt.close(figure)
+    with pytest.raises(ValueError, match="no finished variant"):
+        plot_budget_study({**results, "variants": {"unfinished": {"steps": 3}}})
