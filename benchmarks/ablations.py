@@ -123,13 +123,33 @@ def plot_losses(results: dict, path: Path) -> list[Path]:
     return save_figure(figure, path)
 
 
+def table(results: dict) -> str:
+    """An ablation as a Markdown table (what the README shows), from the JSON alone."""
+    reference, num = results.get("reference", {}), results["setting"]["num"]
+    lines = ["| variant | steps | CPU-s/step | peak RSS (MiB) | sampling CPU-s/clip | FVD at half | FVD at end |",
+             "|---|---|---|---|---|---|---|"]
+    for name, entry in results["variants"].items():
+        fvd = [f"{entry[p]['fvd']:.1f}" if p in entry else "" for p in ("half", "end")]
+        sampling = f"{entry['end']['sample_cpu_seconds'] / num:.2f}" if "end" in entry else ""
+        lines.append(f"| {name} | {entry.get('steps', '')} | {entry.get('cpu_seconds_per_step', '')} | "
+                     f"{entry.get('peak_rss_mib', '')} | {sampling} | {fvd[0]} | {fvd[1]} |")
+    for key in ("real_vs_real", "autoencoder_ceiling", "static_first_frames"):
+        if key in reference:
+            lines.append(f"| *{key.replace('_', ' ')}* (N = {num}) | | | | | | {reference[key]:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--which", choices=tuple(ABLATIONS), default="attention")
     known, _ = parser.parse_known_args(argv)
     add_study_arguments(parser, minutes=45.0, num=256, out=ROOT / "benchmarks" / "results" / "ablations" / f"{known.which}.json",
                         work=ROOT / "runs" / "ablations", what="variant")
+    parser.add_argument("--table", action="store_true", help="only print the JSON as a Markdown table")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return {}
     variants, title = ABLATIONS[args.which]
     if args.vae.exists():
         for other in ABLATIONS:
