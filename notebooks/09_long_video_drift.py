@@ -209,7 +209,7 @@ assert all(len(curve) == len(window_starts) and np.isfinite(curve).all() for cur
 #
 # `python benchmarks/drift.py --pred data/checkpoints/mmnist_pred.safetensors --pred-noperturb
 # data/checkpoints/mmnist_pred_noperturb.safetensors --interp data/checkpoints/mmnist_interp.safetensors
-# --num 64 --frames 1024 --steps 50` samples 64 videos of 1024 frames per variant from the same seeds
+# --num 64 --frames 1024 --steps 50 --threads 1 --compile` samples 64 videos of 1024 frames per variant from the same seeds
 # (DDIM 50, eta 1, the shared interpolation model), and scores each 16-frame window starting at frame
 # 0, 128, ..., 1008 by FVD against 64 real 16-frame test clips (one fixed set). The floor is the same
 # windows of 64 real 1024-frame clips: Moving MNIST is stationary, so it should be flat. The curves,
@@ -233,6 +233,12 @@ if results_path.exists():
     for name, entry in {"real videos (floor)": results["floor"], **results["variants"]}.items():
         print(f"{name:>36} {entry['first']:7.1f} {entry['last']:7.1f} {entry['last_over_first']:10.2f} "
               f"{entry['slope_per_100_frames']:13.2f}")
+    if "real_start" in results:  # continuations of real clips, scored against their true frames too
+        real = results["real_start"]
+        print(f"\nreal start (perturbation + guidance), per window: FVD, and PSNR / SSIM against the true frames")
+        for start in real["fvd"]:
+            print(f"  frame {start:>4}: FVD {real['fvd'][start]:7.1f}   PSNR {real['psnr'][start]:6.2f} dB   "
+                  f"SSIM {real['ssim'][start]:.3f}")
     strips = {name: RESULTS / "features" / ("".join(c if c.isalnum() else "_" for c in name).strip("_") + ".npz")
               for name in results["variants"]}
     strips = {name: np.load(path)["last_window"][0] for name, path in strips.items()
