@@ -235,7 +235,7 @@ if results_path.exists():
               f"{entry['slope_per_100_frames']:13.2f}")
     if "real_start" in results:  # continuations of real clips, scored against their true frames too
         real = results["real_start"]
-        print(f"\nreal start (perturbation + guidance), per window: FVD, and PSNR / SSIM against the true frames")
+        print("\nreal start (perturbation + guidance), per window: FVD, and PSNR / SSIM against the true frames")
         for start in real["fvd"]:
             print(f"  frame {start:>4}: FVD {real['fvd'][start]:7.1f}   PSNR {real['psnr'][start]:6.2f} dB   "
                   f"SSIM {real['ssim'][start]:.3f}")
