@@ -219,9 +219,10 @@ class Study:
             resume = (folder / "train_state.pt").exists()
             start = time.process_time()
             summary = train(preset, args.vae, folder, steps=steps, stop_at=stop, resume=resume, **common)
+            train_cpu = time.process_time() - start  # this call's training only (a resumed run: since the resume)
             result = self.evaluate(Path(summary["checkpoint"]), f"{name}_{point}")
             entry[point] = {"step": stop, "cpu_minutes": round(stop * entry["cpu_seconds_per_step"] / 60, 2),
-                            "train_cpu_seconds_this_call": round(time.process_time() - start, 1),
+                            "train_cpu_seconds_this_call": round(train_cpu, 1),
                             "final_loss": summary["final_loss"], **result}
             self.save()
             print(f"{name} {point}: step {stop}, FVD {result['fvd']}", file=sys.stderr)
