@@ -119,6 +119,10 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.step = 0
+        # time spent on the steps that count, summed over resumed calls (what a run's model card reports);
+        # a state written before this was recorded is timed from its step ("from_step")
+        self.clock = {"wall_seconds": 0.0, "cpu_seconds": 0.0, "from_step": 0}
+        self._mark = (time.perf_counter(), time.process_time())
         self.history: list[dict] = []  # the logged steps (every log_every)
         self.last_logs: dict | None = None
         if resume:
@@ -171,6 +175,7 @@ class Trainer:
         """Train until `steps` (default config.steps) total steps; returns a summary dict."""
         total = steps if steps is not None else self.config.steps
         start_time, start_step = time.perf_counter(), self.step
+        self._mark = (time.perf_counter(), time.process_time())
         bar = tqdm(total=total, initial=self.step, desc="train", disable=not (self.progress and self.is_main),
                    dynamic_ncols=True)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16,
@@ -215,7 +220,10 @@ class Trainer:
         finally:
             bar.close()
         seconds = time.perf_counter() - start_time
+        self._tick()
         summary = {"steps": self.step, "seconds": round(seconds, 2),
+                   "total_wall_seconds": round(self.clock["wall_seconds"], 3),
+                   "total_cpu_seconds": round(self.clock["cpu_seconds"], 3), "timed_from_step": self.clock["from_step"],
                    "steps_per_second": round((self.step - start_step) / max(seconds, 1e-9), 3),
                    "final_loss": self.last_logs["loss"] if self.last_logs else None,
                    "compiled": self.compile, "out_dir": str(self.out_dir)}
@@ -244,8 +252,16 @@ class Trainer:
                 handle.write(json.dumps(logs) + "\n")
 
     # ------------------------------------------------------------------ checkpoints
+    def _tick(self) -> None:
+        """Add the time since the last tick to the run's clock."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.clock["wall_seconds"] += wall - self._mark[0]
+        self.clock["cpu_seconds"] += cpu - self._mark[1]
+        self._mark = (wall, cpu)
+
     def state_dict(self) -> dict:
-        state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        self._tick()
+        state = {"step": self.step, "clock": json.dumps(self.clock), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "torch_rng": torch.get_rng_state(), "config": json.dumps(to_dict(self.config)),
                  "metadata": json.dumps(self.metadata)}
         if self.ema is not None:
@@ -279,6 +295,8 @@ class Trainer:
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step = int(state["step"])
+        self.clock = json.loads(state["clock"]) if "clock" in state else {"wall_seconds": 0.0, "cpu_seconds": 0.0,
+                                                                           "from_step": self.step}
         if (self.out_dir / LOG_FILE).exists():
             logged = [json.loads(line) for line in open(self.out_dir / LOG_FILE)]
             self.history = [entry for entry in logged if entry["step"] <= self.step]

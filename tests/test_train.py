@@ -71,6 +71,19 @@ def test_resume_is_exact(tmp_path):
     assert torch.equal(flat(straight.ema_model), flat(second.ema_model))
 
 
+def test_resumed_run_reports_the_time_of_all_its_calls(tmp_path):
+    first = make_trainer(tmp_path / "run", steps=14)
+    part = first.fit(steps=7)
+    assert part["timed_from_step"] == 0 and part["total_cpu_seconds"] > 0
+    whole = make_trainer(tmp_path / "run", resume=True, steps=14).fit()
+    assert whole["timed_from_step"] == 0 and whole["total_cpu_seconds"] > part["total_cpu_seconds"]
+    assert whole["total_wall_seconds"] >= whole["seconds"] - 0.01  # this call and the first one (rounding)
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)  # a state from before clocks
+    del state["clock"]
+    torch.save(state, tmp_path / "run" / "train_state.pt")
+    assert make_trainer(tmp_path / "run", resume=True, steps=20).fit()["timed_from_step"] == 14
+
+
 def _can_compile() -> bool:
     """torch.compile on a CPU needs dynamo support for this Python and a C++ compiler for inductor."""
     import torch._dynamo
