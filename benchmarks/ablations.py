@@ -139,6 +139,20 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def plot_summary(results: dict, out: Path) -> list[Path]:
+    """FVD bars, loss curves and sample strips in one figure (`viz.plot_budget_study`): OUT_summary.png/svg."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lvdm_ref.viz import plot_budget_study, save_figure
+
+    if not any("end" in entry for entry in results["variants"].values()):
+        return []
+    samples = out.with_name(f"{out.stem}_samples.npz")
+    return save_figure(plot_budget_study(results, dict(np.load(samples)) if samples.exists() else None),
+                       out.with_name(f"{out.stem}_summary"))
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--which", choices=tuple(ABLATIONS), default="attention")
@@ -159,6 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
     add_curves_and_samples(study, args.only)
     plot(study.results, args.out.with_suffix(".png"), section="variants", title=title)
     plot_losses(study.results, args.out.with_name(f"{args.out.stem}_loss"))
+    plot_summary(study.results, args.out)
     print(json.dumps(study.results))
     return study.results
 
