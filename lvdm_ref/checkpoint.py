@@ -84,9 +84,11 @@ def unprefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch
     return {name[len(start):]: tensor for name, tensor in tensors.items() if name.startswith(start)}
 
 
-def export_for_sampling(source: str | os.PathLike, target: str | os.PathLike) -> dict:
+def export_for_sampling(source: str | os.PathLike, target: str | os.PathLike, fp16: bool = False) -> dict:
     """Copy a diffusion checkpoint keeping only what sampling loads: the EMA weights (or the raw ones when
-    it has none), with the same metadata. `LatentVideoDiffusion.load` gives the same model from either."""
+    it has none), with the same metadata. `LatentVideoDiffusion.load` gives the same model from either.
+    `fp16` stores the float weights as float16 (half the bytes); loading casts them back to float32, so the
+    model is the fp32 one with each weight rounded to fp16 (check its quality before shipping it)."""
     if Path(source).resolve() == Path(target).resolve():
         raise ValueError(f"export to a new file, not over {source} (it keeps the raw weights too)")
     tensors, metadata = load_weights(source)
@@ -94,6 +96,9 @@ def export_for_sampling(source: str | os.PathLike, target: str | os.PathLike) ->
     kept = {name: tensor for name, tensor in tensors.items() if name.startswith(keep)}
     if not kept:
         raise ValueError(f"{source} holds no 'ema.' or 'unet.' weights: it is not a diffusion model checkpoint")
-    save_weights(target, kept, {**metadata, "exported_from": Path(source).name, "kept": keep.rstrip(".")})
+    if fp16:
+        kept = {name: tensor.half() if tensor.is_floating_point() else tensor for name, tensor in kept.items()}
+    save_weights(target, kept, {**metadata, "exported_from": Path(source).name, "kept": keep.rstrip("."),
+                                "storage": "float16" if fp16 else "as trained"})
     return {"out": str(target), "kept": keep.rstrip("."), "tensors": len(kept),
             "bytes": Path(target).stat().st_size, "source_bytes": Path(source).stat().st_size}

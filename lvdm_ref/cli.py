@@ -211,7 +211,7 @@ def _write_videos(out: Path, videos: np.ndarray, fps: float = 8) -> Path:
 def cmd_export(args: argparse.Namespace) -> dict:
     from lvdm_ref.checkpoint import export_for_sampling
 
-    return export_for_sampling(args.ckpt, args.out)
+    return export_for_sampling(args.ckpt, args.out, fp16=args.fp16)
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
@@ -392,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="keep only the weights sampling needs (EMA) of a diffusion checkpoint")
     export.add_argument("--ckpt", type=input_file(".safetensors"), required=True)
     export.add_argument("--out", type=output_file(".safetensors"), required=True)
+    export.add_argument("--fp16", action="store_true", help="store the weights as float16 (half the bytes; loaded "
+                        "back as float32)")
     export.set_defaults(handler=cmd_export)
     demo = commands.add_parser("demo", help="the embedded default: shipped weights, no download")
     demo.add_argument("--num", type=integer(1), default=8, help="clips of each kind")

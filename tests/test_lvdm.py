@@ -162,6 +162,11 @@ def test_export_keeps_only_the_ema_weights_and_the_same_model(quick_run, tmp_pat
     for a, b in zip(full.unet.state_dict().values(), small.unet.state_dict().values()):
         assert torch.equal(a, b)
     assert np.array_equal(full.sample(2, sampler="ddim", num_steps=3, seed=1), small.sample(2, sampler="ddim", num_steps=3, seed=1))
+    half = run_cli("export", "--ckpt", result["checkpoint"], "--out", tmp_path / "half.safetensors", "--fp16")
+    assert half["bytes"] < 0.55 * exported["bytes"]
+    rounded = LatentVideoDiffusion.load(tmp_path / "half.safetensors")  # fp32 again: each weight rounded to fp16
+    for a, b in zip(small.unet.state_dict().values(), rounded.unet.state_dict().values()):
+        assert b.dtype == a.dtype and torch.equal(b, a.half().to(a.dtype))
     with pytest.raises(ValueError, match="new file"):
         from lvdm_ref.checkpoint import export_for_sampling
         export_for_sampling(result["checkpoint"], result["checkpoint"])
