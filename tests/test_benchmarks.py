@@ -178,3 +178,16 @@ def test_calibration_ignores_a_burst_of_slow_steps():
     times = list(itertools.accumulate(steps))
     assert seconds_per_step(times) == pytest.approx(0.75)
     assert (times[-1] - times[2]) / 17 > 1.0  # what the mean of the same steps says
+
+
+@pytest.mark.skipif(not (weights_path().exists() and (VAE.parent / "mmnist_short.safetensors").exists()),
+                    reason="needs the I3D weights and the shipped short model")
+def test_fp16_check_scores_both_storages_on_the_same_noise(tmp_path):
+    import fp16_check
+
+    results = fp16_check.main(["--ckpt", str(VAE.parent / "mmnist_short.safetensors"), "--num", "2", "--steps", "2",
+                               "--out", str(tmp_path / "check.json")])
+    assert json.loads((tmp_path / "check.json").read_text()) == results
+    assert results["bytes"]["float16"] < 0.3 * results["bytes"]["float32"]  # EMA only, and half the bytes each
+    assert results["float32"]["fvd"] > 0 and results["float16"]["fvd"] > 0
+    assert results["pixel_difference"]["mean"] < 1.0  # same noise, weights rounded: nearly the same clips
