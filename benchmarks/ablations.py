@@ -19,7 +19,10 @@ card gives it). Its latent model is the `factorized` run of the attention ablati
 work folder, and a finished entry of either is copied into the other, not trained twice.
 
 Resumable like the recipe study; each variant's calibration also records the peak resident memory of a
-process that only trains it.
+process that only trains it. Besides OUT (the JSON, with each finished variant's loss against CPU-minutes)
+and OUT.png (FVD against CPU-minutes): OUT_samples.npz (4 clips per variant, DDIM 50, seed 0) and
+OUT_summary.png/svg (`viz.plot_budget_study`: FVD bars with floor and ceiling, loss curves, sample strips).
+`--table` prints the JSON as the README's Markdown table.
 """
 from __future__ import annotations
 
@@ -36,7 +39,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from recipe_study import add_study_arguments, plot, run_study, study_setting  # noqa: E402  (benchmarks/recipe_study.py)
 
 from lvdm_ref.checkpoint import atomic_write  # noqa: E402
-
 from lvdm_ref.pixel import pixel_preset, train_pixel_model  # noqa: E402
 
 SHARED = "factorized"  # the preset's latent model: a variant of both ablations
@@ -90,8 +92,8 @@ def add_curves_and_samples(study, only: list[str] | None = None, num_samples: in
         if "end" not in entry or (only is not None and name not in only) or not folder.exists():
             continue
         if "loss_curve" not in entry and (folder / LOG_FILE).exists():
-            by_step = {row["step"]: row["loss"] for row in map(json.loads, (folder / LOG_FILE).read_text().splitlines())
-                       if row.get("step", entry["steps"] + 1) <= entry["steps"] and "loss" in row}  # a resumed run's rows: the last
+            rows = map(json.loads, (folder / LOG_FILE).read_text().splitlines())
+            by_step = {row["step"]: row["loss"] for row in rows if row["step"] <= entry["steps"]}  # resumed: the last
             steps = sorted(by_step)
             entry["loss_curve"] = {"step": steps, "cpu_minutes": [round(s * entry["cpu_seconds_per_step"] / 60, 3) for s in steps],
                                    "loss": [round(by_step[s], 5) for s in steps]}
@@ -101,26 +103,6 @@ def add_curves_and_samples(study, only: list[str] | None = None, num_samples: in
             samples[name] = model.sample(num_samples, sampler="ddim", num_steps=50, eta=1.0, seed=0)  # uint8 (n, T, H, W, C)
             atomic_write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), **samples))
     study.save()
-
-
-def plot_losses(results: dict, path: Path) -> list[Path]:
-    """Training loss against CPU-minutes for every variant with a recorded curve; PNG and SVG, from the JSON."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from lvdm_ref.viz import save_figure
-
-    figure, ax = plt.subplots(figsize=(6, 3.6))
-    for name, entry in results["variants"].items():
-        if "loss_curve" in entry:
-            curve = entry["loss_curve"]
-            ax.plot(curve["cpu_minutes"], curve["loss"], lw=1, label=f"{name} ({entry['steps']} steps)")
-    ax.set(xlabel="training CPU-minutes (one thread)", ylabel="training loss (logged every 25 steps)", yscale="log")
-    ax.legend(fontsize=8)
-    figure.tight_layout()
-    return save_figure(figure, path)
 
 
 def table(results: dict) -> str:
@@ -172,7 +154,6 @@ def main(argv: list[str] | None = None) -> dict:
     study = run_study(parser, args, variants(), "variants")
     add_curves_and_samples(study, args.only)
     plot(study.results, args.out.with_suffix(".png"), section="variants", title=title)
-    plot_losses(study.results, args.out.with_name(f"{args.out.stem}_loss"))
     plot_summary(study.results, args.out)
     print(json.dumps(study.results))
     return study.results
