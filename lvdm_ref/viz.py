@@ -165,6 +165,9 @@ def plot_budget_study(results: dict, samples: dict[str, np.ndarray] | None = Non
     bars.axhspan(0, reference["real_vs_real"], color="0.85", label=f"real vs real ({reference['real_vs_real']:.0f})")
     bars.axhline(reference["autoencoder_ceiling"], color="k", ls="-.", lw=1,
                  label=f"autoencoder ceiling ({reference['autoencoder_ceiling']:.0f})")
+    if "static_first_frames" in reference:
+        bars.axhline(reference["static_first_frames"], color="0.4", ls="--", lw=1,
+                     label=f"real first frames held still ({reference['static_first_frames']:.0f})")
     bars.set(ylabel=f"FVD (N = {reference['num']})", title=f"{results['setting']['minutes']:.0f} CPU-minutes of training each")
     bars.legend(fontsize=7)
     for name, entry in variants.items():
