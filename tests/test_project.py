@@ -70,3 +70,9 @@ def test_lvdm_recipe_is_lvdms_and_leaves_the_preset_alone():
     assert preset == get_preset("mmnist") and with_recipe(preset, "preset") is preset  # nothing mutated
     with pytest.raises(ValueError, match="recipe must be one of"):
         with_recipe(preset, "fast")
+
+
+def test_every_shipped_checkpoint_has_a_model_card_entry():
+    card = (ROOT / "data" / "checkpoints" / "README.md").read_text()
+    shipped = sorted(path.name for path in (ROOT / "data" / "checkpoints").glob("*.safetensors"))
+    assert shipped and [name for name in shipped if f"`{name}`" not in card] == []
