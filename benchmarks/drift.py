@@ -67,29 +67,13 @@ def summarise(curve: dict[str, float]) -> dict:
 
 
 def plot(results: dict, path: Path) -> list[Path]:
-    """The curves of every variant and the floor band, from the JSON alone; PNG and SVG."""
+    """The curves of every variant and the floor band, from the JSON alone (`viz.plot_drift`); PNG and SVG."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from lvdm_ref.viz import plot_drift, save_figure
 
-    from lvdm_ref.viz import save_figure
-
-    figure, ax = plt.subplots(figsize=(7.5, 4.2))
-    floor = results["floor"]["fvd"]
-    starts = [int(s) for s in floor]
-    ax.fill_between(starts, 0, list(floor.values()), color="0.85", label=f"real videos (floor), N = {results['num']}")
-    for name, entry in results["variants"].items():
-        curve = entry["fvd"]
-        ax.plot([int(s) for s in curve], list(curve.values()), "o-", ms=3, label=name)
-    if "real_start" in results:
-        curve = results["real_start"]["fvd"]
-        ax.plot([int(s) for s in curve], list(curve.values()), "k--", lw=1, label=REAL_START)
-    ax.set(xlabel="window start frame", ylabel=f"FVD of 16-frame windows (N = {results['num']})",
-           title=f"drift over {results['frames']} frames, DDIM {results['steps']}")
-    ax.legend(fontsize=7)
-    figure.tight_layout()
-    return save_figure(figure, path)
+    return save_figure(plot_drift(results), path)
 
 
 class Drift:

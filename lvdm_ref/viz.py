@@ -187,6 +187,27 @@ def plot_budget_study(results: dict, samples: dict[str, np.ndarray] | None = Non
     return figure
 
 
+def plot_drift(results: dict):
+    """A drift run of record (benchmarks/drift.py's JSON): FVD of each 16-frame window against its start frame,
+    one line per variant, the real videos' windows (the floor) as a band, and the continuation of real clips
+    (when measured) dashed. Every number comes from `results`."""
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7.5, 4.2))
+    num, floor = results["num"], results["floor"]["fvd"]
+    ax.fill_between([int(s) for s in floor], 0, list(floor.values()), color="0.85", label=f"real videos (floor), N = {num}")
+    for name, entry in results["variants"].items():
+        ax.plot([int(s) for s in entry["fvd"]], list(entry["fvd"].values()), "o-", ms=3, label=name)
+    if "real_start" in results:
+        curve = results["real_start"]["fvd"]
+        ax.plot([int(s) for s in curve], list(curve.values()), "k--", lw=1, label="real start: perturbation + guidance")
+    ax.set(xlabel="window start frame", ylabel=f"FVD of 16-frame windows (N = {num})", ylim=(0, None),
+           title=f"drift over {results['frames']} frames, DDIM {results['steps']}")
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
 def save_figure(figure, path: str | Path, suffixes: tuple[str, ...] = (".png", ".svg")) -> list[Path]:
     """Write a matplotlib figure as `path` with each suffix (PNG for pages, SVG for print) and close it."""
     import matplotlib.pyplot as plt

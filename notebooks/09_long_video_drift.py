@@ -66,7 +66,7 @@ from lvdm_ref.metrics import psnr
 from lvdm_ref.perturbation import perturb, sampling_levels
 from lvdm_ref.utils import from_uint8, is_quick, to_uint8
 from lvdm_ref.vae3d import VideoAutoencoder, train_autoencoder
-from lvdm_ref.viz import frame_strip
+from lvdm_ref.viz import frame_strip, plot_drift
 
 # %% tags=["parameters"]
 QUICK = is_quick()  # LVDM_QUICK=1: tiny models trained here in seconds, short videos, 2 DDIM steps
@@ -221,13 +221,7 @@ if results_path.exists():
     results = json.loads(results_path.read_text())
     print(f"made by: {results['command']}\nN = {results['num']} videos per variant, {results['frames']} frames, "
           f"DDIM {results['steps']}")
-    figure, ax = plt.subplots(figsize=(7.5, 4))
-    floor = results["floor"]["fvd"]
-    ax.fill_between([int(s) for s in floor], 0, list(floor.values()), color="0.85", label="real videos (floor)")
-    for name, entry in results["variants"].items():
-        ax.plot([int(s) for s in entry["fvd"]], list(entry["fvd"].values()), "o-", ms=3, label=name)
-    ax.set(xlabel="window start frame", ylabel=f"FVD (N = {results['num']})", title="drift over the video")
-    ax.legend(fontsize=7)
+    plot_drift(results)
     plt.show()
     print(f"{'variant':>36} {'first':>7} {'last':>7} {'last/first':>10} {'slope /100 fr':>13}")
     for name, entry in {"real videos (floor)": results["floor"], **results["variants"]}.items():
