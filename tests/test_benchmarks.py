@@ -191,3 +191,29 @@ def test_fp16_check_scores_both_storages_on_the_same_noise(tmp_path):
     assert results["bytes"]["float16"] < 0.3 * results["bytes"]["float32"]  # EMA only, and half the bytes each
     assert results["float32"]["fvd"] > 0 and results["float16"]["fvd"] > 0
     assert results["pixel_difference"]["mean"] < 1.0  # same noise, weights rounded: nearly the same clips
+
+
+def test_short_model_curve_draws_the_measured_cards(tmp_path):
+    """The training-curve figure of the model card holds the numbers of the card files, nothing typed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import short_model_curve
+
+    def card(steps: int, fvd: float) -> dict:
+        return {"steps": steps, "generated": {"fvd": fvd, "num": 8}, "real_b": {"fvd": 3.0},
+                "reconstructed_b": {"fvd": 7.0}}
+
+    for steps, fvd in ((1000, 90.0), (4000, 50.0)):
+        (tmp_path / f"step_{steps}.json").write_text(json.dumps(card(steps, fvd)))
+    ablation = tmp_path / "attention.json"
+    ablation.write_text(json.dumps({"reference": {"static_first_frames": 60.0}, "variants": {"factorized": {
+        "half": {"step": 500, "fvd": 120.0}, "end": {"step": 1000, "fvd": 95.0}}}}))
+    curve = short_model_curve.points(tmp_path, ablation)
+    assert curve["this_run"] == {"1000": 90.0, "4000": 50.0} and curve["same_recipe_ablation_run"] == {"500": 120.0, "1000": 95.0}
+    assert (curve["num"], curve["real_vs_real"], curve["autoencoder_ceiling"], curve["static_first_frames"]) == (8, 3.0, 7.0, 60.0)
+    lines = {line.get_label(): line for line in short_model_curve.plot(curve).axes[0].get_lines()}
+    assert list(lines["mmnist_short (this run)"].get_ydata()) == [90.0, 50.0]
+    assert list(lines["goal: 2x the ceiling (14)"].get_ydata()) == [14.0, 14.0]
+    with pytest.raises(SystemExit, match="no step_"):
+        short_model_curve.points(tmp_path / "empty", ablation)
