@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--ckpt {args.ckpt} does not exist")
     if args.num < 2 or args.steps < 1 or args.threads < 1:
         parser.error("--num >= 2, --steps >= 1, --threads >= 1")
+    from lvdm_ref.checkpoint import load_weights
+
+    if load_weights(args.ckpt)[1].get("storage") == "float16":
+        parser.error(f"--ckpt {args.ckpt} is already stored as float16: pass the float32 checkpoint it was "
+                     f"exported from (the run folder's short.safetensors)")
     torch.set_num_threads(args.threads)
     i3d = load_i3d()
     real = i3d_features(generate_moving_mnist(args.num, 16, 64, 2, "test", seed=1), model=i3d)

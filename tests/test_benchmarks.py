@@ -185,8 +185,16 @@ def test_calibration_ignores_a_burst_of_slow_steps():
 def test_fp16_check_scores_both_storages_on_the_same_noise(tmp_path):
     import fp16_check
 
-    results = fp16_check.main(["--ckpt", str(VAE.parent / "mmnist_short.safetensors"), "--num", "2", "--steps", "2",
-                               "--out", str(tmp_path / "check.json")])
+    import copy
+
+    from lvdm_ref.lvdm import LatentVideoDiffusion
+
+    shipped = VAE.parent / "mmnist_short.safetensors"  # stored as float16: the check refuses it as its input
+    with pytest.raises(SystemExit):
+        fp16_check.main(["--ckpt", str(shipped), "--num", "2", "--steps", "2", "--out", str(tmp_path / "no.json")])
+    model = LatentVideoDiffusion.load(shipped)  # a float32 checkpoint with raw and EMA weights, as training writes
+    fp32 = model.save(tmp_path / "fp32.safetensors", ema_unet=copy.deepcopy(model.unet), vae_path=model.metadata["vae"]["path"])
+    results = fp16_check.main(["--ckpt", str(fp32), "--num", "2", "--steps", "2", "--out", str(tmp_path / "check.json")])
     assert json.loads((tmp_path / "check.json").read_text()) == results
     assert results["bytes"]["float16"] < 0.3 * results["bytes"]["float32"]  # EMA only, and half the bytes each
     assert results["float32"]["fvd"] > 0 and results["float16"]["fvd"] > 0
