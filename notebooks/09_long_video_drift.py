@@ -221,6 +221,8 @@ if results_path.exists():
     results = json.loads(results_path.read_text())
     print(f"made by: {results['command']}\nN = {results['num']} videos per variant, {results['frames']} frames, "
           f"DDIM {results['steps']}")
+    if "real_start" not in results:  # the run measures it last
+        print(f"The run is not finished: {len(results['variants'])} variants so far, no real start yet.")
     plot_drift(results)
     plt.show()
     print(f"{'variant':>36} {'first':>7} {'last':>7} {'last/first':>10} {'slope /100 fr':>13}")
