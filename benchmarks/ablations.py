@@ -18,8 +18,9 @@ budget as the latent one (the autoencoder's own training, done once, is not in t
 card gives it). Its latent model is the `factorized` run of the attention ablation: both files share the
 work folder, and a finished entry of either is copied into the other, not trained twice.
 
-Resumable like the recipe study; each variant's calibration also records the peak resident memory of a
-process that only trains it. Besides OUT (the JSON, with each finished variant's loss against CPU-minutes)
+Resumable like the recipe study (training state every 250 steps and at each evaluation point, samples
+batch by batch); each variant's calibration also records the peak resident memory of a process that
+only trains it. Besides OUT (the JSON, with each finished variant's loss against CPU-minutes)
 and OUT.png (FVD against CPU-minutes): OUT_samples.npz (4 clips per variant, DDIM 50, seed 0) and
 OUT_summary.png/svg (`viz.plot_budget_study`: FVD bars with floor and ceiling, loss curves, sample strips).
 `--table` prints the JSON as the README's Markdown table.

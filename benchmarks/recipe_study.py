@@ -13,8 +13,8 @@ set of real test clips, next to the real-vs-real floor and real first frames hel
 and DDIM 50 with two more seeds (how far FVD moves from the sampling noise alone).
 
 Resumable: the JSON is rewritten after every finished piece (calibration, half, end, sampler) and a
-rerun skips what is there; training runs resume from their state files; samples and I3D features are
-cached in the work folder (`--work`, git-ignored).
+rerun skips what is there; training runs resume from their state files; samples (batch by batch) and I3D features
+are cached in the work folder (`--work`, git-ignored).
 """
 from __future__ import annotations
 
@@ -187,10 +187,9 @@ class Study:
     def evaluate(self, checkpoint: Path, key: str, sampler: str = "ddim", steps: int = 50, eta: float = 1.0,
                  seed: int = 0) -> dict:
         real = self.reference()
-        model = LatentVideoDiffusion.load(checkpoint)
-        start = time.process_time()
-        videos = model.sample(self.args.num, sampler=sampler, num_steps=steps, eta=eta, seed=seed)  # uint8 (N, 16, ...)
-        sample_cpu = time.process_time() - start
+        # kept batch by batch in WORK/samples/KEY: a stopped evaluation goes on where it was
+        videos, sample_cpu = sample_in_batches(checkpoint, self.args.num, self.work / "samples" / key, sampler, steps,
+                                               eta, seed)
         fvd = fvd_from_features(real, self.features(key, lambda: videos))
         return {"fvd": round(fvd, 2), "sample_cpu_seconds": round(sample_cpu, 1), "sampler": sampler, "steps": steps,
                 "eta": eta, "seed": seed}
@@ -248,6 +247,30 @@ class Study:
                                            eta, seed)
                 self.save()
                 print(f"{best} {key}: FVD {table[key]['fvd']}", file=sys.stderr)
+
+
+def sample_in_batches(checkpoint: Path, num: int, folder: Path, sampler: str = "ddim", steps: int | None = 50,
+                      eta: float = 1.0, seed: int = 0, batch_size: int = 16) -> tuple[np.ndarray, float]:
+    """`LatentVideoDiffusion.sample(num, ..., seed)` of `checkpoint`, the same clips (batch i is drawn with
+    seed + i either way), with each batch kept in `folder` as it is made: an evaluation stopped halfway
+    (a pixel model's 256 samples take most of an hour) goes on where it was. Returns the uint8 clips and the
+    sampling CPU seconds of all batches (those of earlier calls included). A batch file of another
+    checkpoint (by sha256) is sampled again."""
+    sha, model, batches, cpu_seconds = file_sha256(checkpoint), None, [], 0.0
+    for index, first in enumerate(range(0, num, batch_size)):
+        path = folder / f"batch_{index:04d}.npz"
+        count = min(batch_size, num - first)
+        saved = dict(np.load(path)) if path.exists() else {}
+        if not saved or str(saved["sha256"]) != sha or len(saved["videos"]) != count:
+            model = model or LatentVideoDiffusion.load(checkpoint)
+            start = time.process_time()
+            videos = model.sample(count, sampler=sampler, num_steps=steps, eta=eta, seed=seed + index)
+            saved = {"videos": videos, "cpu_seconds": np.float64(time.process_time() - start), "sha256": np.str_(sha)}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **saved))
+        batches.append(saved["videos"])
+        cpu_seconds += float(saved["cpu_seconds"])
+    return np.concatenate(batches), cpu_seconds
 
 
 def reconstruct(vae_path: Path, videos: np.ndarray) -> np.ndarray:

@@ -225,3 +225,34 @@ def test_short_model_curve_draws_the_measured_cards(tmp_path):
     assert list(lines["goal: 2x the ceiling (14)"].get_ydata()) == [14.0, 14.0]
     with pytest.raises(SystemExit, match="no step_"):
         short_model_curve.points(tmp_path / "empty", ablation)
+
+
+def test_evaluation_samples_resume_batch_by_batch_and_equal_one_call(tmp_path, monkeypatch):
+    """A stopped evaluation keeps its finished batches; the clips equal `sample` in one call, same seed."""
+    import dataclasses
+
+    from recipe_study import sample_in_batches
+
+    from lvdm_ref.config import get_preset
+    from lvdm_ref.diffusion import GaussianDiffusion
+    from lvdm_ref.lvdm import LatentVideoDiffusion
+    from lvdm_ref.pixel import PixelSpace
+    from lvdm_ref.unet import UNet
+
+    preset = get_preset("quick")
+    unet_config = dataclasses.replace(preset.unet, in_channels=1, out_channels=1)
+    model = LatentVideoDiffusion(PixelSpace(1), UNet(unet_config), GaussianDiffusion(preset.diffusion), (1, 4, 8, 8))
+    checkpoint = model.save(tmp_path / "model.safetensors", extra={"space": "pixel"})
+    expected = LatentVideoDiffusion.load(checkpoint).sample(5, sampler="ddim", num_steps=2, eta=1.0, seed=3, batch_size=2)
+    calls = []
+    original = LatentVideoDiffusion.sample
+    monkeypatch.setattr(LatentVideoDiffusion, "sample", lambda self, num, **k: calls.append(num) or original(self, num, **k))
+    folder = tmp_path / "samples"
+    first, seconds = sample_in_batches(checkpoint, 5, folder, "ddim", 2, 1.0, 3, batch_size=2)
+    assert np.array_equal(first, expected) and calls == [2, 2, 1] and seconds > 0
+    (folder / "batch_0001.npz").unlink()  # stopped while the middle batch was being made
+    again, _ = sample_in_batches(checkpoint, 5, folder, "ddim", 2, 1.0, 3, batch_size=2)
+    assert np.array_equal(again, expected) and calls == [2, 2, 1, 2]
+    model.save(checkpoint, extra={"space": "pixel", "retrained": True})  # another checkpoint at the same path
+    sample_in_batches(checkpoint, 5, folder, "ddim", 2, 1.0, 3, batch_size=2)
+    assert calls == [2, 2, 1, 2, 2, 2, 1]
