@@ -13,8 +13,8 @@ set of real test clips, next to the real-vs-real floor and real first frames hel
 and DDIM 50 with two more seeds (how far FVD moves from the sampling noise alone).
 
 Resumable: the JSON is rewritten after every finished piece (calibration, half, end, sampler) and a
-rerun skips what is there; training runs resume from their state files; samples (batch by batch) and I3D features
-are cached in the work folder (`--work`, git-ignored).
+rerun skips what is there; training runs resume from their state files; samples (batch by batch)
+and I3D features are cached in the work folder (`--work`, git-ignored).
 """
 from __future__ import annotations
 
