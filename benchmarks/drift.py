@@ -66,6 +66,49 @@ def summarise(curve: dict[str, float]) -> dict:
             "slope_per_100_frames": slope}
 
 
+def bootstrap(reference: np.ndarray, features: np.ndarray, starts: list[int], resamples: int = 200,
+              seed: int = 0) -> dict:
+    """How much of a curve's shape is sampling noise: 90 % percentile intervals of last/first and of the
+    slope over `resamples` resamplings of the generated videos with replacement (each resample keeps a
+    video's windows together, as they were made; the reference clips stay fixed). A resample repeats
+    videos, which raises every window's FVD alike, so read the intervals of the ratio and the slope, not
+    the FVD values of the resamples."""
+    from lvdm_ref.metrics import fvd_from_features
+
+    rng = np.random.default_rng(seed)
+    ratios, slopes = [], []
+    for _ in range(resamples):
+        pick = rng.integers(0, len(features), len(features))
+        summary = summarise({str(s): fvd_from_features(reference, features[pick, w]) for w, s in enumerate(starts)})
+        ratios.append(summary["last_over_first"])
+        slopes.append(summary["slope_per_100_frames"])
+    interval = lambda values: [round(float(q), 3) for q in np.percentile(values, [5, 95])]  # noqa: E731
+    return {"resamples": resamples, "last_over_first_90": interval(ratios), "slope_per_100_frames_90": interval(slopes)}
+
+
+def table(results: dict) -> str:
+    """The drift table in Markdown, from the JSON alone: per curve, the first and last windows' FVD, their
+    ratio and the fitted slope, with the bootstrap intervals where the JSON has them."""
+    def cell(entry: dict, key: str, digits: int) -> str:
+        value = f"{entry[key]:.{digits}f}"
+        if f"{key}_90" in entry:
+            low, high = entry[f"{key}_90"]
+            value += f" [{low:.{digits}f}, {high:.{digits}f}]"
+        return value
+
+    rows = [("real videos (floor)", "", "", "", results["floor"])]
+    for name, entry in results.get("variants", {}).items():
+        rows.append((name, entry["model"], str(entry["perturbation_level"]), f"{entry['guidance']:g}", entry))
+    if "real_start" in results:
+        rows.append((REAL_START, "perturbed", "", "0.1", results["real_start"]))
+    lines = ["| curve | prediction model | s | w | first | last | last / first (90 %) | slope per 100 frames (90 %) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, model, level, guidance, entry in rows:
+        lines.append(f"| {name} | {model} | {level} | {guidance} | {entry['first']:.1f} | {entry['last']:.1f} | "
+                     f"{cell(entry, 'last_over_first', 2)} | {cell(entry, 'slope_per_100_frames', 2)} |")
+    return "\n".join(lines)
+
+
 def plot(results: dict, path: Path) -> list[Path]:
     """The curves of every variant and the floor band, from the JSON alone (`viz.plot_drift`); PNG and SVG."""
     import matplotlib
@@ -186,7 +229,7 @@ class Drift:
             return {str(s): round(fvd_from_features(reference, features[:, w]), 2) for w, s in enumerate(self.starts)}
 
         floor = self.collect("floor", lambda first, count: {"windows": self.real_windows(first, count)})["features"]
-        results["floor"] = {"fvd": curve(floor), **summarise(curve(floor))}
+        results["floor"] = {"fvd": curve(floor), **summarise(curve(floor)), **bootstrap(reference, floor, self.starts)}
         variants = results.setdefault("variants", {})
         for name in args.variants:
             model, level, guidance = VARIANTS[name]
@@ -196,18 +239,20 @@ class Drift:
             features = self.collect(name, self.sampled(model, level, guidance))["features"]
             level_used = default_level(self.models[model].hierarchy.max_perturbation_level) if level is None else level
             variants[name] = {"model": model, "perturbation_level": level_used, "guidance": guidance,
-                              "fvd": curve(features), **summarise(curve(features))}
+                              "fvd": curve(features), **summarise(curve(features)),
+                              **bootstrap(reference, features, self.starts)}
             self.save(results, results_path)
         if args.real_start:
-            results["real_start"] = self.real_start(curve)
+            results["real_start"] = self.real_start(curve, reference)
         results["seconds_this_run"] = round(time.perf_counter() - started, 1)
         self.save(results, results_path)
         return results
 
-    def real_start(self, curve) -> dict:
+    def real_start(self, curve, reference: np.ndarray) -> dict:
         """Continuation of the real clips by the perturbed and guided model: FVD and PSNR/SSIM per window."""
         arrays = self.collect(REAL_START, self.sampled("perturbed", None, 0.1, real_start=True))
         return {"fvd": curve(arrays["features"]), **summarise(curve(arrays["features"])),
+                **bootstrap(reference, arrays["features"], self.starts),
                 "psnr": {str(s): round(float(arrays["psnr"][:, w].mean()), 3) for w, s in enumerate(self.starts)},
                 "ssim": {str(s): round(float(arrays["ssim"][:, w].mean()), 4) for w, s in enumerate(self.starts)}}
 
@@ -223,9 +268,9 @@ def slug(name: str) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pred", type=Path, required=True, help="prediction model trained with perturbation")
+    parser.add_argument("--pred", type=Path, help="prediction model trained with perturbation (required to run)")
     parser.add_argument("--pred-noperturb", type=Path, default=None, help="prediction model trained without")
-    parser.add_argument("--interp", type=Path, required=True)
+    parser.add_argument("--interp", type=Path, help="interpolation model (required to run)")
     parser.add_argument("--num", type=int, default=64, help="videos per variant (and real clips)")
     parser.add_argument("--frames", type=int, default=1024)
     parser.add_argument("--window-every", type=int, default=128)
@@ -238,7 +283,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compile", action="store_true", help="sample through torch.compile (same numbers up to "
                         "float rounding, about 1.3x faster after a few minutes of compiling)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "drift")
+    parser.add_argument("--table", action="store_true", help="print the Markdown table of OUT/drift.json and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        path = args.out / "drift.json"
+        if not path.exists():
+            parser.error(f"{path} does not exist: run the experiment first (without --table)")
+        print(table(json.loads(path.read_text())))
+        return {}
+    if args.pred is None or args.interp is None:
+        parser.error("--pred and --interp are required to run (or --table to print the table of a finished run)")
     if args.num < 2 or args.frames < 16 or args.window_every < 1 or args.steps < 1 or args.chunk < 1:
         parser.error("--num >= 2, --frames >= 16, --window-every >= 1, --steps >= 1, --chunk >= 1")
     for path in (args.pred, args.interp) + ((args.pred_noperturb,) if args.pred_noperturb else ()):

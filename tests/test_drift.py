@@ -76,3 +76,32 @@ def test_results_hold_every_variant_and_the_floor_and_the_figure_reads_the_json(
     again = drift.main(["--pred", pred, "--pred-noperturb", flat, "--interp", interp, "--num", "2", "--frames", "32",
                         "--window-every", "16", "--steps", "1", "--chunk", "1", "--threads", "1", "--out", str(out)])
     assert again["variants"] == results["variants"]
+
+
+def test_bootstrap_intervals_are_exact_for_a_flat_curve_and_exclude_one_for_a_drifting_one():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(40, 6))
+    same = np.repeat(rng.normal(size=(40, 1, 6)), 3, axis=1)  # every window the same clips: a flat curve
+    flat = drift.bootstrap(reference, same, [0, 16, 32], resamples=20)
+    assert flat["last_over_first_90"] == [1.0, 1.0] and flat["slope_per_100_frames_90"] == [0.0, 0.0]
+    # windows whose mean moves away from the reference by 0, 1, 2: FVD about 0, 6, 24, whatever the resample
+    moving = same + np.arange(3)[None, :, None]
+    drifting = drift.bootstrap(reference, moving, [0, 16, 32], resamples=20)
+    assert drifting["last_over_first_90"][0] > 1 and drifting["slope_per_100_frames_90"][0] > 0
+    assert drifting == drift.bootstrap(reference, moving, [0, 16, 32], resamples=20)  # seeded
+
+
+def test_table_is_written_from_the_json(tmp_path, capsys):
+    entry = lambda first, last: {"fvd": {"0": first, "16": last}, **drift.summarise({"0": first, "16": last})}  # noqa: E731
+    results = {"floor": entry(80.0, 76.0), "real_start": entry(90.0, 300.0),
+               "variants": {"neither": {"model": "unperturbed", "perturbation_level": 0, "guidance": 0.0,
+                                        **entry(300.0, 612.5), "last_over_first_90": [1.5, 2.5]}}}
+    lines = drift.table(results).splitlines()
+    assert len(lines) == 2 + 3  # header, floor, one variant, real start
+    # slope: (612.5 - 300) / 16 frames * 100 = 1953.125
+    assert "| neither | unperturbed | 0 | 0 | 300.0 | 612.5 | 2.04 [1.50, 2.50] | 1953.12 |" == lines[3]
+    (tmp_path / "drift.json").write_text(json.dumps(results))
+    drift.main(["--table", "--out", str(tmp_path)])
+    assert capsys.readouterr().out.strip() == drift.table(results)
+    with pytest.raises(SystemExit):
+        drift.main(["--table", "--out", str(tmp_path / "missing")])
