@@ -225,10 +225,13 @@ if results_path.exists():
         print(f"The run is not finished: {len(results['variants'])} variants so far, no real start yet.")
     plot_drift(results)
     plt.show()
-    print(f"{'variant':>36} {'first':>7} {'last':>7} {'last/first':>10} {'slope /100 fr':>13}")
+    # in brackets: 90 % intervals over 200 resamplings of the videos (benchmarks/drift.py `bootstrap`)
+    interval = lambda entry, key: "[{:6.2f}, {:6.2f}]".format(*entry[key]) if key in entry else ""  # noqa: E731
+    print(f"{'variant':>36} {'first':>7} {'last':>7} {'last/first (90 %)':>26} {'slope /100 fr (90 %)':>29}")
     for name, entry in {"real videos (floor)": results["floor"], **results["variants"]}.items():
-        print(f"{name:>36} {entry['first']:7.1f} {entry['last']:7.1f} {entry['last_over_first']:10.2f} "
-              f"{entry['slope_per_100_frames']:13.2f}")
+        print(f"{name:>36} {entry['first']:7.1f} {entry['last']:7.1f} {entry['last_over_first']:7.2f} "
+              f"{interval(entry, 'last_over_first_90'):>18} {entry['slope_per_100_frames']:7.2f} "
+              f"{interval(entry, 'slope_per_100_frames_90'):>18}")
     if "real_start" in results:  # continuations of real clips, scored against their true frames too
         real = results["real_start"]
         print("\nreal start (perturbation + guidance), per window: FVD, and PSNR / SSIM against the true frames")
