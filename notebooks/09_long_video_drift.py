@@ -211,7 +211,7 @@ assert all(len(curve) == len(window_starts) and np.isfinite(curve).all() for cur
 # data/checkpoints/mmnist_pred_noperturb.safetensors --interp data/checkpoints/mmnist_interp.safetensors
 # --num 64 --frames 1024 --steps 50 --threads 1 --compile` samples 64 videos of 1024 frames per variant from the same seeds
 # (DDIM 50, eta 1, the shared interpolation model), and scores each 16-frame window starting at frame
-# 0, 128, ..., 1008 by FVD against 64 real 16-frame test clips (one fixed set). The floor is the same
+# 0, 128, ..., 896 by FVD against 64 real 16-frame test clips (one fixed set). The floor is the same
 # windows of 64 real 1024-frame clips: Moving MNIST is stationary, so it should be flat. The curves,
 # the table and the strips below are read from the committed JSON and features.
 
@@ -238,6 +238,12 @@ if results_path.exists():
         for start in real["fvd"]:
             print(f"  frame {start:>4}: FVD {real['fvd'][start]:7.1f}   PSNR {real['psnr'][start]:6.2f} dB   "
                   f"SSIM {real['ssim'][start]:.3f}")
+    if "real_start" in results:  # the finished run: what the takeaway below says, checked against its JSON
+        ratios = {name: entry["last_over_first"] for name, entry in results["variants"].items()}
+        assert max(ratios.values()) < 1.5 and ratios["neither"] < 2, ratios  # no variant drifts 1.5x, let alone 2x
+        assert max(results["floor"]["fvd"].values()) / min(results["floor"]["fvd"].values()) < 1.2  # a flat floor
+        assert min(min(entry["fvd"].values()) for entry in results["variants"].values()) > \
+            3.5 * max(results["floor"]["fvd"].values())  # every window far above the floor
     strips = {name: RESULTS / "features" / ("".join(c if c.isalnum() else "_" for c in name).strip("_") + ".npz")
               for name in results["variants"]}
     strips = {name: np.load(path)["last_window"][0] for name, path in strips.items()
@@ -258,6 +264,17 @@ else:
 # **What to take away.** Perturbation is a training-time change (the model learns from noised
 # conditions) and a sampling-time one (the condition is noised to $s = 100$); the variant "perturbed
 # model at s=0, guidance", set against "guidance" (the same sampling of the model trained without),
-# separates the two. Guidance costs a second UNet call per step, batched with the
-# first. Whether either slows drift on Moving MNIST at this project's budget is what the curves in
-# section 5 measure; the mini-experiment above is too small to say.
+# separates the two. Guidance costs a second UNet call per step, batched with the first.
+#
+# On Moving MNIST at this project's budget (N = 64, the table above, checked by the cell's asserts),
+# nothing drifts far: every curve ends within 0.9x to 1.25x of its first window, and the floor is flat.
+# With perturbation and guidance the last window is 1.14x the first, inside the paper's 1.5x; without
+# either it is 0.92x, not the 2x and more that the paper's contrast needs. So the run does not show
+# that perturbation or guidance slow drift: there is no drift for them to slow. Every window, the first
+# included, is already 4 to 5.5x the floor: the prediction model (22 CPU-minutes) barely beats
+# repeating its input, its keyframes are poor from the start, and the error does not compound. The
+# real-start continuation forgets its real first frames within 128 frames and then follows the
+# generated-start curve. The smaller differences (the perturbed model starts lower and rises a little;
+# noising the condition at sampling lowers its late windows; guidance changes almost nothing) are
+# mostly inside the bootstrap intervals. Whether better models drift, and whether perturbation then
+# helps, this budget cannot say. The mini-experiment above is too small to say anything.
