@@ -149,6 +149,11 @@ if RESULTS.exists() and all("end" in entry for entry in json.loads(RESULTS.read_
     samples_path = RESULTS.with_name("pixel_samples.npz")  # 4 clips per model, sampled by the same command
     plot_budget_study(results, dict(np.load(samples_path)) if samples_path.exists() else None)
     plt.show()
+    latent, pixel = variants["factorized"], variants["pixel"]  # what the takeaway below says, from the JSON
+    print(f"latent / pixel FVD: {latent['end']['fvd'] / pixel['end']['fvd']:.2f}; CPU per step, pixel / latent: "
+          f"{pixel['cpu_seconds_per_step'] / latent['cpu_seconds_per_step']:.1f}x")
+    assert latent["end"]["fvd"] <= 0.5 * pixel["end"]["fvd"]  # the paper's claim, at this budget
+    assert pixel["steps"] * 10 < latent["steps"]  # an order of magnitude fewer steps for the same CPU time
 else:
     print(f"No finished runs of record at {RESULTS}: no finding to show. Make them with\n"
           f"    python benchmarks/ablations.py --which pixel --minutes 45 --num 256 --threads 1\n"
@@ -156,8 +161,12 @@ else:
           f"dearest part; rerun to resume).")
 
 # %% [markdown]
-# **What to take away.** In pixel space a step costs an order of magnitude more, so at one budget the
-# pixel model sees an order of magnitude fewer steps; the latent model pays instead once for the
-# autoencoder and is bounded by its reconstructions (the ceiling). Section 3 says which effect wins at
-# this budget on Moving MNIST; it does not say what happens with budgets large enough for the pixel
-# model to converge.
+# **What to take away.** In pixel space a step costs an order of magnitude more (12.4x here), so at
+# one budget the pixel model sees an order of magnitude fewer steps (275 against 3,434); the latent
+# model pays instead once for the autoencoder (trained beforehand, not counted in the 45 minutes) and is
+# bounded by its reconstructions (the ceiling). At this budget on Moving MNIST the latent model wins by
+# far: FVD 234.3 against 764.2 at N = 256, 0.31x, inside the paper's "at most half" (the cell above
+# checks it against the JSON). The pixel samples flicker between black, grey and noisy frames; the
+# latent ones hold digit-like shapes that move. Caveats: the recipe's 200 warm-up steps are most of the
+# pixel model's 275, and the two losses live in different spaces (compare the curves' shapes, not their
+# levels). This does not say what happens with budgets large enough for the pixel model to converge.
