@@ -256,3 +256,21 @@ def test_evaluation_samples_resume_batch_by_batch_and_equal_one_call(tmp_path, m
     model.save(checkpoint, extra={"space": "pixel", "retrained": True})  # another checkpoint at the same path
     sample_in_batches(checkpoint, 5, folder, "ddim", 2, 1.0, 3, batch_size=2)
     assert calls == [2, 2, 1, 2, 2, 2, 1]
+
+
+@pytest.mark.parametrize("name", ["attention", "pixel"])
+def test_committed_ablation_results_hold_every_figure_their_notebook_plots(name):
+    """The runs of record that notebooks 06 and 07 load: every finished variant has what they print and plot."""
+    folder = ROOT / "benchmarks" / "results" / "ablations"
+    results = json.loads((folder / f"{name}.json").read_text())
+    finished = {key: entry for key, entry in results["variants"].items() if "end" in entry}
+    assert {"factorized", *(["pixel"] if name == "pixel" else ["joint"])} <= set(finished)
+    assert results["setting"]["num"] == results["reference"]["num"] == 256
+    assert set(results["reference"]) >= {"real_vs_real", "static_first_frames", "autoencoder_ceiling"}
+    samples = np.load(folder / f"{name}_samples.npz")
+    for key, entry in finished.items():
+        assert entry["steps"] > 0 and entry["cpu_seconds_per_step"] > 0 and entry["peak_rss_mib"] > 0
+        assert entry["end"]["fvd"] > results["reference"]["real_vs_real"] and entry["end"]["sample_cpu_seconds"] > 0
+        assert entry["end"]["step"] == entry["steps"] and len(entry["loss_curve"]["loss"]) > 1
+        assert samples[key].shape == (4, 16, 64, 64, 1) and samples[key].dtype == np.uint8
+    assert (folder / f"{name}_summary.png").exists()

@@ -105,3 +105,17 @@ def test_table_is_written_from_the_json(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == drift.table(results)
     with pytest.raises(SystemExit):
         drift.main(["--table", "--out", str(tmp_path / "missing")])
+
+
+def test_committed_run_of_record_holds_every_variant_the_floor_and_their_intervals():
+    """What README and notebook 09 show: the finished run at N = 64, every curve with its bootstrap intervals."""
+    results = json.loads((ROOT / "benchmarks" / "results" / "drift" / "drift.json").read_text())
+    assert results["num"] >= 64 and results["frames"] == 1024 and set(results["variants"]) == set(drift.VARIANTS)
+    starts = [str(s) for s in results["window_starts"]]
+    for entry in [results["floor"], results["real_start"], *results["variants"].values()]:
+        assert list(entry["fvd"]) == starts and entry == {**entry, **drift.summarise(entry["fvd"])}
+        low, high = entry["last_over_first_90"]
+        assert low <= entry["last_over_first"] <= high and entry["resamples"] == 200
+    assert list(results["real_start"]["psnr"]) == starts
+    features = np.load(ROOT / "benchmarks" / "results" / "drift" / "features" / "neither.npz")["features"]
+    assert features.shape == (results["num"], len(starts), 400)
