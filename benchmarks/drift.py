@@ -22,7 +22,8 @@ guidance w = 0.1 or without; the first sampled at s = 100 and, with guidance, al
 Resumable: I3D features of every (variant, window) are kept in OUT/features/<variant>.npz (float32,
 small; committed with the results, with each video's last window as uint8 for notebook 09's strips) after every chunk of videos, and a rerun skips what is there. The
 JSON and the figure (PNG, SVG) are written from those features at the end of every variant; the
-figure is drawn from the JSON only (`plot`).
+figure is drawn from the JSON only (`plot`). Every curve carries 90 % bootstrap intervals of its
+last/first ratio and slope (`bootstrap`); `--table` prints the README's table from the JSON.
 """
 from __future__ import annotations
 
