@@ -230,7 +230,8 @@ class Drift:
             return {str(s): round(fvd_from_features(reference, features[:, w]), 2) for w, s in enumerate(self.starts)}
 
         floor = self.collect("floor", lambda first, count: {"windows": self.real_windows(first, count)})["features"]
-        results["floor"] = {"fvd": curve(floor), **summarise(curve(floor)), **bootstrap(reference, floor, self.starts)}
+        floor_curve = curve(floor)
+        results["floor"] = {"fvd": floor_curve, **summarise(floor_curve), **bootstrap(reference, floor, self.starts)}
         variants = results.setdefault("variants", {})
         for name in args.variants:
             model, level, guidance = VARIANTS[name]
@@ -239,8 +240,9 @@ class Drift:
                 continue
             features = self.collect(name, self.sampled(model, level, guidance))["features"]
             level_used = default_level(self.models[model].hierarchy.max_perturbation_level) if level is None else level
+            fvd = curve(features)
             variants[name] = {"model": model, "perturbation_level": level_used, "guidance": guidance,
-                              "fvd": curve(features), **summarise(curve(features)),
+                              "fvd": fvd, **summarise(fvd),
                               **bootstrap(reference, features, self.starts)}
             self.save(results, results_path)
         if args.real_start:
@@ -252,7 +254,8 @@ class Drift:
     def real_start(self, curve, reference: np.ndarray) -> dict:
         """Continuation of the real clips by the perturbed and guided model: FVD and PSNR/SSIM per window."""
         arrays = self.collect(REAL_START, self.sampled("perturbed", None, 0.1, real_start=True))
-        return {"fvd": curve(arrays["features"]), **summarise(curve(arrays["features"])),
+        fvd = curve(arrays["features"])
+        return {"fvd": fvd, **summarise(fvd),
                 **bootstrap(reference, arrays["features"], self.starts),
                 "psnr": {str(s): round(float(arrays["psnr"][:, w].mean()), 3) for w, s in enumerate(self.starts)},
                 "ssim": {str(s): round(float(arrays["ssim"][:, w].mean()), 4) for w, s in enumerate(self.starts)}}
