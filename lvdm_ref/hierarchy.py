@@ -392,7 +392,7 @@ def build_model(preset, role: str, vae, latent_channels: int, max_perturbation_l
 
 
 def train_hierarchy_model(preset, role: str, vae_path, out, *, max_perturbation_level: int | None = None,
-                          steps: int | None = None, num_clips: int | None = None, resume: bool = False,
+                          condition_prob: float | None = None, steps: int | None = None, num_clips: int | None = None, resume: bool = False,
                           device: str = "auto", callbacks=(), progress: bool = True) -> dict:
     """Train the preset's prediction (`role="pred"`) or interpolation (`"interp"`) model on a frozen
     autoencoder; write OUT/{role}.safetensors.
@@ -400,7 +400,8 @@ def train_hierarchy_model(preset, role: str, vae_path, out, *, max_perturbation_
     Long clips (64 frames on Moving MNIST) are encoded once into OUT/latents.pt; the prediction model
     trains on their keyframe latents, the interpolation model on their 5-latent windows.
     `max_perturbation_level`: s_max, by default LVDM's 250 of 1000 timesteps (the same share of a shorter
-    chain); 0 trains without conditional latent perturbation (no s embedding).
+    chain); 0 trains without conditional latent perturbation (no s embedding). `condition_prob`: the share
+    of conditioned training samples, by default LVDM's (0.5 pred, 0.9 interp).
     """
     from lvdm_ref.config import hierarchy_config, to_dict
     from lvdm_ref.lvdm import LatentDataset, encoded_training_set
@@ -411,6 +412,10 @@ def train_hierarchy_model(preset, role: str, vae_path, out, *, max_perturbation_
     if max_perturbation_level is None:
         max_perturbation_level = TRAIN_MAX_LEVEL * preset.diffusion.num_timesteps // 1000
     config = hierarchy_config(role, max_perturbation_level)
+    if condition_prob is not None:
+        if not 0 < condition_prob <= 1:
+            raise ValueError(f"condition_prob must be in (0, 1], got {condition_prob}")
+        config = dataclasses.replace(config, condition_prob=condition_prob)
     if not 0 <= max_perturbation_level <= preset.diffusion.num_timesteps:
         raise ValueError(f"max_perturbation_level must be in [0, {preset.diffusion.num_timesteps}] (the diffusion's "
                          f"timesteps), got {max_perturbation_level}")
@@ -424,6 +429,7 @@ def train_hierarchy_model(preset, role: str, vae_path, out, *, max_perturbation_
     if len(latents) < train_config.batch_size:
         raise ValueError(f"{len(latents)} training samples are fewer than one batch of {train_config.batch_size}")
     model = build_model(preset, role, vae, latents.shape[1], max_perturbation_level)
+    model.hierarchy = config  # with the condition share asked for
     if tuple(latents.shape[1:]) != model.latent_shape:
         raise ValueError(f"the encoded latents are {tuple(latents.shape[1:])}, the preset expects {model.latent_shape}")
     unet, diffusion = model.unet, model.diffusion

@@ -1,0 +1,113 @@
+"""Short probes of the hierarchy's design: which choices let a prediction/interpolation model use its condition.
+
+    python benchmarks/hierarchy_probes.py --vae data/checkpoints/mmnist_vae.safetensors --steps 2000 \
+        --num 64 --threads 1 --out benchmarks/results/hierarchy_probes.json [--only NAME ...]
+
+Each probe trains one model of the `mmnist` preset with one change (its `overrides`) for the same number
+of steps, from scratch, on the same encoded long clips and seed, then scores it with the model card's
+protocol (`hierarchy_card.py`, held-out clips, DDIM 50, N = --num): PSNR/SSIM of the generated latents
+against the true frames, next to the trivial guess and the autoencoder's ceiling. The CPU seconds of
+training come from the trainer's clock.
+
+Resumable: a finished probe's entry is kept in the JSON and skipped; an unfinished one resumes from its
+run folder (runs/probes/NAME). Delete an entry to redo it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from hierarchy_card import interpolation_card, prediction_card  # noqa: E402
+
+from lvdm_ref.checkpoint import atomic_write  # noqa: E402
+from lvdm_ref.config import get_preset  # noqa: E402
+from lvdm_ref.data import generate_moving_mnist  # noqa: E402
+from lvdm_ref.hierarchy import train_hierarchy_model  # noqa: E402
+from lvdm_ref.lvdm import LatentVideoDiffusion  # noqa: E402
+
+# name -> (role, overrides). Overrides: parameterization, attention_levels, condition_prob.
+PROBES = {
+    "pred eps (LVDM's, the shipped recipe)": ("pred", {}),
+    "pred v": ("pred", {"parameterization": "v"}),
+    "pred v, attention at 16x16 too": ("pred", {"parameterization": "v", "attention_levels": (0, 1, 2)}),
+    "pred v, condition in 90 %": ("pred", {"parameterization": "v", "condition_prob": 0.9}),
+    "interp eps (LVDM's, the shipped recipe)": ("interp", {}),
+    "interp v": ("interp", {"parameterization": "v"}),
+}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")[:60]
+
+
+def probe_preset(overrides: dict):
+    preset = get_preset("mmnist")
+    diffusion = dataclasses.replace(preset.diffusion, parameterization=overrides.get("parameterization", "eps"))
+    unet = dataclasses.replace(preset.hierarchy_unet,
+                               attention_levels=overrides.get("attention_levels", preset.hierarchy_unet.attention_levels))
+    return dataclasses.replace(preset, diffusion=diffusion, hierarchy_unet=unet)
+
+
+def run_probe(name: str, args) -> dict:
+    role, overrides = PROBES[name]
+    out = args.runs / slug(name)
+    resume = (out / "train_state.pt").exists()
+    shared = args.runs / "latents.pt"  # every probe trains on the same encoded clips: encode them once
+    out.mkdir(parents=True, exist_ok=True)
+    if shared.exists() and not (out / "latents.pt").exists():
+        os.link(shared, out / "latents.pt")
+    summary = train_hierarchy_model(probe_preset(overrides), role, args.vae, out, steps=args.steps,
+                                    condition_prob=overrides.get("condition_prob"), resume=resume, device="cpu")
+    if not shared.exists():
+        os.link(out / "latents.pt", shared)
+    model = LatentVideoDiffusion.load(summary["checkpoint"], kind=f"lvdm_{role}")
+    clips = generate_moving_mnist(args.num, 64, 64, 2, "test", seed=20_000)  # the card's held-out clips
+    card_args = argparse.Namespace(seed=0, batch_size=32, steps=50, guidance=0.1, no_fvd=True)
+    start = time.process_time()
+    card = prediction_card(model, clips, card_args) if role == "pred" else interpolation_card(model, clips, None, card_args)
+    return {"role": role, "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
+            "steps": summary["steps"], "train_cpu_seconds": summary["total_cpu_seconds"],
+            "final_loss": summary["final_loss"],
+            "card": card, "card_cpu_seconds": round(time.process_time() - start, 1)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vae", type=Path, default=ROOT / "data" / "checkpoints" / "mmnist_vae.safetensors")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--num", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", nargs="*", default=None, help=f"probe names, from {list(PROBES)}")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "probes")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "hierarchy_probes.json")
+    args = parser.parse_args(argv)
+    unknown = set(args.only or ()) - set(PROBES)
+    if unknown:
+        parser.error(f"unknown probes {sorted(unknown)}; known: {list(PROBES)}")
+    torch.set_num_threads(args.threads)
+    results = json.loads(args.out.read_text()) if args.out.exists() else {"probes": {}}
+    results.update(command=" ".join(["python", *sys.argv]), steps=args.steps, num=args.num)
+    for name in args.only or PROBES:
+        if name in results["probes"]:
+            continue
+        results["probes"][name] = run_probe(name, args)
+        text = json.dumps(results, indent=1) + "\n"
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+        card = results["probes"][name]["card"]
+        print(json.dumps({"probe": name, "psnr": card["model"]["psnr"]}), flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
