@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from lvdm_ref.checkpoint import atomic_write  # noqa: E402
 from lvdm_ref.data import generate_moving_mnist  # noqa: E402
-from lvdm_ref.hierarchy import given_frames, sample_conditional, stream  # noqa: E402
+from lvdm_ref.hierarchy import given_frames, sample_conditional  # noqa: E402
+from lvdm_ref.utils import stream  # noqa: E402
 from lvdm_ref.lvdm import LatentVideoDiffusion, encode_videos  # noqa: E402
 from lvdm_ref.metrics import psnr, ssim  # noqa: E402
 from lvdm_ref.utils import from_uint8, to_uint8  # noqa: E402

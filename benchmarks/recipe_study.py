@@ -251,8 +251,8 @@ class Study:
 
 def sample_in_batches(checkpoint: Path, num: int, folder: Path, sampler: str = "ddim", steps: int | None = 50,
                       eta: float = 1.0, seed: int = 0, batch_size: int = 16) -> tuple[np.ndarray, float]:
-    """`LatentVideoDiffusion.sample(num, ..., seed)` of `checkpoint`, the same clips (batch i is drawn with
-    seed + i either way), with each batch kept in `folder` as it is made: an evaluation stopped halfway
+    """`LatentVideoDiffusion.sample(num, ..., seed)` of `checkpoint`, the same clips (each clip has its own
+    stream, so batching changes nothing), with each batch kept in `folder` as it is made: an evaluation stopped halfway
     (a pixel model's 256 samples take most of an hour) goes on where it was. Returns the uint8 clips and the
     sampling CPU seconds of all batches (those of earlier calls included). A batch file of another
     checkpoint (by sha256) is sampled again."""
@@ -261,11 +261,12 @@ def sample_in_batches(checkpoint: Path, num: int, folder: Path, sampler: str = "
         path = folder / f"batch_{index:04d}.npz"
         count = min(batch_size, num - first)
         saved = dict(np.load(path)) if path.exists() else {}
-        if not saved or str(saved["sha256"]) != sha or len(saved["videos"]) != count:
+        if not saved or str(saved["sha256"]) != sha or len(saved["videos"]) != count or "streams" not in saved:
             model = model or LatentVideoDiffusion.load(checkpoint)
             start = time.process_time()
-            videos = model.sample(count, sampler=sampler, num_steps=steps, eta=eta, seed=seed + index)
-            saved = {"videos": videos, "cpu_seconds": np.float64(time.process_time() - start), "sha256": np.str_(sha)}
+            videos = model.sample(count, sampler=sampler, num_steps=steps, eta=eta, seed=seed, first_index=first)
+            saved = {"videos": videos, "cpu_seconds": np.float64(time.process_time() - start), "sha256": np.str_(sha),
+                     "streams": np.str_("one per clip")}  # batches of the older seed + i idiom are redone
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **saved))
         batches.append(saved["videos"])

@@ -26,6 +26,7 @@ S = 50) with the last step going to abar_0 (diffusers: "leading", steps_offset=1
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -36,6 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lvdm_ref.config import DiffusionConfig
+from lvdm_ref.utils import randn
 
 SCHEDULES = ("linear", "scaled_linear", "cosine")
 PARAMETERIZATIONS = ("eps", "x0", "v")
@@ -310,22 +312,17 @@ class GaussianDiffusion(nn.Module):
                 return combine_fn(model, x, t, model_kwargs)
             return model(x, t, **model_kwargs)
 
-        def randn():
-            if isinstance(generator, (list, tuple)):  # one stream per sample: results independent of batching
-                return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=device, dtype=dtype)
-                                  for g in generator])
-            return torch.randn(shape, generator=generator, device=device, dtype=dtype)
-
         dtype = dtype if noise is None else noise.dtype
-        x = randn() if noise is None else noise.to(device)
+        draw = functools.partial(randn, shape, generator, device, dtype)  # one stream per sample when a list
+        x = draw() if noise is None else noise.to(device)
         seen_x, seen_x0 = [], []
         for step, t_value in enumerate(tqdm(timesteps, desc=f"{sampler} sampling", disable=not progress)):
             t = torch.full((shape[0],), t_value, device=device, dtype=torch.long)
             if sampler == "ddpm":
-                x_prev, pred_x0 = self.p_sample(model_fn, x, t, noise=randn(), clip_denoised=clip_denoised)
+                x_prev, pred_x0 = self.p_sample(model_fn, x, t, noise=draw(), clip_denoised=clip_denoised)
             else:
                 t_prev = torch.full_like(t, timesteps[step + 1] if step + 1 < len(timesteps) else final_index)
-                x_prev, pred_x0 = self.ddim_sample(model_fn, x, t, t_prev, eta=eta, noise=randn(),
+                x_prev, pred_x0 = self.ddim_sample(model_fn, x, t, t_prev, eta=eta, noise=draw(),
                                                    clip_denoised=clip_denoised)
             if return_trajectory:
                 seen_x.append(x.cpu())

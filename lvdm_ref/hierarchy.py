@@ -40,6 +40,7 @@ from lvdm_ref.config import HierarchyConfig
 from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.guidance import guide
 from lvdm_ref.perturbation import TRAIN_MAX_LEVEL, perturb, sampling_levels, training_levels
+from lvdm_ref.utils import randn, stream
 
 ROLES = ("pred", "interp")
 
@@ -128,14 +129,6 @@ class ConditionalDenoiser:
         return guide(cond, uncond, self.guidance_scale) * (1 - mask) + uncond * mask
 
 
-def stream(seed: int, *keys: int) -> torch.Generator:
-    """A torch.Generator for (seed, keys): independent, reproducible streams per video, stage and pair."""
-    value = seed
-    for key in keys:
-        value = (value * 1_000_003 + key + 1) % (2 ** 63 - 1)
-    return torch.Generator().manual_seed(value)
-
-
 @torch.no_grad()
 def sample_conditional(unet: nn.Module, diffusion: GaussianDiffusion, config: HierarchyConfig,
                        given: torch.Tensor, mask: torch.Tensor, generators: list[torch.Generator], *,
@@ -147,7 +140,7 @@ def sample_conditional(unet: nn.Module, diffusion: GaussianDiffusion, config: Hi
     """
     batch, device = len(given), given.device
     level = sampling_levels(batch, perturbation_level, config.max_perturbation_level, device)
-    noise = torch.cat([torch.randn((1, *given.shape[1:]), generator=g) for g in generators]).to(device)
+    noise = randn(tuple(given.shape), generators, device)  # each sample's own stream
     perturbed = perturb(diffusion, given, level, noise)
     denoiser = ConditionalDenoiser(unet, mask, perturbed, level, guidance_scale)
     latents = diffusion.sample(denoiser, tuple(given.shape), sampler="ddim", num_steps=num_steps, eta=eta,

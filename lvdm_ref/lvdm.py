@@ -28,7 +28,7 @@ from lvdm_ref.checkpoint import atomic_write, load_weights, prefixed, save_weigh
 from lvdm_ref.config import DataConfig, DiffusionConfig, HierarchyConfig, UNetConfig, from_dict, to_dict
 from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.unet import UNet
-from lvdm_ref.utils import file_sha256, from_uint8, get_device, to_uint8
+from lvdm_ref.utils import file_sha256, from_uint8, get_device, stream, to_uint8
 from lvdm_ref.vae3d import VideoAutoencoder
 
 KIND = "lvdm_short"  # hierarchy models: "lvdm_pred", "lvdm_interp"
@@ -87,13 +87,18 @@ class LatentVideoDiffusion(nn.Module):
 
     @torch.no_grad()
     def sample_latents(self, num: int, sampler: str = "ddpm", num_steps: int | None = None,
-                       eta: float | None = None, seed: int = 0, progress: bool = False, **sample_kwargs):
-        """(num, c, t, h, w) normalised latents; the same seed gives the same latents."""
+                       eta: float | None = None, seed: int = 0, progress: bool = False, first_index: int = 0,
+                       **sample_kwargs):
+        """(num, c, f, h, w) normalised latents: samples first_index, ..., first_index + num - 1 of `seed`.
+
+        Sample i draws from its own stream, `stream(seed, i)`, so it is the same whatever batch it is
+        drawn in and however many are asked for, and different seeds give disjoint sets.
+        """
         device = next(self.unet.parameters()).device
-        generator = torch.Generator(device=device).manual_seed(seed)
+        generators = [stream(seed, index) for index in range(first_index, first_index + num)]
         self.unet.eval()
         return self.diffusion.sample(self.unet, (num, *self.latent_shape), sampler=sampler, num_steps=num_steps,
-                                     eta=eta, generator=generator, progress=progress, device=device,
+                                     eta=eta, generator=generators, progress=progress, device=device,
                                      **sample_kwargs)
 
     @torch.no_grad()
@@ -103,13 +108,14 @@ class LatentVideoDiffusion(nn.Module):
 
     @torch.no_grad()
     def sample(self, num: int, sampler: str = "ddpm", num_steps: int | None = None, eta: float | None = None,
-               seed: int = 0, progress: bool = False, batch_size: int = 16) -> np.ndarray:
-        """`num` videos as uint8 (N, T, H, W, C), sampled `batch_size` at a time."""
+               seed: int = 0, progress: bool = False, batch_size: int = 16, first_index: int = 0) -> np.ndarray:
+        """Samples first_index, ..., first_index + num - 1 of `seed` as uint8 (N, F, H, W, C), `batch_size` at a
+        time; the batch size changes nothing but memory (see `sample_latents`)."""
         videos = []
-        for index, start in enumerate(range(0, num, batch_size)):
-            latents = self.sample_latents(min(batch_size, num - start), sampler, num_steps, eta,
-                                          seed=seed + index, progress=progress)
-            videos.append(to_uint8(self.decode(latents)))  # (b, T, H, W, C)
+        for start in range(0, num, batch_size):
+            latents = self.sample_latents(min(batch_size, num - start), sampler, num_steps, eta, seed=seed,
+                                          progress=progress, first_index=first_index + start)
+            videos.append(to_uint8(self.decode(latents)))  # (b, F, H, W, C)
         return np.concatenate(videos)
 
     # ------------------------------------------------------------------ checkpoints

@@ -44,6 +44,34 @@ def get_device(name: str | None = None) -> torch.device:
     return torch.device(name)
 
 
+def stream(seed: int, *keys: int) -> torch.Generator:
+    """A CPU torch.Generator for (seed, keys): one reproducible stream per sample (and per stage, pair, ...).
+
+    The project's one random-stream idiom: sample i of a set drawn with `seed` uses `stream(seed, i, ...)`,
+    so it depends only on (seed, i), never on the batch it was drawn in or on how many were asked for.
+    """
+    text = ",".join(str(int(part)) for part in (seed, *keys))  # keys of any length never collide
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little"))
+
+
+def randn(shape: tuple[int, ...], generator: torch.Generator | list[torch.Generator] | None = None,
+          device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise of `shape` on `device`, drawn on the generator's own device and moved.
+
+    `generator` is one generator, or a list of one per sample along dim 0 (each draws its row). Drawing
+    where the generator lives and moving the result (as diffusers' `randn_tensor` does) lets CPU streams
+    feed a CUDA sampler and gives the same numbers on every device.
+    """
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for {shape[0]} samples: pass one per sample")
+        rows = [torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator]
+        return torch.cat(rows).to(device)
+    if generator is None:
+        return torch.randn(shape, device=device, dtype=dtype)
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+
+
 def to_uint8(video: torch.Tensor) -> np.ndarray:
     """(B, C, T, H, W) or (C, T, H, W) float in [-1, 1] -> uint8 (B, T, H, W, C) / (T, H, W, C)."""
     video = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

@@ -170,3 +170,16 @@ def test_export_keeps_only_the_ema_weights_and_the_same_model(quick_run, tmp_pat
     with pytest.raises(ValueError, match="new file"):
         from lvdm_ref.checkpoint import export_for_sampling
         export_for_sampling(result["checkpoint"], result["checkpoint"])
+
+
+def test_a_clip_depends_only_on_its_seed_and_index(quick_run):
+    """One stream per clip: the batch it was in and the number asked for change nothing; other seeds share no clip."""
+    _, result = quick_run
+    model = LatentVideoDiffusion.load(result["checkpoint"])
+    kwargs = dict(sampler="ddim", num_steps=3)
+    four = model.sample(4, seed=5, batch_size=4, **kwargs)
+    np.testing.assert_array_equal(model.sample(2, seed=5, **kwargs), four[:2])  # fewer asked: the same first clips
+    np.testing.assert_array_equal(model.sample(4, seed=5, batch_size=3, **kwargs), four)  # other batching
+    np.testing.assert_array_equal(model.sample(2, seed=5, first_index=2, **kwargs), four[2:])  # a later slice
+    other = model.sample(4, seed=6, batch_size=4, **kwargs)
+    assert not any(np.array_equal(a, b) for a in four for b in other)  # seeds 5 and 6: disjoint sets
