@@ -7,7 +7,7 @@ TORCH_PIN ?= torch==2.13.0
 # Idle OpenMP threads sleep instead of spinning: on a small shared machine spinning costs a lot.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test unit notebooks venv clean
+.PHONY: demo test unit fast notebooks venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +25,18 @@ demo: venv
 unit: venv
 	$(PY) -m pytest tests -q
 
+fast: venv  # the unit tests without the heavy end-to-end ones (marked slow): a couple of minutes
+	$(PY) -m pytest tests -q -m "not slow"
+
 notebooks: venv
 	LVDM_QUICK=1 $(PY) -m pytest --nbval notebooks/ -q
 
+# Both parts run whatever the first gives; the target fails at the end if either failed.
 test: venv
-	$(PY) -m pytest tests -q
-	LVDM_QUICK=1 $(PY) -m pytest --nbval notebooks/ -q
+	@status=0; \
+	$(PY) -m pytest tests -q --durations=15 || status=1; \
+	LVDM_QUICK=1 $(PY) -m pytest --nbval notebooks/ -q || status=1; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) outputs

@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from recipe_study import add_study_arguments, plot, run_study, study_setting  # noqa: E402  (benchmarks/recipe_study.py)
 
 from lvdm_ref.checkpoint import atomic_write  # noqa: E402
-from lvdm_ref.pixel import pixel_preset, train_pixel_model  # noqa: E402
+from lvdm_ref.pixel import pixel_preset  # noqa: E402
+from lvdm_ref.recipes import train_pixel_model  # noqa: E402
 
 SHARED = "factorized"  # the preset's latent model: a variant of both ablations
 
@@ -101,7 +102,7 @@ def add_curves_and_samples(study, only: list[str] | None = None, num_samples: in
             study.touched.add(name)
         if name not in samples:
             model = LatentVideoDiffusion.load(folder / "short.safetensors")
-            samples[name] = model.sample(num_samples, sampler="ddim", num_steps=50, eta=1.0, seed=0)  # uint8 (n, T, H, W, C)
+            samples[name] = model.sample(num_samples, sampler="ddim", num_steps=50, eta=1.0, seed=0)  # uint8 (n, F, H, W, C)
             atomic_write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), **samples))
     study.save()
 

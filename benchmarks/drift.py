@@ -8,7 +8,7 @@ without conditional latent perturbation and unconditional guidance (LVDM Sec. 3.
 
 Protocol. Every variant samples the same `--num` videos (same seeds) with DDIM `--steps` and the shared
 interpolation model; only the windows that are measured are interpolated and decoded
-(`hierarchy.sample_windows`, equal to the full sampler's windows: tests/test_hierarchy.py). Windows
+(`long_video.sample_windows`, equal to the full sampler's windows: tests/test_hierarchy.py). Windows
 start at 0, `--window-every`, 2 * `--window-every`, ... Each window's `--num` clips are compared by
 FVD with `--num` real 16-frame test clips (one fixed set). The floor: the same windows of `--num` real
 `--frames`-frame test clips against that set (Moving MNIST is stationary, so it should be flat).
@@ -41,15 +41,17 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from lvdm_ref.checkpoint import atomic_write  # noqa: E402
+from lvdm_ref.diffusion import LONG_VIDEO_DDIM_STEPS  # noqa: E402
+from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE as W  # noqa: E402
 
 # name -> (prediction model: "perturbed" or "unperturbed", perturbation level s, guidance w);
-# s None = the model's sampling level, 100 for s_max = 250 (perturbation.sampling_levels)
+# s None = the model's sampling level, 100 for s_max = 250 (perturbation.sampling_levels); W = LVDM's 0.1
 VARIANTS = {
-    "perturbation + guidance": ("perturbed", None, 0.1),
+    "perturbation + guidance": ("perturbed", None, W),
     "perturbation": ("perturbed", None, 0.0),
-    "guidance": ("unperturbed", 0, 0.1),
+    "guidance": ("unperturbed", 0, W),
     "neither": ("unperturbed", 0, 0.0),
-    "perturbed model at s=0, guidance": ("perturbed", 0, 0.1),  # next to "guidance": only the training differs
+    "perturbed model at s=0, guidance": ("perturbed", 0, W),  # next to "guidance": only the training differs
 }
 REAL_START = "real start: perturbation + guidance"
 
@@ -101,7 +103,7 @@ def table(results: dict) -> str:
     for name, entry in results.get("variants", {}).items():
         rows.append((name, entry["model"], str(entry["perturbation_level"]), f"{entry['guidance']:g}", entry))
     if "real_start" in results:
-        rows.append((REAL_START, "perturbed", "", "0.1", results["real_start"]))
+        rows.append((REAL_START, "perturbed", "", f"{W:g}", results["real_start"]))
     lines = ["| curve | prediction model | s | w | first | last | last / first (90 %) | slope per 100 frames (90 %) |",
              "|---|---|---|---|---|---|---|---|"]
     for name, model, level, guidance, entry in rows:
@@ -186,8 +188,8 @@ class Drift:
     def sampled(self, model: str, level: int, guidance: float, real_start: bool = False):
         """make(first, count) for `collect`: the windows of videos first..first+count-1 (one seed each);
         with `real_start`, continuations of the real clips, with PSNR/SSIM per window against them."""
-        from lvdm_ref.hierarchy import sample_windows
-        from lvdm_ref.lvdm import encode_videos
+        from lvdm_ref.long_video import sample_windows
+        from lvdm_ref.vae3d import encode_videos
         from lvdm_ref.metrics import psnr, ssim
         from lvdm_ref.utils import from_uint8
 
@@ -253,7 +255,7 @@ class Drift:
 
     def real_start(self, curve, reference: np.ndarray) -> dict:
         """Continuation of the real clips by the perturbed and guided model: FVD and PSNR/SSIM per window."""
-        arrays = self.collect(REAL_START, self.sampled("perturbed", None, 0.1, real_start=True))
+        arrays = self.collect(REAL_START, self.sampled("perturbed", None, W, real_start=True))
         fvd = curve(arrays["features"])
         return {"fvd": fvd, **summarise(fvd),
                 **bootstrap(reference, arrays["features"], self.starts),
@@ -278,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num", type=int, default=64, help="videos per variant (and real clips)")
     parser.add_argument("--frames", type=int, default=1024)
     parser.add_argument("--window-every", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=LONG_VIDEO_DDIM_STEPS)
     parser.add_argument("--chunk", type=int, default=8, help="videos per saved chunk")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT")

@@ -13,7 +13,9 @@ reconstruction of the true latents, decoded the same way (the ceiling), and a tr
   with the ends (20 frames), the middle 12 frames compared with the truth; the trivial guess is the
   straight line between the two given latents. Also FVD of the first 16 decoded frames against another
   set of real clips, next to the ceiling's FVD and the real floor at the same N.
-PSNR (dB) and SSIM are per frame, averaged over frames and clips.
+PSNR (dB) and SSIM are per frame, averaged over frames and clips. Each card also measures how much the
+output follows its condition (`condition_sensitivity`, on the first 64 clips): the same noise given another
+clip's latents, the outputs' distance per generated frame relative to the two true clips' distance there.
 """
 from __future__ import annotations
 
@@ -32,15 +34,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from lvdm_ref.checkpoint import atomic_write  # noqa: E402
 from lvdm_ref.data import generate_moving_mnist  # noqa: E402
+from lvdm_ref.diffusion import LONG_VIDEO_DDIM_STEPS  # noqa: E402
+from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE  # noqa: E402
 from lvdm_ref.hierarchy import given_frames, sample_conditional  # noqa: E402
-from lvdm_ref.utils import stream  # noqa: E402
-from lvdm_ref.lvdm import LatentVideoDiffusion, encode_videos  # noqa: E402
+from lvdm_ref.lvdm import LatentVideoDiffusion  # noqa: E402
 from lvdm_ref.metrics import psnr, ssim  # noqa: E402
-from lvdm_ref.utils import from_uint8, to_uint8  # noqa: E402
+from lvdm_ref.utils import from_uint8, stream, to_uint8  # noqa: E402
+from lvdm_ref.vae3d import encode_videos  # noqa: E402
+
+
+SENSITIVITY_CLIPS = 64  # clips of the card that are sampled again with another clip's condition
 
 
 def scores(fake: torch.Tensor, real: torch.Tensor) -> dict:
-    """Mean per-frame PSNR and SSIM of videos (B, C, T, H, W) in [-1, 1]."""
+    """Mean per-frame PSNR and SSIM of videos (B, C, F, H, W) in [-1, 1]."""
     fake01, real01 = (fake.clamp(-1, 1) + 1) / 2, (real + 1) / 2
     return {"psnr": round(float(psnr(fake01, real01).mean()), 3), "ssim": round(float(ssim(fake01, real01).mean()), 4)}
 
@@ -58,6 +65,27 @@ def fill(model: LatentVideoDiffusion, latents: torch.Tensor, seed: int, batch_si
     return torch.cat(out)
 
 
+def condition_sensitivity(model: LatentVideoDiffusion, latents: torch.Tensor, seed: int, batch_size: int,
+                          own: torch.Tensor | None = None, **sample_kwargs) -> dict:
+    """How much the output follows the condition: clip i sampled twice with the same noise, once given its own
+    latents and once given those of clip i + 1; the mean absolute difference of the two outputs at each
+    generated latent frame, divided by that of the two true clips there (N, c, f, h, w real latents).
+
+    0: the output is set by the noise alone; about 1: two conditions lead as far apart as the truth does.
+    `own`: the outputs given their own latents, when already sampled with `fill(model, latents, seed, ...)`.
+    """
+    swapped = torch.roll(latents, shifts=-1, dims=0)  # clip i given clip i + 1's latents, same streams
+    own = fill(model, latents, seed, batch_size, **sample_kwargs) if own is None else own
+    other = fill(model, swapped, seed, batch_size, **sample_kwargs)
+    generated = (given_frames(model.hierarchy.role, latents.shape[2]) == 0).nonzero().flatten().tolist()
+    dims = (0, 1, 3, 4)  # all but the frame axis
+    output_gap = (own - other).abs().mean(dims)  # (f,)
+    truth_gap = (latents - swapped).abs().mean(dims)
+    return {"frames": generated, "ratio": [round(float(output_gap[k] / truth_gap[k]), 4) for k in generated],
+            "output_gap": [round(float(output_gap[k]), 4) for k in generated],
+            "truth_gap": [round(float(truth_gap[k]), 4) for k in generated]}
+
+
 @torch.no_grad()
 def prediction_card(pred: LatentVideoDiffusion, clips: np.ndarray, args) -> dict:
     config, vae = pred.hierarchy, pred.vae
@@ -67,6 +95,9 @@ def prediction_card(pred: LatentVideoDiffusion, clips: np.ndarray, args) -> dict
     sampled = fill(pred, latents, args.seed, args.batch_size, num_steps=args.steps, perturbation_level=None,
                    guidance_scale=args.guidance)
     seconds = time.process_time() - start
+    num = min(len(latents), SENSITIVITY_CLIPS)
+    sensitivity = condition_sensitivity(pred, latents[:num], args.seed, args.batch_size, own=sampled[:num],
+                                        num_steps=args.steps, perturbation_level=None, guidance_scale=args.guidance)
     real = from_uint8(clips)  # (N, C, 64, H, W)
     rows = {"model": [], "ceiling": [], "repeat the given keyframe": []}
     for k in range(1, config.num_latents):  # each new keyframe decoded alone: 4 frames
@@ -80,7 +111,7 @@ def prediction_card(pred: LatentVideoDiffusion, clips: np.ndarray, args) -> dict
                    "per_keyframe": v} for name, v in per_keyframe.items()} | {
         "settings": {"perturbation_level": "model default (100 for s_max = 250)", "guidance": args.guidance,
                      "ddim_steps": args.steps, "eta": 1.0},
-        "sample_cpu_seconds": round(seconds, 1)}
+        "sample_cpu_seconds": round(seconds, 1), "condition_sensitivity": sensitivity}
 
 
 @torch.no_grad()
@@ -95,6 +126,9 @@ def interpolation_card(interp: LatentVideoDiffusion, clips: np.ndarray, referenc
     start = time.process_time()
     sampled = fill(interp, latents, args.seed, args.batch_size, num_steps=args.steps)
     seconds = time.process_time() - start
+    num = min(len(latents), SENSITIVITY_CLIPS)
+    sensitivity = condition_sensitivity(interp, latents[:num], args.seed, args.batch_size, own=sampled[:num],
+                                        num_steps=args.steps)
     weights = torch.linspace(0, 1, config.num_latents).view(1, 1, -1, 1, 1)
     line = latents[:, :, :1] * (1 - weights) + latents[:, :, -1:] * weights
     real = from_uint8(short)
@@ -113,6 +147,7 @@ def interpolation_card(interp: LatentVideoDiffusion, clips: np.ndarray, referenc
                          for name, clips16 in sets.items()}
     result["settings"] = {"perturbation_level": "model default", "guidance": 0.0, "ddim_steps": args.steps, "eta": 1.0}
     result["sample_cpu_seconds"] = round(seconds, 1)
+    result["condition_sensitivity"] = sensitivity
     return result
 
 
@@ -121,8 +156,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pred", type=Path, required=True)
     parser.add_argument("--interp", type=Path, required=True)
     parser.add_argument("--num", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--guidance", type=float, default=0.1, help="prediction model's guidance (long-video setting)")
+    parser.add_argument("--steps", type=int, default=LONG_VIDEO_DDIM_STEPS)
+    parser.add_argument("--guidance", type=float, default=LONG_VIDEO_GUIDANCE,
+                        help="prediction model's guidance (long-video setting)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())

@@ -33,8 +33,8 @@ from hierarchy_card import interpolation_card, prediction_card  # noqa: E402
 from lvdm_ref.checkpoint import atomic_write  # noqa: E402
 from lvdm_ref.config import get_preset  # noqa: E402
 from lvdm_ref.data import generate_moving_mnist  # noqa: E402
-from lvdm_ref.hierarchy import train_hierarchy_model  # noqa: E402
 from lvdm_ref.lvdm import LatentVideoDiffusion  # noqa: E402
+from lvdm_ref.recipes import train_hierarchy_model  # noqa: E402
 
 # name -> (role, overrides). Overrides: parameterization, attention_levels, condition_prob.
 PROBES = {

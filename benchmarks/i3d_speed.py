@@ -54,7 +54,7 @@ def i3d_at_revision(revision: str) -> torch.nn.Module:
 
 @torch.no_grad()
 def features(model, clips: np.ndarray, batch_size: int) -> np.ndarray:
-    """uint8 (N, T, H, W, C) -> (N, 400) float64, as lvdm_ref.metrics.i3d_features (without its checks)."""
+    """uint8 (N, F, H, W, C) -> (N, 400) float64, as lvdm_ref.metrics.i3d_features (without its checks)."""
     out = []
     for begin in range(0, len(clips), batch_size):
         x = preprocess(clips[begin:begin + batch_size])  # (b, 3, 16, 224, 224)

@@ -31,9 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from lvdm_ref.checkpoint import SHIPPED_DIR  # noqa: E402
 from lvdm_ref.config import get_preset  # noqa: E402
-from lvdm_ref.hierarchy import (LongVideoPlan, build_model, decode_frames, interpolate, long_video_plan,  # noqa: E402
-                                sample_keyframes)
+from lvdm_ref.diffusion import LONG_VIDEO_DDIM_STEPS  # noqa: E402
+from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE  # noqa: E402
+from lvdm_ref.long_video import LongVideoPlan, decode_frames, interpolate, long_video_plan, sample_keyframes  # noqa: E402
 from lvdm_ref.lvdm import LatentVideoDiffusion  # noqa: E402
+from lvdm_ref.perturbation import SAMPLE_LEVEL, TRAIN_MAX_LEVEL  # noqa: E402
+from lvdm_ref.recipes import build_hierarchy_model  # noqa: E402
 from lvdm_ref.vae3d import VideoAutoencoder  # noqa: E402
 from timing import interleaved  # noqa: E402  (benchmarks/timing.py)
 
@@ -47,7 +50,8 @@ def load_models(pred_path: Path, interp_path: Path, vae_path: Path):
     vae = VideoAutoencoder.load(vae_path)
     preset = get_preset("mmnist")
     torch.manual_seed(0)
-    pred, interp = (build_model(preset, role, vae, vae.config.latent_channels, 250).eval() for role in ("pred", "interp"))
+    pred, interp = (build_hierarchy_model(preset, role, vae, vae.config.latent_channels, TRAIN_MAX_LEVEL).eval()
+                    for role in ("pred", "interp"))
     pred.vae_sha256 = interp.vae_sha256 = "untrained"
     return pred, interp, "untrained models of the mmnist preset's size (timing does not depend on the weights)"
 
@@ -55,7 +59,8 @@ def load_models(pred_path: Path, interp_path: Path, vae_path: Path):
 def time_long_video(pred, interp, num_frames: int, steps: int) -> dict:
     plan = long_video_plan(pred, interp, num_frames)
     start = time.perf_counter()
-    keyframes = sample_keyframes(pred, plan, 1, seed=0, num_steps=steps, guidance_scale=0.1, progress=False)
+    keyframes = sample_keyframes(pred, plan, 1, seed=0, num_steps=steps, guidance_scale=LONG_VIDEO_GUIDANCE,
+                                 progress=False)
     after_keyframes = time.perf_counter()
     latents = interpolate(interp, keyframes, seed=0, num_steps=steps, progress=False)
     after_interp = time.perf_counter()
@@ -79,7 +84,7 @@ def peak_memory_child(args: argparse.Namespace, num_frames: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1024)
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=LONG_VIDEO_DDIM_STEPS)
     parser.add_argument("--pairs", type=int, default=16, help="pairs for the batched vs pair-at-a-time comparison")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--memory-frames", type=int, nargs="*", default=[256, 1024, 4096])
@@ -101,8 +106,8 @@ def main() -> None:
         print(json.dumps({"peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
         return
 
-    result = {"models": models, "threads": args.threads, "steps": args.steps, "guidance": 0.1,
-              "perturbation_level": 100, "device": "cpu", "torch": torch.__version__}
+    result = {"models": models, "threads": args.threads, "steps": args.steps, "guidance": LONG_VIDEO_GUIDANCE,
+              "perturbation_level": SAMPLE_LEVEL, "device": "cpu", "torch": torch.__version__}
     result["long_video"] = time_long_video(pred, interp, args.frames, args.steps)
     print(f"{args.frames} frames: {result['long_video']['seconds_total']} s", file=sys.stderr)
 

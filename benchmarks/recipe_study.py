@@ -36,8 +36,9 @@ from lvdm_ref.checkpoint import atomic_write  # noqa: E402
 from lvdm_ref.config import get_preset, with_recipe  # noqa: E402
 from lvdm_ref.data import generate_moving_mnist  # noqa: E402
 from lvdm_ref.i3d import load_i3d  # noqa: E402
-from lvdm_ref.lvdm import LatentVideoDiffusion, train_short_model  # noqa: E402
+from lvdm_ref.lvdm import LatentVideoDiffusion  # noqa: E402
 from lvdm_ref.metrics import fvd_from_features, i3d_features  # noqa: E402
+from lvdm_ref.recipes import train_short_model  # noqa: E402
 from lvdm_ref.train import Callback  # noqa: E402
 from lvdm_ref.utils import file_sha256  # noqa: E402
 
@@ -196,8 +197,8 @@ class Study:
 
     # ------------------------------------------------------------------ one recipe
     def run(self, name: str, describe: str, apply, train=train_short_model) -> None:
-        """Calibrate, then train `apply(mmnist preset)` with `train` (`lvdm.train_short_model` or a function of
-        its signature, like `pixel.train_pixel_model`) to half and all of the budget, scoring FVD at each."""
+        """Calibrate, then train `apply(mmnist preset)` with `train` (`recipes.train_short_model` or a function of
+        its signature, like `recipes.train_pixel_model`) to half and all of the budget, scoring FVD at each."""
         self.touched.add(name)
         args, entry = self.args, self.results[self.section].setdefault(name, {"change": describe})
         preset = apply(get_preset("mmnist"))
@@ -357,7 +358,7 @@ def run_study(parser: argparse.ArgumentParser, args: argparse.Namespace, variant
     torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     study = Study(args, section)
-    for name, (describe, apply, *train) in variants.items():  # train: optional, lvdm.train_short_model by default
+    for name, (describe, apply, *train) in variants.items():  # train: optional, recipes.train_short_model by default
         if args.only is None or name in args.only:
             study.run(name, describe, apply, *train)
     return study

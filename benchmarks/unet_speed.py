@@ -7,7 +7,7 @@
   the start and at the end; the higher is used, so a busy machine cannot flatter the MFU).
 - `train`: forward+backward of the preset's UNet on a batch of latents (no optimizer step): samples/s,
   GFLOP per sample counted by `torch.utils.flop_counter` (convolutions, matmuls and attention, with the
-  fused CPU attention kernel added by `lvdm_ref.unet.flop_counter`; element-wise ops are not counted), achieved GFLOP/s and `mfu` = achieved / matmul_gflops.
+  fused CPU attention kernel added by `lvdm_ref.profiling.flop_counter`; element-wise ops are not counted), achieved GFLOP/s and `mfu` = achieved / matmul_gflops.
 - `attention_scaling`: "factorized" vs "joint" at batch 1 as the number of latent frames grows: FLOPs and
   time of a forward+backward and the peak extra resident memory it needed (Linux: VmHWM after a reset).
   Attention here is a fused kernel, so joint attention never stores its (t h w)^2 weights.
@@ -38,7 +38,8 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from lvdm_ref.config import get_preset  # noqa: E402
 from lvdm_ref.diffusion import GaussianDiffusion  # noqa: E402
-from lvdm_ref.unet import UNet, flop_counter  # noqa: E402
+from lvdm_ref.profiling import flop_counter  # noqa: E402
+from lvdm_ref.unet import UNet  # noqa: E402
 from timing import INDUCTOR_CACHE, first_call, interleaved, optimizer_step  # noqa: E402  (benchmarks/timing.py)
 
 
@@ -185,7 +186,7 @@ def main() -> None:
     preset = get_preset(args.preset)
     vae, data = preset.vae, preset.data
     latent_hw = (data.size // vae.spatial_downsample, data.size // vae.spatial_downsample)
-    latent_shape = (preset.unet.in_channels, data.num_frames // vae.temporal_downsample, *latent_hw)  # (c, t, h, w)
+    latent_shape = (preset.unet.in_channels, data.num_frames // vae.temporal_downsample, *latent_hw)  # (c, f, h, w)
     batch = args.batch_size or preset.train.batch_size
 
     matmul_before = matmul_gflops()

@@ -52,7 +52,7 @@ def main() -> None:
     preset = get_preset(args.preset)
     data, train = preset.data, preset.vae_train
     clips = FreshMovingMNIST(train.batch_size, data.num_frames, data.size, data.num_digits, seed=data.seed)(0)
-    # (B, 1, T, H, W) in [-1, 1]
+    # (B, 1, F, H, W) in [-1, 1]
 
     steps, first = {}, {}
     for compiled in ((False,) if args.no_compile else (False, True)):

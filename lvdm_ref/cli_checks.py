@@ -1,17 +1,54 @@
 """Argument checks for the command line: each finds a bad argument before any work starts.
 
-The argparse `type=` functions (`integer`, `number`, `input_file`, `output_file`,
+The argparse `type=` functions (`integer`, `number`, `input_file`, `clip_source`, `output_file`,
 `output_folder`, `url`, `device`) check one argument as argparse reads it; argparse then stops
 with `lvdm <command>: error: argument --x: <problem and fix>` and exit status 2. The `check_*`
-functions cover what needs two arguments or a checkpoint's header; they raise ValueError or
-FileNotFoundError, which `cli.main` prints as `error: ...` with exit status 2. A new command uses
-the same functions.
+functions cover what needs two arguments, a checkpoint's header or an input's contents; they raise
+`UsageError`, which `cli.main` prints as one line, `error: ...`, with exit status 2. A new command uses
+the same functions, and raises `UsageError` for its own checks. A library error about a file the user
+passed (a checkpoint of the wrong kind, clips of the wrong shape) becomes one where the command loads
+that file, inside `with user_input():`; any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+
+import torch
+
+from lvdm_ref.checkpoint import read_metadata
+from lvdm_ref.config import HierarchyConfig, from_dict
+from lvdm_ref.long_video import check_pair
+from lvdm_ref.metrics import NUM_FRAMES
+from lvdm_ref.train import STATE_FILE
+from lvdm_ref.video_io import READ_EXTENSIONS
+
+
+class UsageError(ValueError):
+    """A bad argument or input file: `cli.main` prints the message as one line and exits with status 2."""
+
+
+@contextmanager
+def user_input():
+    """Re-raise a ValueError or FileNotFoundError from reading what the user passed as a `UsageError`.
+
+    Wrap only the loading of user-given files (checkpoints, clips, downloads): an error there is about
+    the input. The same error types raised while training or sampling are bugs and keep their traceback.
+    """
+    try:
+        yield
+    except UsageError:
+        raise
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from error
+
+
+def header(path: Path) -> dict:
+    """The metadata of a checkpoint the user passed (a file that is not one is a usage error)."""
+    with user_input():
+        return read_metadata(path)
 
 
 # ----------------------------------------------------------------------------- one argument
@@ -80,6 +117,17 @@ def input_file(*suffixes: str):
     return parse
 
 
+def clip_source(text: str) -> Path:
+    """argparse type: clips for FVD: an .npz, a video file, or a folder holding video files."""
+    path = Path(text)
+    if path.is_dir():
+        if not any(p.is_file() and p.suffix.lower() in READ_EXTENSIONS for p in path.iterdir()):
+            raise argparse.ArgumentTypeError(f"{text} is a folder with no video files ({', '.join(READ_EXTENSIONS)}); "
+                                             f"pass an .npz, a video file or a folder of videos")
+        return path
+    return input_file(".npz", *READ_EXTENSIONS)(text)
+
+
 def output_file(*suffixes: str):
     """argparse type: a file to write, with one of `suffixes`, whose folder exists or can be made."""
 
@@ -115,8 +163,6 @@ def device(text: str) -> str:
     """argparse type: "auto", or a torch device that this machine has."""
     if text == "auto":
         return text
-    import torch
-
     try:
         parsed = torch.device(text)
     except RuntimeError:
@@ -130,54 +176,69 @@ def device(text: str) -> str:
 # ----------------------------------------------------------------------------- across arguments
 def check_resumable(out: Path) -> None:
     """--resume needs the state file of an earlier run in --out."""
-    from lvdm_ref.train import STATE_FILE
-
     if not (out / STATE_FILE).is_file():
-        raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out}; pass the folder of an earlier run, "
+        raise UsageError(f"--resume: no {STATE_FILE} in {out}; pass the folder of an earlier run, "
                                 f"or drop --resume to start a new one")
+
+
+def check_autoencoder(path: Path, option: str) -> None:
+    """`option` (--vae, --init, --ckpt) names an autoencoder checkpoint (reads only the header)."""
+    kind = header(path).get("kind")
+    if kind != "vae3d":
+        raise UsageError(f"{option} {path} holds a {kind!r} checkpoint, not an autoencoder ('vae3d'); pass one "
+                         f"written by `train-vae`, e.g. {option} data/checkpoints/mmnist_vae.safetensors")
+
+
+def check_fvd_clips(videos, option: str, path: Path) -> None:
+    """The clips of --real / --fake are what FVD scores: uint8 (N, 16, H, W, C)."""
+    if videos.ndim == 5 and videos.shape[1] != NUM_FRAMES:
+        frames = f"{videos.shape[1]} frame" + ("s" if videos.shape[1] != 1 else "")
+        raise UsageError(f"{option} {path} holds clips of {frames}; FVD scores clips of exactly "
+                         f"{NUM_FRAMES} frames (its I3D protocol). Make {NUM_FRAMES}-frame clips (`data moving-mnist "
+                         f"--frames {NUM_FRAMES}`, `sample --out x.npz`), cut longer ones (videos[:, :{NUM_FRAMES}]), "
+                         f"or pass a video file or a folder of them, cut into consecutive {NUM_FRAMES}-frame clips")
 
 
 def check_sampler_steps(ckpt: Path, sampler: str, steps: int | None) -> None:
     """DDIM steps fit the checkpoint's chain; DDPM takes all of them (reads only the header)."""
-    from lvdm_ref.checkpoint import read_metadata
-
     if steps is None:
         return
-    num_timesteps = read_metadata(ckpt).get("diffusion", {}).get("num_timesteps")
+    diffusion = header(ckpt).get("diffusion", {})
+    num_timesteps = diffusion.get("num_timesteps")
     if num_timesteps is None:  # not a diffusion checkpoint: loading it says so
         return
     if sampler == "ddpm" and steps != num_timesteps:
-        raise ValueError(f"--steps {steps}: DDPM takes all {num_timesteps} steps of the chain; drop --steps "
+        raise UsageError(f"--steps {steps}: DDPM takes all {num_timesteps} steps of the chain; drop --steps "
                          f"or use --sampler ddim")
     if steps > num_timesteps:
-        raise ValueError(f"--steps {steps}: {ckpt.name} has a chain of {num_timesteps} steps; "
+        raise UsageError(f"--steps {steps}: {ckpt.name} has a chain of {num_timesteps} steps; "
                          f"use --steps between 1 and {num_timesteps}")
+    if diffusion.get("timestep_spacing") == "leading" and steps > num_timesteps // 2:  # diffusion.py says why
+        raise UsageError(f"--steps {steps}: {ckpt.name} samples DDIM with LVDM's 'leading' timesteps, which take "
+                         f"at most {num_timesteps // 2} of its {num_timesteps} steps")
 
 
 def check_hierarchy_pair(pred: Path, interp: Path, steps: int, perturbation_level: int | None) -> dict:
     """--pred / --interp are a prediction and an interpolation checkpoint on one autoencoder, the steps fit
     their chains and the perturbation level fits the prediction model (reads only the headers)."""
-    from lvdm_ref.checkpoint import read_metadata
-    from lvdm_ref.config import HierarchyConfig, from_dict
-    from lvdm_ref.hierarchy import check_pair
-
     headers = {}
     for name, path, kind in (("--pred", pred, "lvdm_pred"), ("--interp", interp, "lvdm_interp")):
-        meta = read_metadata(path)
+        meta = header(path)
         if meta.get("kind") != kind:
-            raise ValueError(f"{name} {path} holds a {meta.get('kind')!r} checkpoint, not a {kind!r} one "
+            raise UsageError(f"{name} {path} holds a {meta.get('kind')!r} checkpoint, not a {kind!r} one "
                              f"(train it with `train --model {kind.split('_')[1]}`)")
         check_sampler_steps(path, "ddim", steps)
         headers[name] = meta
     configs = [from_dict(HierarchyConfig, headers[name]["hierarchy"]) for name in ("--pred", "--interp")]
-    check_pair(*configs)
+    with user_input():  # its messages name --pred and --interp
+        check_pair(*configs)
     shas = [headers[name].get("vae", {}).get("sha256") for name in ("--pred", "--interp")]
     if shas[0] != shas[1]:
-        raise ValueError(f"--pred and --interp were trained on different autoencoders (sha256 {shas[0]} vs {shas[1]}); "
+        raise UsageError(f"--pred and --interp were trained on different autoencoders (sha256 {shas[0]} vs {shas[1]}); "
                          f"use a pair trained on the same one")
     max_level = configs[0].max_perturbation_level
     if perturbation_level and max_level == 0:
-        raise ValueError(f"{pred} was trained without perturbation: use --perturbation-level 0")
+        raise UsageError(f"{pred} was trained without perturbation: use --perturbation-level 0")
     if perturbation_level is not None and max_level and perturbation_level >= max_level:
-        raise ValueError(f"--perturbation-level must be below the training s_max {max_level}, got {perturbation_level}")
+        raise UsageError(f"--perturbation-level must be below the training s_max {max_level}, got {perturbation_level}")
     return headers

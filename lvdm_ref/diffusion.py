@@ -13,16 +13,18 @@ The names follow DDPM/improved-diffusion: `betas`, `alphas_cumprod`, `q_sample`,
 
 How other modules plug into the sampler (`GaussianDiffusion.sample`) without touching it:
 - `model(x_t, t, **model_kwargs)` is any callable; `model_kwargs` carries mask, perturbation level, class.
-- `combine_fn(model, x_t, t, model_kwargs) -> output` replaces the single model call, e.g. guidance
-  `(1 + w) * model(x, t, **cond) - w * model(x, t, **uncond)`.
+  Guidance is such a callable: a wrapper that calls the network for both branches and combines them
+  with `guidance.guide` (`hierarchy.ConditionalDenoiser`).
 - `callback(step, t, x_t, pred_x0)` sees every step (progress plots, attention snapshots).
 The sampler never rewrites x_t itself: a model that needs given latents written into its input (the
-hierarchy, `hierarchy.ConditionalDenoiser`) does it inside its own call, so a second, unconditional call
+hierarchy, `hierarchy.ConditionalDenoiser`) does it inside its own call, so its unconditional branch
 in the same step sees the untouched x_t (the official code's guidance saw the rewritten one).
 
 DDIM timesteps: `timestep_spacing="uniform"` (default) spaces S steps evenly over [0, T-1], ending at
 t = 0 and stepping to alpha = 1; `"leading"` is LVDM's: `range(0, T, T // S) + 1` (981, 961, ..., 1 for
-S = 50) with the last step going to abar_0 (diffusers: "leading", steps_offset=1, set_alpha_to_one=False).
+S = 50) with the last step going to abar_0 (diffusers: "leading", steps_offset=1, set_alpha_to_one=False);
+it takes at most T // 2 steps (beyond, its stride is 1 and it would start far below t = T - 1).
+Min-SNR-gamma weights an L2 loss only (its weights convert squared errors between targets).
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ PARAMETERIZATIONS = ("eps", "x0", "v")
 LOSSES = ("l1", "l2")
 SAMPLERS = ("ddpm", "ddim")
 TIMESTEP_SPACINGS = ("uniform", "leading")
+LONG_VIDEO_DDIM_STEPS = 50  # LVDM's long-video script: DDIM, 50 steps ...
+LONG_VIDEO_DDIM_ETA = 1.0  # ... with eta = 1 (LVDM_NOTES.md section 3)
 
 
 def make_beta_schedule(schedule: str, num_timesteps: int, linear_start: float = 0.0015,
@@ -91,6 +95,10 @@ class GaussianDiffusion(nn.Module):
             raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {config.parameterization!r}")
         if config.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {config.loss!r}")
+        if config.min_snr_gamma is not None and config.loss != "l2":
+            raise ValueError(f"min_snr_gamma={config.min_snr_gamma} weights a squared (l2) loss: Min-SNR's weights "
+                             f"convert squared errors between eps, x0 and v, which an {config.loss} loss is not; "
+                             f"use loss='l2', or min_snr_gamma=None for {config.loss}")
         self.config = config
         self.num_timesteps = config.num_timesteps
         self.parameterization = config.parameterization
@@ -274,6 +282,11 @@ class GaussianDiffusion(nn.Module):
         if not 1 <= num_steps <= self.num_timesteps:
             raise ValueError(f"num_steps must be in [1, {self.num_timesteps}], got {num_steps}")
         if sampler == "ddim" and spacing == "leading":  # LVDM: range(0, T, T // S) + 1
+            if num_steps > self.num_timesteps // 2:  # stride T // S = 1: steps 1, ..., S, started from pure noise
+                raise ValueError(f"timestep_spacing='leading' with {num_steps} of {self.num_timesteps} steps has stride "
+                                 f"1 and visits only t = 1..{min(num_steps, self.num_timesteps - 1)}, starting from "
+                                 f"pure noise far below t = {self.num_timesteps - 1}; use timestep_spacing='uniform', "
+                                 f"or at most {self.num_timesteps // 2} steps")
             stride = self.num_timesteps // num_steps
             steps = [min(k * stride + 1, self.num_timesteps - 1) for k in range(num_steps)]
             return steps[::-1]
@@ -283,14 +296,13 @@ class GaussianDiffusion(nn.Module):
     @torch.no_grad()
     def sample(self, model: Callable, shape: tuple[int, ...], *, sampler: str | None = None,
                num_steps: int | None = None, eta: float | None = None, noise: torch.Tensor | None = None,
-               model_kwargs: dict | None = None, combine_fn: Callable | None = None,
-               callback: Callable | None = None, clip_denoised: bool = False, timestep_spacing: str | None = None,
-               return_trajectory: bool = False, progress: bool = False,
+               model_kwargs: dict | None = None, callback: Callable | None = None, clip_denoised: bool = False,
+               timestep_spacing: str | None = None, return_trajectory: bool = False, progress: bool = False,
                generator: torch.Generator | list[torch.Generator] | None = None, device: str | torch.device | None = None,
                dtype: torch.dtype = torch.float32):
         """Draw samples of `shape` with DDPM (Alg. 2) or DDIM (Eq. 12, `eta`, `num_steps`).
 
-        `model(x_t, t, **model_kwargs)` predicts the configured target. The hooks (`combine_fn`, `callback`)
+        `model(x_t, t, **model_kwargs)` predicts the configured target. The `callback` hook
         and `timestep_spacing` are described in the module docstring. `noise` is the starting x_T; `generator`
         (one, or a list of one per sample, which makes each sample independent of the batch it is in)
         makes the run reproducible; `dtype` is that of x_T unless `noise` is given. Returns x_0, or (x_0, Trajectory) with `return_trajectory=True`
@@ -308,8 +320,6 @@ class GaussianDiffusion(nn.Module):
         model_kwargs = model_kwargs or {}
 
         def model_fn(x, t):
-            if combine_fn is not None:
-                return combine_fn(model, x, t, model_kwargs)
             return model(x, t, **model_kwargs)
 
         dtype = dtype if noise is None else noise.dtype

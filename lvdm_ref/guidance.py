@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-LONG_VIDEO_SCALE = 0.1  # official long-video script
+LONG_VIDEO_GUIDANCE = 0.1  # w on the prediction stage of LVDM's long-video script (official)
 
 
 def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:

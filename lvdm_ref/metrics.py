@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from lvdm_ref.checkpoint import atomic_write
 from lvdm_ref.i3d import I3D_SHA256, RESOLUTION, InceptionI3d, load_i3d
 from lvdm_ref.utils import cache_dir, file_sha256, from_uint8
+from lvdm_ref.video_io import READ_EXTENSIONS, read_clips
 
 if TYPE_CHECKING:  # for annotations only: a metrics file reads models, models never import it
     from lvdm_ref.vae3d import VideoAutoencoder
@@ -43,10 +44,10 @@ BATCH_SIZE = 2  # clips per I3D call: on a CPU 2 beat 8 by 1.3x (benchmarks/i3d_
 
 # ----------------------------------------------------------------------------- features
 def check_clips(videos: np.ndarray, name: str = "videos", num_frames: int | None = NUM_FRAMES) -> np.ndarray:
-    """Validate uint8 (N, T, H, W, C) clips with C in {1, 3}; integer arrays within [0, 255] are accepted."""
+    """Validate uint8 (N, F, H, W, C) clips with C in {1, 3}; integer arrays within [0, 255] are accepted."""
     videos = np.asarray(videos)
     if videos.ndim != 5 or videos.shape[-1] not in (1, 3):
-        raise ValueError(f"{name} must be (N, T, H, W, C) with C = 1 or 3, got shape {videos.shape}")
+        raise ValueError(f"{name} must be (N, F, H, W, C) with C = 1 or 3, got shape {videos.shape}")
     if videos.dtype != np.uint8:
         low, high = (videos.min(), videos.max()) if videos.size else (0, 0)
         if videos.dtype.kind not in "iu" or low < 0 or high > 255:
@@ -60,14 +61,14 @@ def check_clips(videos: np.ndarray, name: str = "videos", num_frames: int | None
 
 
 def preprocess(videos: np.ndarray) -> torch.Tensor:
-    """uint8 (N, T, H, W, C) -> float (N, 3, T, 224, 224) in [-1, 1], the I3D input."""
-    x = torch.from_numpy(np.ascontiguousarray(videos)).float()  # (N, T, H, W, C) in [0, 255]
+    """uint8 (N, F, H, W, C) -> float (N, 3, F, 224, 224) in [-1, 1], the I3D input."""
+    x = torch.from_numpy(np.ascontiguousarray(videos)).float()  # (N, F, H, W, C) in [0, 255]
     num_clips = x.shape[0]
-    frames = rearrange(x, "n t h w c -> (n t) c h w")
+    frames = rearrange(x, "n f h w c -> (n f) c h w")
     frames = F.interpolate(frames, size=(RESOLUTION, RESOLUTION), mode="bilinear", align_corners=False)
     # Differs from the FVD paper's code (TF1 resize_bilinear: source = target * in / out, no
     # half-pixel offset): we sample at half-pixel centres like torch and TF2. Stated in the README.
-    x = rearrange(frames, "(n t) c h w -> n c t h w", n=num_clips) / 127.5 - 1  # (N, C, T, 224, 224)
+    x = rearrange(frames, "(n f) c h w -> n c f h w", n=num_clips) / 127.5 - 1  # (N, C, F, 224, 224)
     return x.expand(-1, 3, -1, -1, -1) if x.shape[1] == 1 else x  # grayscale -> RGB
 
 
@@ -87,12 +88,18 @@ def i3d_features(videos: np.ndarray, batch_size: int = BATCH_SIZE, model: Incept
 
 
 def load_clips(path: str | Path, num: int | None = None) -> np.ndarray:
-    """uint8 (N, T, H, W, C) clips from an .npz (array `videos`, or its only array); first `num` clips."""
-    with np.load(path) as archive:
-        keys = list(archive.keys())
-        if "videos" not in keys and len(keys) != 1:
-            raise ValueError(f"{path} must hold an array named 'videos' (or a single array), has {keys}")
-        videos = archive["videos" if "videos" in keys else keys[0]]
+    """uint8 (N, F, H, W, C) clips, the first `num` of them: an .npz's array `videos`, or the consecutive
+    16-frame clips of a video file or of each video file in a folder (`video_io.read_clips`, RGB)."""
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() != ".npz":
+        videos = read_clips(path, NUM_FRAMES)  # (N, 16, H, W, 3)
+    else:
+        with np.load(path) as archive:
+            if "videos" not in archive.files:
+                raise ValueError(f"{path} holds {archive.files} but no array 'videos'; clips are read from `videos`, "
+                                 f"uint8 (N, F, H, W, C), as `data moving-mnist` and `sample --out x.npz` write "
+                                 f"them (np.savez(path, videos=clips))")
+            videos = archive["videos"]
     if num is not None:
         if num > len(videos):
             raise ValueError(f"--num {num} asks for more clips than {path} holds ({len(videos)})")
@@ -101,17 +108,25 @@ def load_clips(path: str | Path, num: int | None = None) -> np.ndarray:
 
 
 def file_features(path: str | Path, num: int | None = None, batch_size: int = BATCH_SIZE,
-                  model: InceptionI3d | None = None, progress: bool = True) -> tuple[np.ndarray, bool]:
-    """Features of the first `num` clips of an .npz (all when None), cached per file.
+                  model: InceptionI3d | None = None, progress: bool = True,
+                  videos: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    """Features of the first `num` clips of an .npz, a video file or a folder of them (all when None),
+    cached per file (`videos`: those clips when already read by `load_clips(path, num)`).
 
-    The cache is keyed by the file's contents and PROTOCOL and holds the features of a prefix of
-    its clips; a later call computes only the clips it lacks (so the real-set statistics are
-    computed once, and N = 256, 512, 1024 of one file share work). Returns (features, cache_hit).
+    The cache is keyed by the file's contents (a folder's: its video files') and PROTOCOL and holds the
+    features of a prefix of its clips; a later call computes only the clips it lacks (so the real-set
+    statistics are computed once, and N = 256, 512, 1024 of one file share work). Returns (features, cache_hit).
     """
-    digest = hashlib.sha256(f"{file_sha256(path)}/{PROTOCOL}".encode()).hexdigest()  # the file's bytes + protocol
+    path = Path(path)
+    if path.is_dir():  # a folder of videos: the names and bytes of its video files, in reading order
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in READ_EXTENSIONS)
+        contents = hashlib.sha256("".join(f"{p.name}:{file_sha256(p)}/" for p in files).encode()).hexdigest()
+    else:
+        contents = file_sha256(path)
+    digest = hashlib.sha256(f"{contents}/{PROTOCOL}".encode()).hexdigest()  # the file's bytes + protocol
     cached_path = cache_dir() / "features" / f"{digest[:32]}.npy"
     cached = np.load(cached_path) if cached_path.exists() else np.zeros((0, 400))  # (k, 400)
-    videos = load_clips(path, num)
+    videos = load_clips(path, num) if videos is None else videos
     if len(cached) >= len(videos):
         return cached[:len(videos)], True
     new = i3d_features(videos[len(cached):], batch_size=batch_size, model=model, progress=progress)
@@ -177,7 +192,7 @@ def compute_fvd(real: np.ndarray, fake: np.ndarray, batch_size: int = BATCH_SIZE
     """FVD and KVD between two sets of uint8 (N, 16, H, W, C) clips of the same shape."""
     real, fake = check_clips(real, "real"), check_clips(fake, "fake")
     if real.shape[1:] != fake.shape[1:]:
-        raise ValueError(f"real and fake clips differ in shape: {real.shape[1:]} vs {fake.shape[1:]} (T, H, W, C)")
+        raise ValueError(f"real and fake clips differ in shape: {real.shape[1:]} vs {fake.shape[1:]} (F, H, W, C)")
     model = model if model is not None else load_i3d()
     real_features = i3d_features(real, batch_size, model, progress=progress)
     fake_features = i3d_features(fake, batch_size, model, progress=progress)
@@ -209,11 +224,11 @@ def windowed_fvd(videos: np.ndarray, real: np.ndarray | None = None, starts: Seq
 
 # ----------------------------------------------------------------------------- PSNR and SSIM
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Per-frame PSNR in dB of (B, C, T, H, W) videos with values in [0, data_range] -> (B, T).
+    """Per-frame PSNR in dB of (B, C, F, H, W) videos with values in [0, data_range] -> (B, F).
 
     PSNR is shift-invariant, so [-1, 1] videos with data_range=2 give the same numbers.
     """
-    mse = (x.double() - y.double()).pow(2).mean(dim=(1, 3, 4))  # (B, T)
+    mse = (x.double() - y.double()).pow(2).mean(dim=(1, 3, 4))  # (B, F)
     return 10 * torch.log10(data_range ** 2 / mse)
 
 
@@ -224,15 +239,15 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Per-frame SSIM (Wang et al. 2004, Eq. 13) of (B, C, T, H, W) videos in [0, data_range] -> (B, T).
+    """Per-frame SSIM (Wang et al. 2004, Eq. 13) of (B, C, F, H, W) videos in [0, data_range] -> (B, F).
 
     11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, 'valid' filtering as in the authors'
     MATLAB code, averaged over pixels and channels. The luminance term is not shift-invariant:
     pass [-1, 1] videos as (x + 1) / 2, as the standard measures on non-negative pixels.
     """
     batch, channels, frames = x.shape[:3]
-    a = rearrange(x.double(), "b c t h w -> (b t c) 1 h w")
-    b = rearrange(y.double(), "b c t h w -> (b t c) 1 h w")
+    a = rearrange(x.double(), "b c f h w -> (b f c) 1 h w")
+    b = rearrange(y.double(), "b c f h w -> (b f c) 1 h w")
     g = _gaussian_window().to(a.device)
 
     def blur(image: torch.Tensor) -> torch.Tensor:  # separable Gaussian, valid: (n, 1, H-10, W-10)
@@ -243,22 +258,22 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
     cov = blur(a * b) - mu_a * mu_b
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
-    per_plane = ssim_map.mean(dim=(1, 2, 3))  # ((B T C),)
-    return rearrange(per_plane, "(b t c) -> b t c", b=batch, t=frames, c=channels).mean(dim=2)  # (B, T)
+    per_plane = ssim_map.mean(dim=(1, 2, 3))  # ((B F C),)
+    return rearrange(per_plane, "(b f c) -> b f c", b=batch, f=frames, c=channels).mean(dim=2)  # (B, F)
 
 
 # ----------------------------------------------------------------------------- the autoencoder
 @torch.no_grad()
 def evaluate_reconstruction(autoencoder: VideoAutoencoder, videos: np.ndarray, batch_size: int = 8) -> dict:
-    """Per-frame PSNR (dB) and SSIM of reconstructions of uint8 clips (N, T, H, W, C), averaged over all frames."""
+    """Per-frame PSNR (dB) and SSIM of reconstructions of uint8 clips (N, F, H, W, C), averaged over all frames."""
     autoencoder.eval()
     psnrs, ssims = [], []
     device = autoencoder.latent_scale.device
     for start in range(0, len(videos), batch_size):
-        real = from_uint8(videos[start:start + batch_size]).to(device)  # (B, C, T, H, W) in [-1, 1]
+        real = from_uint8(videos[start:start + batch_size]).to(device)  # (B, C, F, H, W) in [-1, 1]
         fake = autoencoder.reconstruct(real)
         # SSIM is not shift-invariant (its luminance term), so measure on [0, 1] pixels as the standard does.
         real01, fake01 = (real + 1) / 2, (fake + 1) / 2
-        psnrs.append(psnr(fake01, real01, data_range=1.0).flatten())  # (B * T,)
+        psnrs.append(psnr(fake01, real01, data_range=1.0).flatten())  # (B * F,)
         ssims.append(ssim(fake01, real01, data_range=1.0).flatten())
     return {"psnr": float(torch.cat(psnrs).mean()), "ssim": float(torch.cat(ssims).mean())}

@@ -17,9 +17,12 @@ and s is given to the network as an embedding (added to the timestep embedding, 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from lvdm_ref.diffusion import GaussianDiffusion
+if TYPE_CHECKING:  # only for annotations: config.py imports the constants below, and diffusion.py imports config.py
+    from lvdm_ref.diffusion import GaussianDiffusion
 
 TRAIN_MAX_LEVEL = 250  # s ~ U{0, ..., 249} in training (official)
 SAMPLE_LEVEL = 100  # the fixed s at sampling (official long-video script): 2/5 of s_max

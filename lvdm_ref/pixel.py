@@ -13,23 +13,21 @@ model, and the 16x16 level has the latent model's 64 channels at its first level
 (measured at batch 16, one CPU thread: 12 s against 0.8 s).
 
 `PixelSpace` stands where the autoencoder stands in `LatentVideoDiffusion`: encode and decode are the
-identity, so sampling, checkpoints and the evaluation code are shared with the latent model.
+identity, so sampling, checkpoints and the evaluation code are shared with the latent model. The
+training recipe is `recipes.train_pixel_model`.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from lvdm_ref.config import Preset, UNetConfig
-from lvdm_ref.utils import from_uint8
 
 
 class PixelSpace(nn.Module):
-    """The identity 'autoencoder': a clip (B, C, T, H, W) in [-1, 1] is its own latent."""
+    """The identity 'autoencoder': a clip (B, C, F, H, W) in [-1, 1] is its own latent."""
 
     def __init__(self, channels: int = 1):
         super().__init__()
@@ -59,25 +57,3 @@ def pixel_preset(preset: Preset) -> Preset:
     """The preset with its UNet made a pixel UNet; diffusion and training unchanged."""
     return dataclasses.replace(preset, unet=pixel_unet_config(preset.unet))
 
-
-def train_pixel_model(preset: Preset, vae_path: str | os.PathLike | None, out: str | os.PathLike, *,
-                      steps: int | None = None, num_clips: int | None = None, resume: bool = False,
-                      device: str = "auto", callbacks=(), progress: bool = True,
-                      latents_cache: str | os.PathLike | None = None, stop_at: int | None = None,
-                      compile: bool = False) -> dict:
-    """Train `preset`'s UNet (make it with `pixel_preset`) on pixel clips; OUT/short.safetensors.
-
-    The signature of `lvdm.train_short_model`, so the budget studies call either; `vae_path` and
-    `latents_cache` are ignored (there is nothing to encode: the same seeded clips are generated again).
-    """
-    from lvdm_ref.lvdm import _training_clips, fit_diffusion
-
-    train_config = preset.train if steps is None else dataclasses.replace(preset.train, steps=steps)
-    num_clips = preset.data.num_train if num_clips is None else num_clips
-    if num_clips < train_config.batch_size:
-        raise ValueError(f"{num_clips} training clips are fewer than one batch of {train_config.batch_size}")
-    clips = _training_clips(preset.data, num_clips)  # uint8 (N, T, H, W, C)
-    data = torch.cat([from_uint8(clips[i:i + 256]) for i in range(0, len(clips), 256)])  # (N, C, T, H, W)
-    return fit_diffusion(preset, train_config, PixelSpace(data.shape[1]), data, Path(out), resume=resume,
-                         device=device, callbacks=callbacks, progress=progress, stop_at=stop_at, compile=compile,
-                         extra={"space": "pixel"})

@@ -178,8 +178,8 @@ class Trainer:
         self._mark = (time.perf_counter(), time.process_time())
         bar = tqdm(total=total, initial=self.step, desc="train", disable=not (self.progress and self.is_main),
                    dynamic_ncols=True)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16,
-                                  enabled=self.device.type == "cuda" and self.config.bf16)
+        use_bf16 = self.config.bf16 if self.device.type == "cuda" else self.config.bf16_cpu and self.device.type == "cpu"
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
         self.model.train()
         try:
             while self.step < total:
@@ -225,13 +225,22 @@ class Trainer:
                    "total_wall_seconds": round(self.clock["wall_seconds"], 3),
                    "total_cpu_seconds": round(self.clock["cpu_seconds"], 3), "timed_from_step": self.clock["from_step"],
                    "steps_per_second": round((self.step - start_step) / max(seconds, 1e-9), 3),
-                   "final_loss": self.last_logs["loss"] if self.last_logs else None,
+                   "final_loss": self._mean_over_processes(self.last_logs["loss"] if self.last_logs else None),
                    "compiled": self.compile, "out_dir": str(self.out_dir)}
         if self.is_main:
             self.plot_loss()
         for callback in self.callbacks:
             callback.on_fit_end(self, summary)
         return summary
+
+    def _mean_over_processes(self, value: float | None) -> float | None:
+        """`value` averaged over the DDP processes (each has its own slice of the batch, so the mean of
+        their losses is the loss of the global batch); `value` itself in one process."""
+        if value is None or self.world_size == 1:
+            return value
+        total = torch.tensor(value, dtype=torch.float64, device=self.device)
+        dist.all_reduce(total)  # a sum: gloo has no ReduceOp.AVG
+        return total.item() / self.world_size
 
     def _loss(self, batch: Any) -> Any:
         if not self.compile:

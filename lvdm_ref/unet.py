@@ -13,17 +13,20 @@
   `"joint"`    one attention over all f*h*w tokens (the ablation the paper found less effective).
   `"spatial"`  no temporal mixing at all: an image model applied frame by frame (the baseline).
   Each attention is residual with its own GroupNorm and a zero-initialised output projection.
-- Optional inputs for the hierarchy and conditioning (absent ones cost nothing): a condition-mask channel
-  concatenated to the input, a perturbation-level embedding and a class / pooled text embedding, each
-  added to the timestep embedding. An enabled perturbation embedding must be given its s; the mask
-  column of the input conv and the last layer of the s embedding start at zero (warm starts).
-- `capture_attention()` records attention weights for the notebooks; when it is off, the forward pass
-  only checks one global for None.
+- Optional inputs (absent ones cost nothing), each enabled by a `UNetConfig` flag: for the hierarchy
+  (`hierarchy.py`), a condition-mask channel concatenated to the input and a perturbation-level
+  embedding added to the timestep embedding; an enabled perturbation embedding must be given its s,
+  and the mask column of the input conv and the last layer of the s embedding start at zero (warm
+  starts). `num_classes` / `context_dim` add a class or a pooled text embedding the same way: no
+  recipe here uses them yet; they are the inputs of class-conditional UCF-101 and of text-to-video
+  (LVDM Sec. 3.4), tested so that those can be built on this class.
+- Each attention layer can also form its softmax weights explicitly (`attention_weights`), which
+  `viz.capture_attention(model)` records with forward hooks; the forward pass itself uses the fused
+  kernel wherever it can. FLOP counting and attention timing live in `profiling.py`.
 """
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -35,113 +38,21 @@ from lvdm_ref.config import UNetConfig
 ATTENTION_KINDS = ("factorized", "joint", "spatial")
 
 
-# ----------------------------------------------------------------------------- attention capture
-class AttentionMaps:
-    """Attention weights recorded inside `capture_attention()`; one dict per attention call.
+# ----------------------------------------------------------------------------- attention weights
+def softmax_weights(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) of (N, heads, L, d) queries and keys: (N, heads, L, L), rows sum to 1.
 
-    Each record has `name` (module path), `kind` and `weights` (CPU, softmax rows sum to 1):
-    spatial (B, f, heads, h*w, h*w), temporal (B, h, w, heads, f, f), joint (B, heads, f*h*w, f*h*w).
+    What the fused `F.scaled_dot_product_attention` applies without forming it; `attention_weights` of
+    each layer uses it to show the weights (tests/test_unet.py checks the two agree).
     """
-
-    def __init__(self):
-        self.records: list[dict] = []
-
-    def of_kind(self, kind: str) -> list[dict]:
-        return [record for record in self.records if record["kind"] == kind]
-
-
-_RECORDER: AttentionMaps | None = None
-
-
-@contextmanager
-def capture_attention():
-    """`with capture_attention() as maps: model(x, t)` then read `maps.records`."""
-    global _RECORDER
-    previous, _RECORDER = _RECORDER, AttentionMaps()
-    try:
-        yield _RECORDER
-    finally:
-        _RECORDER = previous
-
-
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-            bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Softmax attention of (N, heads, L, d) tensors, `bias` (heads, L, L) added to the logits; the
-    weights only when a recorder is listening."""
-    if _RECORDER is None:  # fast path: fused kernel, the (L, L) weights are never materialised
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias), None
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (N, heads, L, L)
-    weights = torch.softmax(scores if bias is None else scores + bias, dim=-1)
-    return weights @ v, weights
+    return torch.softmax(scores if bias is None else scores + bias, dim=-1)
 
 
 def relative_index(positions: torch.Tensor, max_distance: int) -> torch.Tensor:
     """(f,) frame positions -> (f, f) table rows clip(j - i, -K, K) + K."""
     distance = positions[None, :] - positions[:, None]  # [i, j] = j - i
     return distance.clamp(-max_distance, max_distance) + max_distance
-
-
-def flop_counter() -> "torch.utils.flop_counter.FlopCounterMode":
-    """`FlopCounterMode` that also counts the fused CPU attention kernel.
-
-    torch's FLOP table knows the CUDA attention kernels but not `_scaled_dot_product_flash_attention_for_cpu`,
-    so on a CPU every attention would silently count as zero FLOPs.
-    """
-    from torch.utils import flop_counter as fc
-
-    def forward(query, key, value, *args, out_shape=None, **kwargs):  # tensors arrive as their shapes
-        return fc.sdpa_flop_count(query, key, value)
-
-    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs):
-        return fc.sdpa_backward_flop_count(grad_out, query, key, value)
-
-    aten, mapping = torch.ops.aten, {}
-    for name, formula in (("_scaled_dot_product_flash_attention_for_cpu", forward),
-                          ("_scaled_dot_product_flash_attention_for_cpu_backward", backward)):
-        if hasattr(aten, name):
-            mapping[getattr(aten, name)] = formula
-    return fc.FlopCounterMode(display=False, custom_mapping=mapping)
-
-
-def attention_cost(kind: str, num_frames: int, channels: int = 128, size: int = 8, num_heads: int = 4) -> float:
-    """GFLOP of a forward and backward pass of one attention block of `kind` on one clip of `num_frames`
-    latent frames of size x size with `channels` channels, counted by `flop_counter`."""
-    config = UNetConfig(num_heads=num_heads, attention=kind)
-    block = attention_block(kind, channels, config)
-    x = torch.randn(num_frames, channels, size, size, requires_grad=True)  # (b f, C, h, w), b = 1
-    with flop_counter() as counter:
-        block(x, num_frames).sum().backward()
-    return counter.get_total_flops() / 1e9
-
-
-def attention_seconds(kind: str, num_frames: int, channels: int = 128, size: int = 8, num_heads: int = 4,
-                      repeat: int = 3) -> float:
-    """Median process-CPU seconds of the forward and backward pass `attention_cost` counts (after one warm-up)."""
-    import statistics
-    import time
-
-    block = attention_block(kind, channels, UNetConfig(num_heads=num_heads, attention=kind))
-    x = torch.randn(num_frames, channels, size, size, requires_grad=True)  # (b f, C, h, w), b = 1
-    times = []
-    for _ in range(repeat + 1):
-        start = time.process_time()
-        block(x, num_frames).sum().backward()
-        times.append(time.process_time() - start)
-    return statistics.median(times[1:])
-
-
-def unet_cost(config: UNetConfig, shape: tuple[int, int, int, int]) -> float:
-    """GFLOP of a forward and backward pass of the whole UNet on one clip of `shape` (C, f, h, w)."""
-    unet = UNet(config)
-    x = torch.randn(1, *shape)
-    with flop_counter() as counter:
-        unet(x, torch.tensor([500])).sum().backward()
-    return counter.get_total_flops() / 1e9
-
-
-def _record(module: nn.Module, kind: str, weights: torch.Tensor) -> None:
-    _RECORDER.records.append({"name": getattr(module, "record_name", ""), "kind": kind,
-                              "weights": weights.detach().float().cpu()})
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -203,11 +114,16 @@ class Upsample(nn.Module):
         self.conv = frame_conv(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))  # (b t, C, 2h, 2w)
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))  # (b f, C, 2h, 2w)
 
 
-class _SelfAttention(nn.Module):
-    """Shared parts: GroupNorm, one qkv projection, zero-initialised output projection."""
+class SelfAttention(nn.Module):
+    """Shared parts: GroupNorm, one qkv projection, zero-initialised output projection.
+
+    Each kind also has `attention_weights(x, num_frames, ...)`: the softmax weights its forward pass
+    applies to the same input, formed explicitly (for `viz.capture_attention`; `kind` names the layout).
+    """
+    kind = ""
 
     def __init__(self, channels: int, num_heads: int):
         super().__init__()
@@ -223,28 +139,36 @@ class _SelfAttention(nn.Module):
         qkv = rearrange(self.qkv(tokens), "n l (three heads d) -> three n heads l d", three=3, heads=self.num_heads)
         return qkv[0], qkv[1], qkv[2]
 
+    def attention_weights(self, x: torch.Tensor, num_frames: int, **kwargs) -> torch.Tensor:
+        raise NotImplementedError
 
-class SpatialAttention(_SelfAttention):
+
+class SpatialAttention(SelfAttention):
     """Self-attention over the h*w positions of each frame."""
+    kind = "spatial"
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         """x (b f, C, h, w) -> same."""
         height = x.shape[-2]
         tokens = rearrange(self.norm(x), "n c h w -> n (h w) c")  # (b f, h w, C)
-        out, weights = _attend(*self.heads(tokens))  # (b f, heads, h w, d)
-        if weights is not None:
-            _record(self, "spatial", rearrange(weights, "(b f) n i j -> b f n i j", f=num_frames))
+        out = F.scaled_dot_product_attention(*self.heads(tokens))  # (b f, heads, h w, d), fused
         out = self.proj_out(rearrange(out, "n heads l d -> n l (heads d)"))
         return x + rearrange(out, "n (h w) c -> n c h w", h=height)
 
+    def attention_weights(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """(B, f, heads, h*w, h*w)."""
+        q, k, _ = self.heads(rearrange(self.norm(x), "n c h w -> n (h w) c"))
+        return rearrange(softmax_weights(q, k), "(b f) n i j -> b f n i j", f=num_frames)
 
-class TemporalAttention(_SelfAttention):
+
+class TemporalAttention(SelfAttention):
     """Self-attention over the f frames at each pixel with relative positions (Shaw et al. 2018).
 
     e_ij = q_i . (k_j + a^K_ij) / sqrt(d),  z_i = sum_j softmax(e)_ij (v_j + a^V_ij),  a_ij = w_clip(j - i, K).
     The weights are formed explicitly: they are only (f, f) per pixel, and the a^V term needs them,
     which a fused kernel does not return. One a^K, a^V table shared by the heads, as in Shaw et al.
     """
+    kind = "temporal"
 
     def __init__(self, channels: int, num_heads: int, max_relative_position: int):
         super().__init__(channels, num_heads)
@@ -253,9 +177,9 @@ class TemporalAttention(_SelfAttention):
         self.relative_key = nn.Parameter(torch.randn(2 * max_relative_position + 1, head_dim) * 0.02)
         self.relative_value = nn.Parameter(torch.randn(2 * max_relative_position + 1, head_dim) * 0.02)
 
-    def forward(self, x: torch.Tensor, num_frames: int, frame_positions: torch.Tensor | None = None) -> torch.Tensor:
-        """x (b f, C, h, w) -> same; `frame_positions` (f,): the time index of each frame, default 0..f-1."""
-        height, width = x.shape[-2:]
+    def _attend(self, x: torch.Tensor, num_frames: int,
+                frame_positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (b f, C, h, w) -> weights (b h w, heads, f, f) and output (b h w, heads, f, d)."""
         positions = (torch.arange(num_frames, device=x.device) if frame_positions is None
                      else frame_positions.to(x.device))
         index = relative_index(positions, self.max_relative_position)
@@ -264,14 +188,24 @@ class TemporalAttention(_SelfAttention):
         q, k, v = self.heads(tokens)  # (b h w, heads, f, d)
         scores = (q @ k.transpose(-1, -2) + torch.einsum("nhid,ijd->nhij", q, a_key)) / math.sqrt(q.shape[-1])
         weights = torch.softmax(scores, dim=-1)  # (b h w, heads, f, f); Shaw Eq. 4, then Eq. 2
-        out = weights @ v + torch.einsum("nhij,ijd->nhid", weights, a_value)  # Shaw Eq. 3
-        if _RECORDER is not None:
-            _record(self, "temporal", rearrange(weights, "(b h w) n i j -> b h w n i j", h=height, w=width))
+        return weights, weights @ v + torch.einsum("nhij,ijd->nhid", weights, a_value)  # Shaw Eq. 3
+
+    def forward(self, x: torch.Tensor, num_frames: int, frame_positions: torch.Tensor | None = None) -> torch.Tensor:
+        """x (b f, C, h, w) -> same; `frame_positions` (f,): the time index of each frame, default 0..f-1."""
+        height, width = x.shape[-2:]
+        _, out = self._attend(x, num_frames, frame_positions)
         out = self.proj_out(rearrange(out, "n heads l d -> n l (heads d)"))
         return x + rearrange(out, "(b h w) f c -> (b f) c h w", h=height, w=width)
 
+    def attention_weights(self, x: torch.Tensor, num_frames: int,
+                          frame_positions: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, h, w, heads, f, f)."""
+        height, width = x.shape[-2:]
+        weights, _ = self._attend(x, num_frames, frame_positions)
+        return rearrange(weights, "(b h w) n i j -> b h w n i j", h=height, w=width)
 
-class JointAttention(_SelfAttention):
+
+class JointAttention(SelfAttention):
     """One self-attention over all f*h*w tokens of a clip, with a learned relative temporal bias.
 
     Each head adds b_head[clip(j_frame - i_frame, -K, K)] to the logit of every query-key pair (as
@@ -279,6 +213,7 @@ class JointAttention(_SelfAttention):
     block, time position is relative and learned, so the factorisation is the difference that remains
     (and Shaw's key/value vectors there against a scalar bias per head here). The bias starts at zero.
     """
+    kind = "joint"
 
     def __init__(self, channels: int, num_heads: int, max_relative_position: int = 16):
         super().__init__(channels, num_heads)
@@ -296,11 +231,15 @@ class JointAttention(_SelfAttention):
         height, width = x.shape[-2:]
         tokens = rearrange(self.norm(x), "(b f) c h w -> b (f h w) c", f=num_frames)
         bias = self.temporal_bias(num_frames, height * width, x.device).to(tokens.dtype)  # (heads, L, L)
-        out, weights = _attend(*self.heads(tokens), bias=bias)  # (b, heads, f h w, d)
-        if weights is not None:
-            _record(self, "joint", weights)
+        out = F.scaled_dot_product_attention(*self.heads(tokens), attn_mask=bias)  # (b, heads, f h w, d), fused
         out = self.proj_out(rearrange(out, "n heads l d -> n l (heads d)"))
         return x + rearrange(out, "b (f h w) c -> (b f) c h w", f=num_frames, h=height)
+
+    def attention_weights(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """(B, heads, f*h*w, f*h*w)."""
+        height, width = x.shape[-2:]
+        q, k, _ = self.heads(rearrange(self.norm(x), "(b f) c h w -> b (f h w) c", f=num_frames))
+        return softmax_weights(q, k, self.temporal_bias(num_frames, height * width, x.device).to(q.dtype))
 
 
 class FactorizedAttention(nn.Module):
@@ -341,7 +280,7 @@ class EmbedSequential(nn.ModuleList):
 
 # ----------------------------------------------------------------------------- the UNet
 class UNet(nn.Module):
-    """eps(z_t, t [, mask, s, class, context]) for latents (B, c, t, h, w); any t, h and w divisible by 2^levels."""
+    """eps(z_t, t [, mask, s, class, context]) for latents (B, c, f, h, w); any f, and h and w divisible by 2^levels."""
 
     def __init__(self, config: UNetConfig | None = None):
         super().__init__()
@@ -357,6 +296,8 @@ class UNet(nn.Module):
         self.perturbation_embed = (nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(),
                                                  zero_init(nn.Linear(emb_dim, emb_dim)))
                                    if config.use_perturbation_embedding else None)
+        # Class / pooled-text conditioning: no recipe uses these yet (class-conditional UCF-101 and text-to-video
+        # will); kept and tested so that those models are this class with one more input.
         self.class_embed = nn.Embedding(config.num_classes, emb_dim) if config.num_classes else None
         self.context_embed = nn.Linear(config.context_dim, emb_dim) if config.context_dim else None
 
@@ -392,9 +333,6 @@ class UNet(nn.Module):
                     layers.append(Upsample(channels))
                 self.up.append(EmbedSequential(layers))
         self.out = nn.Sequential(group_norm(channels), nn.SiLU(), zero_init(frame_conv(channels, config.out_channels)))
-        for name, module in self.named_modules():  # names for captured attention maps
-            if isinstance(module, _SelfAttention):
-                module.record_name = name
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
                 perturbation_level: torch.Tensor | None = None, class_labels: torch.Tensor | None = None,
@@ -403,7 +341,8 @@ class UNet(nn.Module):
 
         mask (B, 1, f, 1, 1) or (B, 1, f, h, w): 1 where a latent frame is given (use_mask; None = nothing given).
         perturbation_level (B,): the noise level s of the given latents; required when the model embeds it.
-        class_labels (B,) long; context (B, context_dim), e.g. a pooled text embedding.
+        class_labels (B,) long; context (B, context_dim), e.g. a pooled text embedding (num_classes /
+        context_dim: for class-conditional and text-to-video models; nothing here trains them yet).
         """
         cfg, channels = self.config, self.config.model_channels
         batch, _, num_frames, height, width = x.shape

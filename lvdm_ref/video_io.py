@@ -1,7 +1,7 @@
-"""Video files <-> uint8 arrays (T, H, W, C), with PyAV (the FFmpeg libraries inside its wheel).
+"""Video files <-> uint8 arrays (F, H, W, C), with PyAV (the FFmpeg libraries inside its wheel).
 
 The only place where videos meet the file system: everything else in lvdm_ref works on float
-tensors (B, C, T, H, W) in [-1, 1] (see `lvdm_ref.utils.to_uint8` / `from_uint8`).
+tensors (B, C, F, H, W) in [-1, 1] (see `lvdm_ref.utils.to_uint8` / `from_uint8`).
 
 - `.mp4`: H.264 in yuv420p (plays in every browser). yuv420p stores colour at half resolution,
   so odd heights/widths are padded by one replicated row/column; grayscale is repeated to RGB.
@@ -11,6 +11,8 @@ tensors (B, C, T, H, W) in [-1, 1] (see `lvdm_ref.utils.to_uint8` / `from_uint8`
 
 `read_video(path, start, num_frames, stride)` seeks to the key frame before `start` instead of
 decoding the whole file, which is what makes random clips from long videos cheap.
+`read_clips(path, num_frames)` cuts a video file, or a folder of them, into consecutive clips
+(what `python -m lvdm_ref fvd` reads from video files).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 WRITE_EXTENSIONS = (".mp4", ".avi", ".gif")
 READ_EXTENSIONS = (".mp4", ".avi", ".gif", ".mov", ".mkv", ".webm", ".m4v")
@@ -37,7 +40,7 @@ class VideoInfo:
 
 # ----------------------------------------------------------------------------- write
 def write_video(path: str | Path, video: np.ndarray, fps: float = 8) -> Path:
-    """Write uint8 (T, H, W, C) with C = 1 or 3 (or (T, H, W), grayscale) to .mp4, .avi or .gif."""
+    """Write uint8 (F, H, W, C) with C = 1 or 3 (or (F, H, W), grayscale) to .mp4, .avi or .gif."""
     path = Path(path)
     extension = path.suffix.lower()
     if extension not in WRITE_EXTENSIONS:
@@ -53,7 +56,7 @@ def write_video(path: str | Path, video: np.ndarray, fps: float = 8) -> Path:
 
 
 def encode_gif(video: np.ndarray, fps: float = 8) -> bytes:
-    """uint8 (T, H, W, C) -> the bytes of a looping GIF (what `viz.show_video` embeds)."""
+    """uint8 (F, H, W, C) -> the bytes of a looping GIF (what `viz.show_video` embeds)."""
     video = _check_video(video)
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="gif", options={"loop": "0"}) as container:  # loop 0: forever
@@ -74,7 +77,7 @@ def encode_gif(video: np.ndarray, fps: float = 8) -> bytes:
 
 
 def _encode_yuv420(container, codec: str, video: np.ndarray, fps: float) -> None:
-    video = _even_size(np.repeat(video, 3, axis=-1) if video.shape[-1] == 1 else video)  # (T, H', W', 3)
+    video = _even_size(np.repeat(video, 3, axis=-1) if video.shape[-1] == 1 else video)  # (F, H', W', 3)
     stream = container.add_stream(codec, rate=_rate(fps))
     stream.height, stream.width = video.shape[1:3]
     stream.pix_fmt = "yuv420p"
@@ -93,23 +96,19 @@ def _even_size(video: np.ndarray) -> np.ndarray:
     """yuv420p needs even sizes: pad odd ones with a copy of the last row/column."""
     pad_h, pad_w = video.shape[1] % 2, video.shape[2] % 2
     if pad_h or pad_w:
-        video = np.pad(video, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")  # (T, H', W', C)
+        video = np.pad(video, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")  # (F, H', W', C)
     return video
 
 
 def _palette(video: np.ndarray):
     """One 256-colour median-cut palette for the whole clip, as a Pillow "P" image."""
-    from PIL import Image
-
     step = max(1, len(video) // 16)  # up to 16 frames are enough to see the clip's colours
-    sample = np.concatenate(list(video[::step]), axis=0)  # (t*H, W, 3) frames stacked vertically
+    sample = np.concatenate(list(video[::step]), axis=0)  # (f*H, W, 3) frames stacked vertically
     return Image.fromarray(sample).quantize(colors=256, method=Image.Quantize.MEDIANCUT)
 
 
 def _to_palette(image: np.ndarray, palette) -> tuple[np.ndarray, np.ndarray]:
     """Nearest palette colour per pixel -> (indices uint8 (H, W), ARGB palette uint8 (256, 4))."""
-    from PIL import Image
-
     indices = Image.fromarray(image).quantize(palette=palette, dither=Image.Dither.NONE)  # no dithering noise
     colours = np.zeros((256, 3), dtype=np.uint8)
     rgb = np.asarray(palette.getpalette()[: 3 * 256], dtype=np.uint8).reshape(-1, 3)
@@ -127,9 +126,9 @@ def _rate(fps: float) -> Fraction:
 def _check_video(video: np.ndarray) -> np.ndarray:
     video = np.asarray(video)
     if video.ndim == 3:
-        video = video[..., None]  # (T, H, W) -> (T, H, W, 1)
+        video = video[..., None]  # (F, H, W) -> (F, H, W, 1)
     if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] not in (1, 3) or len(video) == 0:
-        raise ValueError(f"expected uint8 (T, H, W, C) with C in (1, 3) and T >= 1, got {video.dtype} {video.shape}")
+        raise ValueError(f"expected uint8 (F, H, W, C) with C in (1, 3) and F >= 1, got {video.dtype} {video.shape}")
     return video
 
 
@@ -149,7 +148,7 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 def read_video(path: str | Path, start: int = 0, num_frames: int | None = None, stride: int = 1,
                channels: int = 3) -> np.ndarray:
-    """Frames start, start + stride, ... (num_frames of them, or to the end) as uint8 (T, H, W, C).
+    """Frames start, start + stride, ... (num_frames of them, or to the end) as uint8 (F, H, W, C).
 
     channels: 3 (RGB) or 1 (gray). Fewer frames come back when the file ends first.
     """
@@ -171,8 +170,31 @@ def read_video(path: str | Path, start: int = 0, num_frames: int | None = None, 
                 break
     if not frames:
         raise ValueError(f"{path}: no frames at or after frame {start}")
-    video = np.stack(frames)  # (T, H, W, 3) or (T, H, W)
-    return video if channels == 3 else video[..., None]  # (T, H, W, C)
+    video = np.stack(frames)  # (F, H, W, 3) or (F, H, W)
+    return video if channels == 3 else video[..., None]  # (F, H, W, C)
+
+
+def read_clips(path: str | Path, num_frames: int) -> np.ndarray:
+    """A video file, or every video file in a folder (in name order), as consecutive clips of `num_frames`
+    frames: frames [0, num_frames), [num_frames, 2 num_frames), ... of each file, a shorter rest dropped.
+    Returns uint8 (N, num_frames, H, W, 3); every file must be at least `num_frames` long and of one size."""
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in READ_EXTENSIONS) \
+        if path.is_dir() else [path]
+    if not files:
+        raise ValueError(f"{path} holds no video files ({', '.join(READ_EXTENSIONS)})")
+    clips = []
+    for file in files:
+        video = read_video(file)  # uint8 (F, H, W, 3)
+        if len(video) < num_frames:
+            raise ValueError(f"{file} has {len(video)} frames, fewer than the {num_frames} of one clip; "
+                             f"pass longer videos")
+        if clips and video.shape[1:] != clips[0].shape[2:]:
+            raise ValueError(f"{file} is {video.shape[1:3]} (H, W) where {files[0].name} is {clips[0].shape[2:4]}; "
+                             f"pass videos of one size")
+        count = len(video) // num_frames
+        clips.append(video[:count * num_frames].reshape(count, num_frames, *video.shape[1:]))  # (n, F, H, W, 3)
+    return np.concatenate(clips)  # (N, F, H, W, 3)
 
 
 def _indexed_frames(container, stream, start: int):

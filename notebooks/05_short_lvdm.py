@@ -57,12 +57,12 @@ from IPython.display import display
 from lvdm_ref.checkpoint import SHIPPED_DIR
 from lvdm_ref.config import get_preset
 from lvdm_ref.data import generate_moving_mnist
-from lvdm_ref.lvdm import LatentVideoDiffusion, encode_videos, train_short_model
+from lvdm_ref.lvdm import LatentVideoDiffusion
+from lvdm_ref.recipes import train_short_model
 from lvdm_ref.train import LossHistory
-from lvdm_ref.unet import capture_attention
 from lvdm_ref.utils import is_quick, to_uint8
-from lvdm_ref.vae3d import VideoAutoencoder
-from lvdm_ref.viz import plot_frame_strip, plot_latents, show_attention, show_video
+from lvdm_ref.vae3d import VideoAutoencoder, encode_videos
+from lvdm_ref.viz import capture_attention, plot_frame_strip, plot_latents, show_attention, show_video
 
 QUICK = is_quick()
 torch.manual_seed(0)
@@ -226,15 +226,15 @@ plt.show()
 # %% [markdown]
 # ## 5. What the attention layers look at
 #
-# `capture_attention()` records every attention map of one forward pass (it costs nothing when
-# off). Top row: temporal attention, averaged over pixels and heads: row $i$ says how much latent
+# `capture_attention(model.unet)` records every attention map of one forward pass (forward hooks,
+# removed when the block ends). Top row: temporal attention, averaged over pixels and heads: row $i$ says how much latent
 # frame $i$ draws from each frame. Bottom row: where one spatial position (the centre, marked +)
 # looks within its own frame.
 
 # %%
 t = torch.tensor([200])
 z_t = model.diffusion.q_sample(z0, t)
-with capture_attention() as maps, torch.no_grad():
+with capture_attention(model.unet) as maps, torch.no_grad():
     model.unet(z_t, t)
 assert maps.of_kind("temporal") and maps.of_kind("spatial")
 show_attention(maps)

@@ -62,12 +62,14 @@ from lvdm_ref.checkpoint import SHIPPED_DIR
 from lvdm_ref.config import get_preset, hierarchy_config
 from lvdm_ref.data import generate_moving_mnist
 from lvdm_ref.diffusion import GaussianDiffusion
-from lvdm_ref.hierarchy import (LongVideoPlan, decode_frames, interpolate, long_video_plan, sample_keyframes,
-                                sample_long, train_hierarchy_model, training_mask)
-from lvdm_ref.lvdm import LatentVideoDiffusion, encode_videos
+from lvdm_ref.hierarchy import training_mask
+from lvdm_ref.long_video import (LongVideoPlan, decode_frames, interpolate, long_video_plan, sample_keyframes,
+                                 sample_long)
+from lvdm_ref.lvdm import LatentVideoDiffusion
 from lvdm_ref.perturbation import perturb
+from lvdm_ref.recipes import train_autoencoder, train_hierarchy_model
 from lvdm_ref.utils import from_uint8, is_quick, to_uint8
-from lvdm_ref.vae3d import VideoAutoencoder, train_autoencoder
+from lvdm_ref.vae3d import VideoAutoencoder, encode_videos
 from lvdm_ref.viz import plot_frame_strip, plot_long_video, show_video
 
 # %% tags=["parameters"]
@@ -134,7 +136,7 @@ print(f"models: {source}; prediction on {pred.latent_shape}, interpolation on {i
 # cannot fully trust. (Quick mode uses a 100-step chain and the same fractions of it.)
 
 # %%
-clip = generate_moving_mnist(1, 4 * frames_per_latent, PRESET.data.size, 2, "test", seed=1)  # uint8 (1, T, H, W, 1)
+clip = generate_moving_mnist(1, 4 * frames_per_latent, PRESET.data.size, 2, "test", seed=1)  # uint8 (1, F, H, W, 1)
 z = encode_videos(vae, clip, progress=False)  # (1, c, 4, h, w)
 s_max, num_timesteps = pred.hierarchy.max_perturbation_level, pred.diffusion.num_timesteps
 levels = [0, s_max * 2 // 5, s_max - 1, num_timesteps // 2]  # 0, 100, 249, 500 for LVDM's 1000-step chain
@@ -197,7 +199,7 @@ show_video(long_video[::4], fps=16, title=f"{LONG_FRAMES} frames, every 4th")
 
 # %%
 num_frames = 32 * frames_per_latent  # 32 latents: 8 keyframe intervals
-real = generate_moving_mnist(1, num_frames, PRESET.data.size, 2, "test", seed=7)  # uint8 (1, T, H, W, 1)
+real = generate_moving_mnist(1, num_frames, PRESET.data.size, 2, "test", seed=7)  # uint8 (1, F, H, W, 1)
 start = encode_videos(vae, real[:, :frames_per_latent], progress=False)  # the first latent (1, c, 1, h, w)
 continued = sample_long(pred, interp, num_frames, start=start, num_steps=STEPS, seed=0, progress=False)[0]
 assert continued.shape == real[0].shape

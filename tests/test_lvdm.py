@@ -10,10 +10,10 @@ import torch
 
 from lvdm_ref.config import get_preset
 from lvdm_ref.diffusion import GaussianDiffusion
-from lvdm_ref.lvdm import LatentVideoDiffusion, encode_videos
+from lvdm_ref.lvdm import LatentVideoDiffusion
 from lvdm_ref.unet import UNet
 from lvdm_ref.utils import file_sha256
-from lvdm_ref.vae3d import VideoAutoencoder
+from lvdm_ref.vae3d import VideoAutoencoder, encode_videos
 from lvdm_ref.video_io import read_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,14 +172,21 @@ def test_export_keeps_only_the_ema_weights_and_the_same_model(quick_run, tmp_pat
         export_for_sampling(result["checkpoint"], result["checkpoint"])
 
 
+def assert_same_clips(got: np.ndarray, expected: np.ndarray) -> None:
+    """uint8 clips equal up to one grey level at a few pixels: the noise is the same, but a batch of another
+    size may round the network's floats differently in the last bit, which can tip a pixel over a uint8 edge."""
+    difference = np.abs(got.astype(int) - expected.astype(int))
+    assert got.shape == expected.shape and difference.max() <= 1 and difference.mean() < 0.01, difference.max()
+
+
 def test_a_clip_depends_only_on_its_seed_and_index(quick_run):
     """One stream per clip: the batch it was in and the number asked for change nothing; other seeds share no clip."""
     _, result = quick_run
     model = LatentVideoDiffusion.load(result["checkpoint"])
     kwargs = dict(sampler="ddim", num_steps=3)
     four = model.sample(4, seed=5, batch_size=4, **kwargs)
-    np.testing.assert_array_equal(model.sample(2, seed=5, **kwargs), four[:2])  # fewer asked: the same first clips
-    np.testing.assert_array_equal(model.sample(4, seed=5, batch_size=3, **kwargs), four)  # other batching
-    np.testing.assert_array_equal(model.sample(2, seed=5, first_index=2, **kwargs), four[2:])  # a later slice
+    assert_same_clips(model.sample(2, seed=5, **kwargs), four[:2])  # fewer asked: the same first clips
+    assert_same_clips(model.sample(4, seed=5, batch_size=3, **kwargs), four)  # other batching
+    assert_same_clips(model.sample(2, seed=5, first_index=2, **kwargs), four[2:])  # a later slice
     other = model.sample(4, seed=6, batch_size=4, **kwargs)
     assert not any(np.array_equal(a, b) for a in four for b in other)  # seeds 5 and 6: disjoint sets

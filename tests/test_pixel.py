@@ -11,7 +11,8 @@ import torch
 from lvdm_ref.config import UNetConfig, get_preset
 from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.lvdm import LatentVideoDiffusion
-from lvdm_ref.pixel import PixelSpace, pixel_preset, pixel_unet_config, train_pixel_model
+from lvdm_ref.pixel import PixelSpace, pixel_preset, pixel_unet_config
+from lvdm_ref.recipes import train_pixel_model
 from lvdm_ref.unet import UNet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,11 +65,11 @@ def held_loss(model: LatentVideoDiffusion, clips: torch.Tensor) -> float:
 
 
 def test_pixel_model_overfits_a_few_clips(trained):
-    from lvdm_ref.lvdm import _training_clips
+    from lvdm_ref.recipes import training_clips
     from lvdm_ref.utils import from_uint8
 
     preset, summary = trained
-    clips = from_uint8(_training_clips(preset.data, 8))  # the clips it trained on
+    clips = from_uint8(training_clips(preset.data, 8))  # the clips it trained on
     model = LatentVideoDiffusion.load(summary["checkpoint"], use_ema=False)
     torch.manual_seed(0)
     untrained = LatentVideoDiffusion(PixelSpace(1), UNet(model.unet.config), model.diffusion, model.latent_shape)

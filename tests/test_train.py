@@ -215,29 +215,38 @@ DDP_VAE_SCRIPT = """
 import sys, torch
 from lvdm_ref.config import get_preset
 from lvdm_ref.train import Callback
-from lvdm_ref.vae3d import train_autoencoder
+from lvdm_ref.recipes import train_autoencoder
+from lvdm_ref.utils import print_result
 
 class SaveEveryRank(Callback):
     def on_fit_end(self, trainer, summary):
         torch.save(trainer.model.state_dict(), f"{sys.argv[1]}/rank{trainer.rank}.pt")
+        open(f"{sys.argv[1]}/rank{trainer.rank}_loss.txt", "w").write(repr(trainer.last_logs["loss"]))
 
-train_autoencoder(get_preset("quick"), sys.argv[1], steps=3, callbacks=[SaveEveryRank()], progress=False,
-                  stats_clips=4)
+print_result(train_autoencoder(get_preset("quick"), sys.argv[1], steps=3, callbacks=[SaveEveryRank()],
+                               progress=False, stats_clips=4))  # as `python -m lvdm_ref train-vae` ends
 """
 
 
 @pytest.mark.slow
 def test_ddp_autoencoder_ranks_agree_and_match_one_process(tmp_path):
     """The autoencoder's loss runs inside the DDP-wrapped module's forward, so gradients are averaged:
-    both ranks end with the same weights, equal to one process taking the whole batch."""
+    both ranks end with the same weights, equal to one process taking the whole batch. One process
+    prints the result, and its final loss is the global batch's: the mean of the ranks' losses."""
     script = tmp_path / "ddp_vae.py"
     script.write_text(DDP_VAE_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    printed = {}
     for name, nproc in (("one", 1), ("two", 2)):
         (tmp_path / name).mkdir()
-        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                        "--master_port", str(29510 + nproc), str(script), str(tmp_path / name)],
-                       check=True, env=env, cwd=ROOT, capture_output=True)
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                               "--master_port", str(29510 + nproc), str(script), str(tmp_path / name)],
+                              check=True, env=env, cwd=ROOT, capture_output=True, text=True)
+        printed[name] = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(printed["one"]) == len(printed["two"]) == 1, printed
+    rank_losses = [float((tmp_path / "two" / f"rank{rank}_loss.txt").read_text()) for rank in (0, 1)]
+    assert rank_losses[0] != rank_losses[1]  # each rank's own slice: neither alone is the mean
+    assert printed["two"][0]["final_loss"] == pytest.approx(sum(rank_losses) / 2, rel=1e-9)
     one = torch.load(tmp_path / "one" / "rank0.pt", weights_only=True)
     ranks = [torch.load(tmp_path / "two" / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
     for key in one:

@@ -5,8 +5,10 @@ from einops import rearrange
 from torch import nn
 
 from lvdm_ref.config import UNetConfig
+from lvdm_ref.profiling import attention_cost, flop_counter
 from lvdm_ref.unet import (ATTENTION_KINDS, JointAttention, SpatialAttention, TemporalAttention, UNet,
-                           attention_block, capture_attention, flop_counter, timestep_embedding)
+                           attention_block, timestep_embedding)
+from lvdm_ref.viz import capture_attention
 
 TINY = dict(model_channels=16, channel_mult=(1, 2), num_heads=2, attention_levels=(0, 1), max_relative_position=3)
 
@@ -120,9 +122,13 @@ def test_joint_attention_is_full_attention_with_relative_temporal_bias(clip):
     expected = clip_tokens(clip) + reference_attention(layer, normed_tokens(layer.norm, clip),
                                                        torch.ones(18, 18, dtype=torch.bool), bias=bias)
     torch.testing.assert_close(run(layer, clip), expected)
-    with capture_attention() as maps:  # the explicit path the notebooks use gives the same
+    with capture_attention(layer) as maps:  # the hook's explicit weights, applied to v, give the same
         torch.testing.assert_close(run(layer, clip), expected)
-    assert maps.of_kind("joint")[0]["weights"].shape == (2, 2, 18, 18)
+    weights = maps.of_kind("joint")[0]["weights"].double()  # (B, heads, L, L), recorded in float32
+    assert weights.shape == (2, 2, 18, 18)
+    _, _, v = layer.heads(normed_tokens(layer.norm, clip))  # (B, heads, L, d)
+    out = layer.proj_out(rearrange(weights @ v, "b n l d -> b l (n d)"))
+    torch.testing.assert_close(clip_tokens(clip) + out, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_temporal_attention_is_shift_equivariant_in_time():
@@ -220,7 +226,7 @@ def test_capture_attention_records_without_changing_the_output():
     unet = randomise_zero_init(UNet(UNetConfig(**TINY)))
     x, t = torch.randn(1, 4, 4, 8, 8), torch.tensor([100])
     baseline = unet(x, t)
-    with capture_attention() as maps:
+    with capture_attention(unet) as maps:
         recorded = unet(x, t)
     torch.testing.assert_close(recorded, baseline, rtol=1e-4, atol=1e-5)
     spatial, temporal = maps.of_kind("spatial"), maps.of_kind("temporal")
@@ -265,8 +271,6 @@ def test_unet_and_diffusion_learn_a_fixed_batch():
 
 
 def test_attention_cost_grows_linearly_when_factorised_and_quadratically_when_joint():
-    from lvdm_ref.unet import attention_cost
-
     small, large = ({kind: attention_cost(kind, frames, channels=16, size=4) for kind in ATTENTION_KINDS}
                     for frames in (8, 16))
     assert large["spatial"] / small["spatial"] == pytest.approx(2.0, rel=0.01)  # per frame: exactly linear

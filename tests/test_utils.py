@@ -1,11 +1,11 @@
-"""The random-stream idiom (`utils.stream`) and device-safe noise (`utils.randn`)."""
+"""The random-stream idiom (`utils.stream`), device-safe noise (`utils.randn`) and one result line per run."""
 import ast
 from pathlib import Path
 
 import pytest
 import torch
 
-from lvdm_ref.utils import randn, stream
+from lvdm_ref.utils import print_result, randn, stream
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lvdm_ref"
 
@@ -51,3 +51,11 @@ def test_every_seeded_draw_in_the_package_goes_through_randn():
                     and any(keyword.arg == "generator" for keyword in node.keywords)):
                 offenders.append(f"{path.name}:{node.lineno}")
     assert not offenders, f"seeded torch.randn outside utils.randn: {offenders}"
+
+
+def test_only_rank_0_prints_the_result(monkeypatch, capsys):
+    """Under torchrun (RANK set for every process) a command prints one result line, not one per process."""
+    for rank, printed in (("1", ""), ("0", '{"final_loss": 0.5}\n')):
+        monkeypatch.setenv("RANK", rank)
+        print_result({"final_loss": 0.5})
+        assert capsys.readouterr().out == printed

@@ -54,7 +54,7 @@ def test_shapes_for_every_factor(spatial, temporal):
     ((1, 1, 7, 16, 16), r"7 frames are not divisible by temporal_downsample=2; use 6 or 8 frames"),
     ((1, 1, 8, 18, 16), r"height 18 is not divisible by spatial_downsample=4; crop or resize to 16 or 20"),
     ((1, 1, 8, 16, 30), r"width 30 is not divisible by spatial_downsample=4; crop or resize to 28 or 32"),
-    ((1, 3, 8, 16, 16), r"expected a \(B, 1, T, H, W\) video, got shape \(1, 3, 8, 16, 16\)"),
+    ((1, 3, 8, 16, 16), r"expected a \(B, 1, F, H, W\) video, got shape \(1, 3, 8, 16, 16\)"),
 ])
 def test_bad_inputs_name_the_numbers(shape, message):
     model = VideoAutoencoder(tiny())

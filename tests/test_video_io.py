@@ -91,3 +91,22 @@ def test_errors_list_the_options(tmp_path):
         read_video(write_video(tmp_path / "x.gif", smooth_video(2)), channels=4)
     with pytest.raises(ValueError, match="no frames"):
         read_video(tmp_path / "x.gif", start=50)
+
+
+def test_read_clips_cuts_files_into_consecutive_clips_in_name_order(tmp_path):
+    """A file gives frames [0, 16), [16, 32), ... (the rest dropped); a folder its video files by name."""
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, size=(40, 8, 8, 1), dtype=np.uint8)  # gray gifs are stored exactly
+    write_video(tmp_path / "long.gif", video)
+    clips = video_io.read_clips(tmp_path / "long.gif", 16)
+    np.testing.assert_array_equal(clips, np.repeat(video[:32].reshape(2, 16, 8, 8, 1), 3, axis=-1))  # (2, 16, 8, 8, 3)
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    write_video(folder / "b.gif", video[:16])
+    write_video(folder / "a.gif", video[16:33])  # 17 frames: one clip
+    (folder / "notes.txt").write_text("not a video")
+    clips = video_io.read_clips(folder, 16)
+    np.testing.assert_array_equal(clips[..., :1], np.stack([video[16:32], video[:16]]))
+    write_video(folder / "c.gif", video[:8])
+    with pytest.raises(ValueError, match="c.gif has 8 frames, fewer than the 16"):
+        video_io.read_clips(folder, 16)

@@ -92,11 +92,12 @@ def test_save_video(tmp_path, extension):
 # ----------------------------------------------------------------------------- attention and latent views
 def _captured_maps():
     from lvdm_ref.config import UNetConfig
-    from lvdm_ref.unet import UNet, capture_attention
+    from lvdm_ref.unet import UNet
+    from lvdm_ref.viz import capture_attention
 
     torch.manual_seed(0)
     unet = UNet(UNetConfig(model_channels=16, channel_mult=(1, 2), attention_levels=(1,), num_heads=2))
-    with capture_attention() as maps:
+    with capture_attention(unet) as maps:
         unet(torch.randn(2, 4, 4, 8, 8), torch.tensor([3, 700]))
     return maps
 
@@ -161,3 +162,20 @@ def test_budget_study_figure_is_drawn_from_the_results():
     plt.close(figure)
     with pytest.raises(ValueError, match="no finished variant"):
         plot_budget_study({**results, "variants": {"unfinished": {"steps": 3}}})
+
+
+def test_long_video_figure_names_only_the_kinds_of_frame_it_draws():
+    """sample-long --figure at its default stride shows frames of keyframe latents only: no blue in the legend."""
+    import matplotlib.pyplot as plt
+
+    from lvdm_ref.viz import plot_long_video
+
+    video = random_clips(1, num_frames=64, height=4, width=4)[0]  # (64, 4, 4, 1)
+    is_keyframe = (np.arange(64) // 4) % 4 == 0  # 4 frames per latent, every 4th latent a keyframe: frames 16k..16k+3
+    for every, orange, blue in ((16, True, False), (4, True, True), (2, True, True)):
+        figure = plot_long_video(video, is_keyframe, every=every, per_row=8)
+        title = figure._suptitle.get_text()
+        edges = {patch.get_edgecolor() for ax in figure.axes for patch in ax.patches}
+        assert ("orange" in title, "blue" in title) == (orange, blue), (every, title)
+        assert len(edges) == orange + blue  # one outline colour per kind named
+        plt.close(figure)

