@@ -95,8 +95,8 @@ def prediction_card(pred: LatentVideoDiffusion, clips: np.ndarray, args) -> dict
     sampled = fill(pred, latents, args.seed, args.batch_size, num_steps=args.steps, perturbation_level=None,
                    guidance_scale=args.guidance)
     seconds = time.process_time() - start
-    num = min(len(latents), SENSITIVITY_CLIPS)
-    sensitivity = condition_sensitivity(pred, latents[:num], args.seed, args.batch_size, own=sampled[:num],
+    num = min(len(latents), getattr(args, "sensitivity_clips", SENSITIVITY_CLIPS))
+    sensitivity = None if num == 0 else condition_sensitivity(pred, latents[:num], args.seed, args.batch_size, own=sampled[:num],
                                         num_steps=args.steps, perturbation_level=None, guidance_scale=args.guidance)
     real = from_uint8(clips)  # (N, C, 64, H, W)
     rows = {"model": [], "ceiling": [], "repeat the given keyframe": []}
@@ -126,8 +126,8 @@ def interpolation_card(interp: LatentVideoDiffusion, clips: np.ndarray, referenc
     start = time.process_time()
     sampled = fill(interp, latents, args.seed, args.batch_size, num_steps=args.steps)
     seconds = time.process_time() - start
-    num = min(len(latents), SENSITIVITY_CLIPS)
-    sensitivity = condition_sensitivity(interp, latents[:num], args.seed, args.batch_size, own=sampled[:num],
+    num = min(len(latents), getattr(args, "sensitivity_clips", SENSITIVITY_CLIPS))
+    sensitivity = None if num == 0 else condition_sensitivity(interp, latents[:num], args.seed, args.batch_size, own=sampled[:num],
                                         num_steps=args.steps)
     weights = torch.linspace(0, 1, config.num_latents).view(1, 1, -1, 1, 1)
     line = latents[:, :, :1] * (1 - weights) + latents[:, :, -1:] * weights
@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-fvd", action="store_true", help="skip the interpolation FVD (needs the I3D weights)")
+    parser.add_argument("--sensitivity-clips", type=int, default=SENSITIVITY_CLIPS,
+                        help="clips sampled again with another clip's condition (0 skips the sensitivity)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "hierarchy_card.json")
     args = parser.parse_args(argv)
     if args.num < 2 or args.steps < 1 or args.batch_size < 1:

@@ -212,6 +212,7 @@ def cmd_sample_long(args: argparse.Namespace) -> dict:
         start_latents = encode_videos(pred.vae, first, progress=False).to(device)  # (N, c, 1, h, w)
         truth = args.out.with_name(f"{args.out.stem}_real{args.out.suffix}")
         result["real"] = str(_write_videos(truth, real))
+        print(f"the real clips' true frames (what the continuations start from): {truth}", file=sys.stderr)
     began = time.perf_counter()
     with torch.no_grad():
         videos = sample_long(pred, interp, args.frames, args.num, seed=args.seed, start=start_latents,

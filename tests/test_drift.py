@@ -16,6 +16,7 @@ from lvdm_ref.i3d import weights_path  # noqa: E402
 needs_i3d = pytest.mark.skipif(not weights_path().exists(), reason="I3D weights not set up (python -m lvdm_ref setup-weights)")
 
 
+@pytest.mark.slow
 @needs_i3d
 def test_windowed_fvd_of_real_long_clips_has_no_trend():
     """Moving MNIST is stationary: the floor curve is flat (small N, so a loose bound)."""

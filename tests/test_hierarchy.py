@@ -230,6 +230,7 @@ def test_warm_start_from_a_short_model_is_the_same_function():
 
 
 # ----------------------------------------------------------------------------- the commands, end to end
+@pytest.mark.slow
 def test_train_and_sample_long_commands(tmp_path):
     """`train --model pred|interp` then `sample-long` (quick preset): exact frames, a figure, a real start."""
     import json
@@ -253,6 +254,7 @@ def test_train_and_sample_long_commands(tmp_path):
     out = cli("sample-long", "--pred", pred["checkpoint"], "--interp", interp["checkpoint"], "--frames", "37",
               "--num", "2", "--steps", "2", "--start", "real", "--out", tmp_path / "long.npz",
               "--figure", tmp_path / "long.png")
+    assert out["real"] == str(tmp_path / "long_real.npz")  # the second file --start real writes, named in the result
     videos, real = np.load(out["out"])["videos"], np.load(out["real"])["videos"]
     assert videos.shape == real.shape == (2, 37, 32, 32, 1) and (tmp_path / "long.png").stat().st_size > 0
     flat = cli("train", "--model", "pred", "--vae", vae, "--out", tmp_path / "flat", "--steps", "2",

@@ -60,6 +60,14 @@ def test_notebook_opens_with_colab_badge_and_guarded_install(source):
     assert cells[1].cell_type == "code" and '"google.colab" in sys.modules' in install and "pip" in install
 
 
+@pytest.mark.parametrize("source", NOTEBOOK_SOURCES, ids=lambda p: p.stem)
+def test_notebook_says_first_what_running_it_costs(source):
+    """A learner sees the cost at full size (the default), on a Colab GPU and in quick mode before running."""
+    first = " ".join(jupytext.read(source).cells[0].source.replace("\n>", "\n").split())  # one line, no quote marks
+    assert "**Time to run.**" in first and "Full size (the default)" in first and "2-core CPU" in first
+    assert "Colab GPU" in first and "Quick mode (`LVDM_QUICK=1`)" in first
+
+
 def test_lvdm_recipe_is_lvdms_and_leaves_the_preset_alone():
     from lvdm_ref.config import get_preset, with_recipe
 
