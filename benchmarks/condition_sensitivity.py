@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from hierarchy_card import condition_sensitivity  # noqa: E402
 
-from lvdm_ref.checkpoint import atomic_write, load_weights  # noqa: E402
+from lvdm_ref.checkpoint import load_weights, write_json  # noqa: E402
 from lvdm_ref.data import generate_moving_mnist  # noqa: E402
 from lvdm_ref.diffusion import LONG_VIDEO_DDIM_STEPS  # noqa: E402
 from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE  # noqa: E402
@@ -70,8 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         results[key] = measure(path, args.num)
         print(json.dumps({key: results[key]["mean_ratio"]}), flush=True)
-        text = json.dumps(results, indent=1) + "\n"
-        atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+        write_json(args.out, results)
     return results
 
 

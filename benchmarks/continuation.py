@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from lvdm_ref.checkpoint import atomic_write  # noqa: E402
+from lvdm_ref.checkpoint import write_json  # noqa: E402
 from lvdm_ref.data import generate_moving_mnist  # noqa: E402
 from lvdm_ref.long_video import sample_long  # noqa: E402
 from lvdm_ref.lvdm import LatentVideoDiffusion  # noqa: E402
@@ -84,8 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
                "pred": str(args.pred), "interp": str(args.interp), "num": args.num, "frames": args.frames,
                "settings": "DDIM 50, eta 1, s = model default (100 for s_max = 250), guidance 0.1",
                "sample_cpu_seconds": round(time.process_time() - began, 1), **score(videos, real, held)}
-    text = json.dumps(results, indent=1) + "\n"
-    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+    write_json(args.out, results)
     print(json.dumps({k: v for k, v in results.items() if k != "per_frame"}))
     return results
 

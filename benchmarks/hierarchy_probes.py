@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from hierarchy_card import interpolation_card, prediction_card  # noqa: E402
 
-from lvdm_ref.checkpoint import atomic_write  # noqa: E402
+from lvdm_ref.checkpoint import write_json  # noqa: E402
 from lvdm_ref.config import get_preset  # noqa: E402
 from lvdm_ref.data import generate_moving_mnist  # noqa: E402
 from lvdm_ref.lvdm import LatentVideoDiffusion  # noqa: E402
@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         if name in results["probes"]:
             continue
         results["probes"][name] = run_probe(name, args)
-        text = json.dumps(results, indent=1) + "\n"
-        atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+        write_json(args.out, results)
         card = results["probes"][name]["card"]
         print(json.dumps({"probe": name, "psnr": card["model"]["psnr"]}), flush=True)
     return results

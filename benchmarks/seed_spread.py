@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from recipe_study import sample_in_batches  # noqa: E402
 
-from lvdm_ref.checkpoint import atomic_write  # noqa: E402
+from lvdm_ref.checkpoint import atomic_write, write_json  # noqa: E402
 from lvdm_ref.data import generate_moving_mnist  # noqa: E402
 from lvdm_ref.i3d import load_i3d  # noqa: E402
 from lvdm_ref.metrics import fvd_from_features, i3d_features  # noqa: E402
@@ -85,8 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "real_vs_real": round(fvd_from_features(real[:args.num // 2], floor[:args.num // 2]), 2),
                    "note": f"each set of {args.num} split into two disjoint halves, scored against the first "
                            f"{args.num // 2} real clips"}}
-    text = json.dumps(results, indent=1) + "\n"
-    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+    write_json(args.out, results)
     print(json.dumps(results))
     return results
 

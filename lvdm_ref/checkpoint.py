@@ -40,6 +40,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+def write_json(path: str | os.PathLike, data: dict) -> Path:
+    """`data` as indented JSON at `path`, written atomically (a run of record is never left half-written)."""
+    text = json.dumps(data, indent=1) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict) -> Path:
     """Write `tensors` (contiguous CPU copies) and `metadata` (JSON-able) to a .safetensors file."""
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}

