@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from lvdm_ref.checkpoint import SHIPPED_DIR, load_weights, save_weights
 from lvdm_ref.config import from_dict, to_dict
 from lvdm_ref.data import generate_moving_mnist, load_mnist_digits
-from lvdm_ref.utils import stream
+from lvdm_ref.utils import randn, stream
 
 NUM_CLASSES = 10
 SHIPPED_DIGITS = SHIPPED_DIR / "mmnist_digits.safetensors"
@@ -107,7 +107,7 @@ def augment_digits(digits: np.ndarray, generator: torch.Generator, max_rotation:
         radius = int(2 * elastic_sigma)
         kernel = torch.exp(-0.5 * (torch.arange(-radius, radius + 1) / elastic_sigma) ** 2)
         kernel = kernel / kernel.sum()  # (k,) separable Gaussian
-        noise = torch.randn(num * 2, 1, height, width, generator=generator)  # (2M, 1, h, w): dx and dy fields
+        noise = randn((num * 2, 1, height, width), generator)  # (2M, 1, h, w): dx and dy fields
         noise = F.conv2d(F.conv2d(noise, kernel.view(1, 1, 1, -1), padding=(0, radius)), kernel.view(1, 1, -1, 1),
                          padding=(radius, 0))
         pixels = noise.view(num, 2, height, width) * elastic / kernel.square().sum()  # (M, 2, h, w), std `elastic`
