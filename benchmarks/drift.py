@@ -233,7 +233,7 @@ class Drift:
 
         floor = self.collect("floor", lambda first, count: {"windows": self.real_windows(first, count)})["features"]
         floor_curve = curve(floor)
-        results["floor"] = {"fvd": floor_curve, **summarise(floor_curve), **bootstrap(reference, floor, self.starts)}
+        results["floor"] = {"fvd": floor_curve, **summarise(floor_curve), **bootstrap(reference, floor, self.starts, self.args.resamples)}
         variants = results.setdefault("variants", {})
         for name in args.variants:
             model, level, guidance = VARIANTS[name]
@@ -245,7 +245,7 @@ class Drift:
             fvd = curve(features)
             variants[name] = {"model": model, "perturbation_level": level_used, "guidance": guidance,
                               "fvd": fvd, **summarise(fvd),
-                              **bootstrap(reference, features, self.starts)}
+                              **bootstrap(reference, features, self.starts, self.args.resamples)}
             self.save(results, results_path)
         if args.real_start:
             results["real_start"] = self.real_start(curve, reference)
@@ -258,7 +258,7 @@ class Drift:
         arrays = self.collect(REAL_START, self.sampled("perturbed", None, W, real_start=True))
         fvd = curve(arrays["features"])
         return {"fvd": fvd, **summarise(fvd),
-                **bootstrap(reference, arrays["features"], self.starts),
+                **bootstrap(reference, arrays["features"], self.starts, self.args.resamples),
                 "psnr": {str(s): round(float(arrays["psnr"][:, w].mean()), 3) for w, s in enumerate(self.starts)},
                 "ssim": {str(s): round(float(arrays["ssim"][:, w].mean()), 4) for w, s in enumerate(self.starts)}}
 
@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=LONG_VIDEO_DDIM_STEPS)
     parser.add_argument("--chunk", type=int, default=8, help="videos per saved chunk")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resamples", type=int, default=200, help="bootstrap resamples for the 90 %% intervals")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT")
     parser.add_argument("--no-real-start", dest="real_start", action="store_false")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())

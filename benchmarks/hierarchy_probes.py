@@ -36,12 +36,14 @@ from lvdm_ref.data import generate_moving_mnist  # noqa: E402
 from lvdm_ref.lvdm import LatentVideoDiffusion  # noqa: E402
 from lvdm_ref.recipes import train_hierarchy_model  # noqa: E402
 
-# name -> (role, overrides). Overrides: parameterization, attention_levels, condition_prob.
+# name -> (role, overrides). Overrides: parameterization, attention_levels, attention, condition_prob, every_start.
 PROBES = {
     "pred eps (LVDM's, the shipped recipe)": ("pred", {}),
     "pred v": ("pred", {"parameterization": "v"}),
     "pred v, attention at 16x16 too": ("pred", {"parameterization": "v", "attention_levels": (0, 1, 2)}),
     "pred v, condition in 90 %": ("pred", {"parameterization": "v", "condition_prob": 0.9}),
+    "pred v, joint attention": ("pred", {"parameterization": "v", "attention": "joint"}),
+    "pred v, windows at every latent": ("pred", {"parameterization": "v", "every_start": True}),
     "interp eps (LVDM's, the shipped recipe)": ("interp", {}),
     "interp v": ("interp", {"parameterization": "v"}),
 }
@@ -55,7 +57,8 @@ def probe_preset(overrides: dict):
     preset = get_preset("mmnist")
     diffusion = dataclasses.replace(preset.diffusion, parameterization=overrides.get("parameterization", "eps"))
     unet = dataclasses.replace(preset.hierarchy_unet,
-                               attention_levels=overrides.get("attention_levels", preset.hierarchy_unet.attention_levels))
+                               attention_levels=overrides.get("attention_levels", preset.hierarchy_unet.attention_levels),
+                               attention=overrides.get("attention", preset.hierarchy_unet.attention))
     return dataclasses.replace(preset, diffusion=diffusion, hierarchy_unet=unet)
 
 
@@ -68,7 +71,8 @@ def run_probe(name: str, args) -> dict:
     if shared.exists() and not (out / "latents.pt").exists():
         os.link(shared, out / "latents.pt")
     summary = train_hierarchy_model(probe_preset(overrides), role, args.vae, out, steps=args.steps,
-                                    condition_prob=overrides.get("condition_prob"), resume=resume, device="cpu")
+                                    condition_prob=overrides.get("condition_prob"), resume=resume, device="cpu",
+                                    every_start=overrides.get("every_start", False))
     if not shared.exists():
         os.link(out / "latents.pt", shared)
     model = LatentVideoDiffusion.load(summary["checkpoint"], kind=f"lvdm_{role}")
@@ -102,7 +106,9 @@ def main(argv: list[str] | None = None) -> dict:
         if name in results["probes"]:
             continue
         results["probes"][name] = run_probe(name, args)
-        write_json(args.out, results)
+        saved = json.loads(args.out.read_text()) if args.out.exists() else {"probes": {}}  # another run may have
+        saved["probes"][name] = results["probes"][name]  # added its probes meanwhile: keep them
+        write_json(args.out, saved | {k: v for k, v in results.items() if k != "probes"})
         card = results["probes"][name]["card"]
         print(json.dumps({"probe": name, "psnr": card["model"]["psnr"]}), flush=True)
     return results

@@ -87,6 +87,7 @@ class HierarchyConfig:
     keyframe_stride: int = 4  # keyframes are every 4th latent: 16 frames apart with x4 temporal compression
     condition_prob: float = 0.5  # training samples that get the condition; the rest are unconditional (guidance)
     max_perturbation_level: int = TRAIN_MAX_LEVEL  # training s ~ U{0, ..., s_max - 1}; 0 turns perturbation off
+    every_start: bool = False  # train on windows starting at every latent, not only at keyframes (LVDM's)
 
 
 def hierarchy_config(role: str, max_perturbation_level: int = TRAIN_MAX_LEVEL) -> HierarchyConfig:

@@ -205,16 +205,17 @@ def training_latents(long_latents: torch.Tensor, config: HierarchyConfig) -> tor
 
     pred: every `keyframe_stride`-th latent, the first `num_latents` of them (N, c, 4, h, w);
     interp: every window of `num_latents` consecutive latents starting on a keyframe (N * W, c, 5, h, w).
+    With `config.every_start` a window may start at any latent, not only at a keyframe: the same clips give
+    `keyframe_stride` times more distinct samples (W windows per clip, (N * W, ...) for pred too).
     """
     stride, length = config.keyframe_stride, long_latents.shape[2]
-    if config.role == "pred":
-        keyframes = long_latents[:, :, ::stride][:, :, :config.num_latents]
-        if keyframes.shape[2] < config.num_latents:
-            raise ValueError(f"{length} latents hold {keyframes.shape[2]} keyframes; the prediction model needs "
-                             f"{config.num_latents}: use longer clips")
-        return keyframes.contiguous()
-    starts = range(0, length - config.num_latents + 1, stride)
-    return torch.cat([long_latents[:, :, s:s + config.num_latents] for s in starts]).contiguous()
+    span = (config.num_latents - 1) * stride + 1 if config.role == "pred" else config.num_latents  # latents a sample covers
+    if span > length:
+        raise ValueError(f"a {config.role} sample spans {span} latents, the clips have {length}: use longer clips")
+    step = 1 if config.every_start else stride
+    starts = range(0, 1 if config.role == "pred" and not config.every_start else length - span + 1, step)
+    take = stride if config.role == "pred" else 1  # keyframes, or consecutive latents
+    return torch.cat([long_latents[:, :, s:s + span:take] for s in starts]).contiguous()
 
 
 def long_clip_frames(preset: Preset, config: HierarchyConfig) -> int:
@@ -253,7 +254,7 @@ class Snapshots(Callback):
 def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_perturbation_level: int | None = None,
                           condition_prob: float | None = None, steps: int | None = None, num_clips: int | None = None,
                           resume: bool = False, device: str = "auto", callbacks=(), progress: bool = True,
-                          compile: bool = False, snapshot_every: int | None = None) -> dict:
+                          compile: bool = False, snapshot_every: int | None = None, every_start: bool = False) -> dict:
     """Train the preset's prediction (`role="pred"`) or interpolation (`"interp"`) model on a frozen
     autoencoder; write OUT/{role}.safetensors.
 
@@ -262,6 +263,7 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
     `max_perturbation_level`: s_max, by default LVDM's `perturbation.TRAIN_MAX_LEVEL` of 1000 timesteps (the
     same share of a shorter chain); 0 trains without conditional latent perturbation (no s embedding).
     `condition_prob`: the share of conditioned training samples, by default LVDM's (0.5 pred, 0.9 interp).
+    `every_start`: train on windows starting at every latent, not only at keyframes (`training_latents`).
     `snapshot_every`: also keep the model every that many steps in OUT/snapshots/, so that a
     long run can be scored along the way. `compile=True` trains through `torch.compile`.
     """
@@ -272,6 +274,7 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
         if not 0 < condition_prob <= 1:
             raise ValueError(f"condition_prob must be in (0, 1], got {condition_prob}")
         config = dataclasses.replace(config, condition_prob=condition_prob)
+    config = dataclasses.replace(config, every_start=every_start)
     if not 0 <= max_perturbation_level <= preset.diffusion.num_timesteps:
         raise ValueError(f"max_perturbation_level must be in [0, {preset.diffusion.num_timesteps}] (the diffusion's "
                          f"timesteps), got {max_perturbation_level}")

@@ -51,7 +51,8 @@ def test_results_hold_every_variant_and_the_floor_and_the_figure_reads_the_json(
                  "--num-clips", "8")["checkpoint"]
     out = tmp_path / "drift"
     results = drift.main(["--pred", pred, "--pred-noperturb", flat, "--interp", interp, "--num", "2", "--frames", "32",
-                          "--window-every", "16", "--steps", "1", "--chunk", "1", "--threads", "1", "--out", str(out)])
+                          "--window-every", "16", "--steps", "1", "--chunk", "1", "--threads", "1", "--resamples", "20",
+                        "--out", str(out)])
     assert set(results["variants"]) == set(drift.VARIANTS)
     for entry in [results["floor"], results["real_start"], *results["variants"].values()]:
         assert list(entry["fvd"]) == ["0", "16"] and entry["last_over_first"] > 0
@@ -75,7 +76,8 @@ def test_results_hold_every_variant_and_the_floor_and_the_figure_reads_the_json(
     assert lines["neither"][-1] == 12345.0
     # resumable: a rerun finds every feature file and samples nothing
     again = drift.main(["--pred", pred, "--pred-noperturb", flat, "--interp", interp, "--num", "2", "--frames", "32",
-                        "--window-every", "16", "--steps", "1", "--chunk", "1", "--threads", "1", "--out", str(out)])
+                        "--window-every", "16", "--steps", "1", "--chunk", "1", "--threads", "1", "--resamples", "20",
+                        "--out", str(out)])
     assert again["variants"] == results["variants"]
 
 

@@ -280,3 +280,19 @@ def test_sparse_windows_equal_the_full_videos_windows(models):
     assert np.abs(second[0].astype(int) - windows[1].astype(int)).max() <= 1  # a batch of two = two batches of one
     with pytest.raises(ValueError, match="must lie in"):
         sample_windows(pred, interp, 160, [150], num_steps=1, progress=False)
+
+
+@pytest.mark.parametrize("role", ["pred", "interp"])
+@pytest.mark.parametrize("every_start", [False, True])
+def test_training_windows_are_the_latents_a_loop_picks(role, every_start):
+    """Each training sample is the latents listed by hand: keyframes 4 apart (pred) or 5 in a row (interp),
+    starting on a keyframe (LVDM) or, with every_start, at every latent that leaves room for the window."""
+    from lvdm_ref.recipes import training_latents
+
+    config = dataclasses.replace(hierarchy_config(role), every_start=every_start)
+    long = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 16, 1, 1)  # latent k of clip n holds 16 n + k
+    picks = [0, 4, 8, 12] if role == "pred" else [0, 1, 2, 3, 4]
+    last = 16 - 1 - picks[-1]
+    starts = range(0, last + 1) if every_start else ([0] if role == "pred" else range(0, last + 1, 4))
+    expected = [[16 * n + s + k for k in picks] for s in starts for n in range(2)]
+    assert training_latents(long, config)[:, 0, :, 0, 0].tolist() == expected
