@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q "$(TORCH_PIN)"
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m lvdm_ref setup-weights || echo "I3D weights not installed: FVD tests will say why"
+	$(PY) -m lvdm_ref data sample-videos || echo "sample videos not installed: real-video tests will say why"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -102,7 +102,8 @@ def add_curves_and_samples(study, only: list[str] | None = None, num_samples: in
             study.touched.add(name)
         if name not in samples:
             model = LatentVideoDiffusion.load(folder / "short.safetensors")
-            samples[name] = model.sample(num_samples, sampler="ddim", num_steps=50, eta=1.0, seed=0)  # uint8 (n, F, H, W, C)
+            samples[name] = model.sample(num_samples, sampler="ddim", num_steps=getattr(args, "sample_steps", 50), eta=1.0,
+                                         seed=0)  # uint8 (n, F, H, W, C)
             atomic_write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), **samples))
     study.save()
 

@@ -13,7 +13,9 @@ start at 0, `--window-every`, 2 * `--window-every`, ... Each window's `--num` cl
 FVD with `--num` real 16-frame test clips (one fixed set). The floor: the same windows of `--num` real
 `--frames`-frame test clips against that set (Moving MNIST is stationary, so it should be flat).
 Also: the perturbed and guided model continuing the real clips from their first latent, with
-PSNR/SSIM per window against the true frames.
+PSNR/SSIM per window against the true frames. Content: per window, the share of videos whose two digits
+(read by the shipped digit classifier, `lvdm_ref/digits.py`) are those of the first window
+(`keeps_digits`; real clips keep theirs, unrelated clips agree by chance about 2 % of the time).
 
 Variants: the prediction model trained with perturbation (s_max = 250) or without (s_max = 0), each with
 guidance w = 0.1 or without; the first sampled at s = 100 and, with guidance, also at s = 0 (set against
@@ -41,6 +43,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from lvdm_ref.checkpoint import atomic_write  # noqa: E402
+from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier, clip_digits  # noqa: E402
 from lvdm_ref.diffusion import LONG_VIDEO_DDIM_STEPS  # noqa: E402
 from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE as W  # noqa: E402
 
@@ -67,6 +70,13 @@ def summarise(curve: dict[str, float]) -> dict:
     slope = float(np.polyfit(starts, values, 1)[0]) * 100 if len(starts) > 1 else 0.0
     return {"first": float(values[0]), "last": float(values[-1]), "last_over_first": float(values[-1] / values[0]),
             "slope_per_100_frames": slope}
+
+
+def keep_share(digits: np.ndarray, starts: list[int]) -> dict[str, float]:
+    """Per window: the share of videos whose digits there (int (N, W, K) from `digits.clip_digits`) are
+    those of the first window: the content measure (1 for real clips, about 0.02 for unrelated ones)."""
+    same = (digits == digits[:, :1]).all(axis=2)  # (N, W)
+    return {str(s): round(float(same[:, w].mean()), 4) for w, s in enumerate(starts)}
 
 
 def bootstrap(reference: np.ndarray, features: np.ndarray, starts: list[int], resamples: int = 200,
@@ -141,6 +151,9 @@ class Drift:
         self.i3d = None
         data = self.vae.metadata.get("data", {})
         self.size, self.digits = data.get("size", 64), data.get("num_digits", 2)
+        self.classifier = None  # the content measure: the shipped digit classifier reads 2-digit 64x64 clips
+        if self.digits == 2 and self.size == 64 and self.vae.config.in_channels == 1 and SHIPPED_DIGITS.exists():
+            self.classifier = DigitClassifier.load(SHIPPED_DIGITS).eval()
 
     # ------------------------------------------------------------------ cached features
     def collect(self, name: str, make, num_windows: int | None = None) -> dict[str, np.ndarray]:
@@ -168,6 +181,11 @@ class Drift:
             flat = windows.reshape(-1, *windows.shape[2:])  # (count * W, 16, H, W, C)
             new["features"] = i3d_features(flat, model=self.i3d, progress=False).astype(np.float32).reshape(
                 count, windows.shape[1], 400)
+            if self.classifier is not None:  # the digits each window shows, int (count, W, 2)
+                new["digits"] = clip_digits(self.classifier, flat).numpy().reshape(count, windows.shape[1], -1)
+            if have and set(have) != set(new):
+                raise SystemExit(f"{path} holds {sorted(have)}, this run makes {sorted(new)}: it was made by an "
+                                 "older version; delete it or use another --out")
             have = {key: np.concatenate([have[key], value]) if have else value for key, value in new.items()}
             atomic_write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), **have))
             print(f"{name}: {len(have['features'])}/{self.args.num} videos", file=sys.stderr)
@@ -231,20 +249,23 @@ class Drift:
         def curve(features: np.ndarray) -> dict[str, float]:
             return {str(s): round(fvd_from_features(reference, features[:, w]), 2) for w, s in enumerate(self.starts)}
 
-        floor = self.collect("floor", lambda first, count: {"windows": self.real_windows(first, count)})["features"]
+        floor_arrays = self.collect("floor", lambda first, count: {"windows": self.real_windows(first, count)})
+        floor = floor_arrays["features"]
         floor_curve = curve(floor)
-        results["floor"] = {"fvd": floor_curve, **summarise(floor_curve), **bootstrap(reference, floor, self.starts, self.args.resamples)}
+        results["floor"] = {"fvd": floor_curve, **summarise(floor_curve), **self.content(floor_arrays),
+                            **bootstrap(reference, floor, self.starts, self.args.resamples)}
         variants = results.setdefault("variants", {})
         for name in args.variants:
             model, level, guidance = VARIANTS[name]
             if model not in self.models:
                 print(f"skipping {name!r}: no --pred-noperturb", file=sys.stderr)
                 continue
-            features = self.collect(name, self.sampled(model, level, guidance))["features"]
+            arrays = self.collect(name, self.sampled(model, level, guidance))
+            features = arrays["features"]
             level_used = default_level(self.models[model].hierarchy.max_perturbation_level) if level is None else level
             fvd = curve(features)
             variants[name] = {"model": model, "perturbation_level": level_used, "guidance": guidance,
-                              "fvd": fvd, **summarise(fvd),
+                              "fvd": fvd, **summarise(fvd), **self.content(arrays),
                               **bootstrap(reference, features, self.starts, self.args.resamples)}
             self.save(results, results_path)
         if args.real_start:
@@ -257,10 +278,14 @@ class Drift:
         """Continuation of the real clips by the perturbed and guided model: FVD and PSNR/SSIM per window."""
         arrays = self.collect(REAL_START, self.sampled("perturbed", None, W, real_start=True))
         fvd = curve(arrays["features"])
-        return {"fvd": fvd, **summarise(fvd),
+        return {"fvd": fvd, **summarise(fvd), **self.content(arrays),
                 **bootstrap(reference, arrays["features"], self.starts, self.args.resamples),
                 "psnr": {str(s): round(float(arrays["psnr"][:, w].mean()), 3) for w, s in enumerate(self.starts)},
                 "ssim": {str(s): round(float(arrays["ssim"][:, w].mean()), 4) for w, s in enumerate(self.starts)}}
+
+    def content(self, arrays: dict[str, np.ndarray]) -> dict:
+        """{"keeps_digits": {window start: share}} where the digit classifier applies, else {}."""
+        return {"keeps_digits": keep_share(arrays["digits"], self.starts)} if "digits" in arrays else {}
 
     def save(self, results: dict, path: Path) -> None:
         text = json.dumps(results, indent=1) + "\n"

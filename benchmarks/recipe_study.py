@@ -114,8 +114,10 @@ def _calibrate(train, preset, vae, folder, steps, threads, common) -> dict:
 
 def study_setting(args: argparse.Namespace) -> dict:
     """What makes two studies' numbers comparable: one file holds one setting."""
-    return {"vae_sha256": file_sha256(args.vae), "minutes": args.minutes, "num": args.num,
-            "num_clips": args.num_clips, "threads": args.threads}
+    setting = {"vae_sha256": file_sha256(args.vae), "minutes": args.minutes, "num": args.num,
+               "num_clips": args.num_clips, "threads": args.threads}
+    steps = getattr(args, "sample_steps", 50)
+    return setting if steps == 50 else {**setting, "sample_steps": steps}  # LVDM's 50 left out: older files match
 
 
 class Study:
@@ -220,7 +222,7 @@ class Study:
             start = time.process_time()
             summary = train(preset, args.vae, folder, steps=steps, stop_at=stop, resume=resume, **common)
             train_cpu = time.process_time() - start  # this call's training only (a resumed run: since the resume)
-            result = self.evaluate(Path(summary["checkpoint"]), f"{name}_{point}")
+            result = self.evaluate(Path(summary["checkpoint"]), f"{name}_{point}", steps=getattr(args, "sample_steps", 50))
             entry[point] = {"step": stop, "cpu_minutes": round(stop * entry["cpu_seconds_per_step"] / 60, 2),
                             "train_cpu_seconds_this_call": round(train_cpu, 1),
                             "final_loss": summary["final_loss"], **result}
@@ -340,6 +342,7 @@ def add_study_arguments(parser: argparse.ArgumentParser, *, minutes: float, num:
     parser.add_argument("--num", type=int, default=num, help="clips per FVD set")
     parser.add_argument("--num-clips", type=int, default=2048, help="encoded training clips (shared)")
     parser.add_argument("--calibration-steps", type=int, default=20)
+    parser.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of the scored samples (LVDM: 50)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="*", default=None, help=f"{what}s to run (default: all, in order)")
     parser.add_argument("--out", type=Path, default=out)
@@ -348,8 +351,10 @@ def add_study_arguments(parser: argparse.ArgumentParser, *, minutes: float, num:
 
 def run_study(parser: argparse.ArgumentParser, args: argparse.Namespace, variants: dict, section: str) -> Study:
     """Check the shared options, then train and score every variant asked for (skipping finished ones)."""
-    if args.minutes <= 0 or args.num < 2 or args.num_clips < 16 or args.calibration_steps < 1 or args.threads < 1:
-        parser.error("--minutes > 0, --num >= 2, --num-clips >= 16, --calibration-steps >= 1, --threads >= 1")
+    if (args.minutes <= 0 or args.num < 2 or args.num_clips < 16 or args.calibration_steps < 1 or args.threads < 1
+            or args.sample_steps < 1):
+        parser.error("--minutes > 0, --num >= 2, --num-clips >= 16, --calibration-steps >= 1, --threads >= 1, "
+                     "--sample-steps >= 1")
     if not args.vae.exists():
         parser.error(f"--vae {args.vae} does not exist")
     unknown = set(args.only or ()) - set(variants)

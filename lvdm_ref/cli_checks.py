@@ -1,7 +1,7 @@
 """Argument checks for the command line: each finds a bad argument before any work starts.
 
 The argparse `type=` functions (`integer`, `number`, `input_file`, `clip_source`, `output_file`,
-`output_folder`, `url`, `device`) check one argument as argparse reads it; argparse then stops
+`output_folder`, `url`, `device`, `video_root`) check one argument as argparse reads it; argparse then stops
 with `lvdm <command>: error: argument --x: <problem and fix>` and exit status 2. The `check_*`
 functions cover what needs two arguments, a checkpoint's header or an input's contents; they raise
 `UsageError`, which `cli.main` prints as one line, `error: ...`, with exit status 2. A new command uses
@@ -126,6 +126,17 @@ def clip_source(text: str) -> Path:
                                              f"pass an .npz, a video file or a folder of videos")
         return path
     return input_file(".npz", *READ_EXTENSIONS)(text)
+
+
+def video_root(text: str) -> Path:
+    """argparse type: an existing folder of videos (the UCF-101 layout, or any folder; its contents are
+    checked when the command opens it)."""
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        problem = "is a file, not a folder" if path.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text} {problem}; pass the folder that holds the videos (UCF-101: the "
+                                         f"folder with UCF-101/ and ucfTrainTestlist/)")
+    return path
 
 
 def output_file(*suffixes: str):

@@ -8,8 +8,8 @@ References:
    IEEE TIP 2004 (SSIM, Eq. 13, 11x11 Gaussian window with sigma 1.5).
 
 The feature network is the Kinetics-400 Inception-I3D of `i3d.py`. Protocol (README, "FVD
-protocol"): uint8 clips of 16 frames, grayscale repeated to RGB, bilinear resize to 224x224,
-scaled to [-1, 1]; features are the 400 logits averaged over time; Frechet distance in float64
+protocol"): uint8 clips of 16 frames, grayscale repeated to RGB, resized to 224x224 (bilinear where
+a side grows, a box filter where it shrinks: `resize_weights`), scaled to [-1, 1]; features are the 400 logits averaged over time; Frechet distance in float64
 with unbiased (N - 1) covariances. Features of a clip file are cached per file (`file_features`),
 so a real set is embedded once. `windowed_fvd` scores the 16-frame windows of long videos (the
 drift of the hierarchy), and `evaluate_reconstruction` gives the autoencoder's per-frame PSNR
@@ -39,6 +39,9 @@ if TYPE_CHECKING:  # for annotations only: a metrics file reads models, models n
 NUM_FRAMES = 16  # the protocol's clip length
 # Changing anything that alters features must change this string: it keys the feature cache.
 PROTOCOL = f"i3d-k400({I3D_SHA256[:12]})/logits/{NUM_FRAMES}f/{RESOLUTION}-bilinear/gray2rgb/[-1,1]"
+# Clips with a side above 224 px are shrunk with a box filter, which the first protocol did not do: their
+# features are cached under this longer key, and those of clips up to 224 px are unchanged.
+PROTOCOL_SHRINK = f"{PROTOCOL}/box-shrink"
 BATCH_SIZE = 2  # clips per I3D call: on a CPU 2 beat 8 by 1.3x (benchmarks/i3d_speed.py); a GPU may like more
 
 
@@ -60,14 +63,42 @@ def check_clips(videos: np.ndarray, name: str = "videos", num_frames: int | None
     return videos
 
 
+def resize_weights(size_in: int, size_out: int) -> torch.Tensor:
+    """(size_out, size_in) weights that resize one axis: output = weights @ input.
+
+    Growing (or keeping) an axis: bilinear with half-pixel centres (what F.interpolate does). Shrinking:
+    a box filter, each output pixel the mean of the input span it covers, [i, i + 1) * size_in / size_out,
+    partly covered pixels weighted by their share (OpenCV's INTER_AREA). The box smooths before it
+    samples, so texture finer than the output grid averages out instead of aliasing into a moire.
+    """
+    if size_in <= size_out:
+        source = np.clip((np.arange(size_out) + 0.5) * size_in / size_out - 0.5, 0, size_in - 1)
+        low = np.floor(source).astype(int)
+        high = np.minimum(low + 1, size_in - 1)
+        weights = np.zeros((size_out, size_in))
+        np.add.at(weights, (np.arange(size_out), low), 1 - (source - low))
+        np.add.at(weights, (np.arange(size_out), high), source - low)
+    else:
+        edges = np.arange(size_out + 1) * size_in / size_out  # output pixel i covers [edges[i], edges[i + 1])
+        pixels = np.arange(size_in)
+        overlap = np.minimum(edges[1:, None], pixels[None] + 1) - np.maximum(edges[:-1, None], pixels[None])
+        weights = np.clip(overlap, 0, None) / (size_in / size_out)  # (size_out, size_in), rows sum to 1
+    return torch.from_numpy(weights).float()
+
+
 def preprocess(videos: np.ndarray) -> torch.Tensor:
     """uint8 (N, F, H, W, C) -> float (N, 3, F, 224, 224) in [-1, 1], the I3D input."""
     x = torch.from_numpy(np.ascontiguousarray(videos)).float()  # (N, F, H, W, C) in [0, 255]
-    num_clips = x.shape[0]
+    num_clips, height, width = x.shape[0], x.shape[2], x.shape[3]
     frames = rearrange(x, "n f h w c -> (n f) c h w")
-    frames = F.interpolate(frames, size=(RESOLUTION, RESOLUTION), mode="bilinear", align_corners=False)
+    if max(height, width) <= RESOLUTION:
+        frames = F.interpolate(frames, size=(RESOLUTION, RESOLUTION), mode="bilinear", align_corners=False)
+    else:  # a side shrinks: separable box filter there, bilinear on a side that grows
+        rows, cols = resize_weights(height, RESOLUTION), resize_weights(width, RESOLUTION)
+        frames = torch.einsum("yh,bchw,xw->bcyx", rows, frames, cols)  # (N F, C, 224, 224)
     # Differs from the FVD paper's code (TF1 resize_bilinear: source = target * in / out, no
-    # half-pixel offset): we sample at half-pixel centres like torch and TF2. Stated in the README.
+    # half-pixel offset, no smoothing when shrinking): we sample at half-pixel centres like torch and
+    # TF2, and shrink with a box filter (bilinear alone aliases at 256 px and up). Stated in the README.
     x = rearrange(frames, "(n f) c h w -> n c f h w", n=num_clips) / 127.5 - 1  # (N, C, F, 224, 224)
     return x.expand(-1, 3, -1, -1, -1) if x.shape[1] == 1 else x  # grayscale -> RGB
 
@@ -124,9 +155,11 @@ def file_features(path: str | Path, num: int | None = None, batch_size: int = BA
     else:
         contents = file_sha256(path)
     digest = hashlib.sha256(f"{contents}/{PROTOCOL}".encode()).hexdigest()  # the file's bytes + protocol
+    videos = load_clips(path, num) if videos is None else videos
+    if max(videos.shape[2:4], default=0) > RESOLUTION:  # shrunk with the box filter: its own key
+        digest = hashlib.sha256(f"{contents}/{PROTOCOL_SHRINK}".encode()).hexdigest()
     cached_path = cache_dir() / "features" / f"{digest[:32]}.npy"
     cached = np.load(cached_path) if cached_path.exists() else np.zeros((0, 400))  # (k, 400)
-    videos = load_clips(path, num) if videos is None else videos
     if len(cached) >= len(videos):
         return cached[:len(videos)], True
     new = i3d_features(videos[len(cached):], batch_size=batch_size, model=model, progress=progress)

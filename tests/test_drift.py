@@ -124,3 +124,11 @@ def test_committed_run_of_record_holds_every_variant_the_floor_and_their_interva
     assert list(results["real_start"]["psnr"]) == starts
     features = np.load(ROOT / "benchmarks" / "results" / "drift" / "features" / "neither.npz")["features"]
     assert features.shape == (results["num"], len(starts), 400)
+
+
+def test_keep_share_counts_videos_whose_window_digits_are_the_first_windows():
+    digits = np.array([[[1, 2], [1, 2], [1, 2]],   # keeps both digits
+                       [[3, 4], [3, 5], [3, 4]],   # loses one, then reads them again
+                       [[0, 0], [7, 8], [7, 9]],   # loses both
+                       [[6, 6], [6, 6], [5, 6]]])  # a repeated digit is a multiset too: {6, 6} is not {5, 6}
+    assert drift.keep_share(digits, [0, 16, 32]) == {"0": 1.0, "16": 0.5, "32": 0.5}
