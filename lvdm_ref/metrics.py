@@ -9,9 +9,9 @@ References:
 
 The feature network is the Kinetics-400 Inception-I3D of `i3d.py`. Protocol (README, "FVD
 protocol"): uint8 clips of 16 frames, grayscale repeated to RGB, resized to 224x224 (bilinear where
-a side grows, a box filter where it shrinks: `resize_weights`), scaled to [-1, 1]; features are the 400 logits averaged over time; Frechet distance in float64
-with unbiased (N - 1) covariances. Features of a clip file are cached per file (`file_features`),
-so a real set is embedded once. `windowed_fvd` scores the 16-frame windows of long videos (the
+a side grows, a box filter where it shrinks: `resize_weights`), scaled to [-1, 1]; features are
+the 400 logits averaged over time; Frechet distance in float64 with unbiased (N - 1) covariances.
+Features of a clip file are cached per file (`file_features`), so a real set is embedded once. `windowed_fvd` scores the 16-frame windows of long videos (the
 drift of the hierarchy), and `evaluate_reconstruction` gives the autoencoder's per-frame PSNR
 and SSIM (the ceiling for LVDM's samples).
 """

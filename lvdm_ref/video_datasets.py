@@ -317,7 +317,7 @@ def fetch_sample_videos(out: str | Path | None = None, force: bool = False, whee
         atomic_write(out / name, lambda tmp, data=data: Path(tmp).write_bytes(data))
         info = probe_video(out / name)  # PyAV reads the header and a first frame decodes
         first = read_video(out / name, 0, 1)  # uint8 (1, H, W, 3)
-        if (info.num_frames, info.height, info.width) != (frames, height, width) or first.shape != (1, height, width, 3):
+        if (info.num_frames, info.height, info.width, first.shape) != (frames, height, width, (1, height, width, 3)):
             raise ValueError(f"{name}: PyAV reads {info}, expected {frames} frames of {height}x{width}")
         written[name] = {"frames": frames, "height": height, "width": width, "fps": round(info.fps, 2)}
     return {"dir": str(out), "status": "fetched", "source": SAMPLE_VIDEOS_PACKAGE, "files": written}

@@ -54,6 +54,55 @@ def test_preprocess_is_half_pixel_bilinear_gray_to_rgb():
         np.testing.assert_allclose(x[:, channel].numpy(), expected, atol=1e-5)
 
 
+def _box_filter(image: np.ndarray, size_out: int) -> np.ndarray:
+    """Oracle: each output pixel is the area-weighted mean of the input pixels its square covers (loops)."""
+    scale_y, scale_x = image.shape[0] / size_out, image.shape[1] / size_out
+    out = np.zeros((size_out, size_out))
+    for y in range(size_out):
+        for x in range(size_out):
+            total = 0.0
+            for i in range(int(y * scale_y), min(image.shape[0], int(np.ceil((y + 1) * scale_y)))):
+                for j in range(int(x * scale_x), min(image.shape[1], int(np.ceil((x + 1) * scale_x)))):
+                    share_y = min((y + 1) * scale_y, i + 1) - max(y * scale_y, i)
+                    share_x = min((x + 1) * scale_x, j + 1) - max(x * scale_x, j)
+                    total += max(share_y, 0) * max(share_x, 0) * image[i, j]
+            out[y, x] = total / (scale_y * scale_x)
+    return out
+
+
+def test_frames_above_224_px_are_shrunk_with_a_box_filter():
+    rng = np.random.default_rng(0)
+    clip = rng.integers(0, 256, size=(1, 16, 256, 256, 3), dtype=np.uint8)  # a 256 px clip of fine texture
+    x = metrics.preprocess(clip)  # (1, 3, 16, 224, 224)
+    for frame, channel in ((0, 0), (15, 2)):
+        expected = _box_filter(clip[0, frame, :, :, channel].astype(np.float64), 224) / 127.5 - 1
+        np.testing.assert_allclose(x[0, channel, frame].numpy(), expected, atol=2e-5)
+    # One side shrinks (box), the other grows (the bilinear weights of the small-clip path).
+    wide = rng.integers(0, 256, size=(1, 16, 100, 300, 1), dtype=np.uint8)
+    bilinear = torch.nn.functional.interpolate(torch.from_numpy(wide[0, :, :, :, 0]).float()[:, None],
+                                               size=(224, 300), mode="bilinear", align_corners=False)[:, 0]
+    expected = np.stack([[_box_1d(row, 224) for row in frame] for frame in bilinear.double().numpy()]) / 127.5 - 1
+    np.testing.assert_allclose(metrics.preprocess(wide)[0, 0].numpy(), expected, atol=2e-5)
+    # Why: 1-pixel stripes at 720 px are far finer than 224 px can hold. The box filter averages them to
+    # an almost even gray; bilinear sampling alone keeps full-contrast stripes at a false frequency.
+    stripes = np.zeros((1, 16, 720, 720, 1), np.uint8)
+    stripes[..., ::2, :] = 255
+    shrunk = metrics.preprocess(stripes)[0, 0, 0]
+    plain = torch.nn.functional.interpolate(torch.from_numpy(stripes[0, :1, :, :, 0]).float()[:, None] / 127.5 - 1,
+                                            size=(224, 224), mode="bilinear", align_corners=False)[0, 0]
+    assert shrunk.std() < 0.2 < 0.5 < plain.std()
+
+
+def _box_1d(row: np.ndarray, size_out: int) -> np.ndarray:
+    """The box filter along one axis (the same rule as `_box_filter`)."""
+    scale = len(row) / size_out
+    out = np.zeros(size_out)
+    for x in range(size_out):
+        for j in range(int(x * scale), min(len(row), int(np.ceil((x + 1) * scale)))):
+            out[x] += max(min((x + 1) * scale, j + 1) - max(x * scale, j), 0) * row[j]
+    return out / scale
+
+
 # ----------------------------------------------------------------------------- Frechet distance and KVD
 def test_frechet_distance_oracles():
     rng = np.random.default_rng(0)
