@@ -24,7 +24,7 @@ from PIL import Image
 from lvdm_ref.checkpoint import SHIPPED_DIR, export_for_sampling
 from lvdm_ref.cli_checks import (UsageError, check_autoencoder, check_fvd_clips, check_hierarchy_pair, check_resumable,
                                  check_sampler_steps, clip_source, device, header, input_file, integer, number,
-                                 output_file, output_folder, url, user_input, video_root)
+                                 output_file, output_folder, start_source, url, user_input, video_root)
 from lvdm_ref.config import PRESET_NAMES, RECIPES, VAEConfig, from_dict, get_preset, hierarchy_config, with_recipe
 from lvdm_ref.data import MNIST_MIRRORS, download_mnist, generate_moving_mnist, load_mnist, resolve_digit_source
 from lvdm_ref.diffusion import LONG_VIDEO_DDIM_STEPS, PARAMETERIZATIONS
@@ -39,6 +39,7 @@ from lvdm_ref.recipes import long_clip_frames, train_autoencoder, train_hierarch
 from lvdm_ref.utils import from_uint8, get_device, is_quick, print_result, to_uint8
 from lvdm_ref.vae3d import VideoAutoencoder, encode_videos
 from lvdm_ref.video_datasets import fetch_sample_videos, open_video_dataset
+from lvdm_ref.video_io import read_video
 from lvdm_ref.video_training import video_preset
 from lvdm_ref.viz import SAVE_EXTENSIONS, as_video, frame_strip, plot_long_video, save_video
 
@@ -247,6 +248,11 @@ def cmd_sample_long(args: argparse.Namespace) -> dict:
         truth = args.out.with_name(f"{args.out.stem}_real{args.out.suffix}")
         result["real"] = str(_write_videos(truth, real))
         print(f"the real clips' true frames (what the continuations start from): {truth}", file=sys.stderr)
+    elif args.start != "generated":  # a clip file: its first frames are encoded and continued
+        with user_input():  # frames of another size or channel count than the autoencoder's, too few clips
+            first = start_clips(args.start, args.num, pred)  # uint8 (N, temporal_downsample, H, W, C)
+        start_latents = encode_videos(pred.vae, first, progress=False).to(device)  # (N, c, 1, h, w)
+        result["start"] = str(args.start)
     began = time.perf_counter()
     with torch.no_grad():
         videos = sample_long(pred, interp, args.frames, args.num, seed=args.seed, start=start_latents,
@@ -260,6 +266,38 @@ def cmd_sample_long(args: argparse.Namespace) -> dict:
         result["figure"] = str(args.figure)
     result["shape"] = list(videos.shape)
     return result
+
+
+def start_clips(path: Path, num: int, model: LatentVideoDiffusion) -> np.ndarray:
+    """The frames of `path` (.npz `videos`, or a video file) that `model`'s first latent encodes, for `num`
+    videos: uint8 (num, temporal_downsample, H, W, C). A file of one clip starts every video; one of several
+    gives its first `num`. Frame size and channels must be the autoencoder's: the error says what they must be."""
+    config = model.vae.config
+    first, size = config.temporal_downsample, model.latent_shape[-1] * config.spatial_downsample
+    channels = config.in_channels
+    if path.suffix.lower() == ".npz":
+        clips = load_clips(path)  # (M, F, H, W, C), or one clip (F, H, W, C)
+        clips = clips[None] if clips.ndim == 4 else clips
+    else:
+        clips = read_video(path, 0, first)[None]  # (1, F, H, W, 3): video files hold RGB
+        if channels == 1 and np.abs(clips.astype(np.int16) - clips[..., :1]).max() <= 8:  # gray stored as RGB
+            clips = read_video(path, 0, first, channels=1)[None]  # (1, F, H, W, 1)
+    if clips.ndim != 5:
+        raise ValueError(f"--start {path}: expected clips (N, F, H, W, C), got shape {clips.shape}")
+    if clips.shape[1] < first:
+        raise ValueError(f"--start {path} has {clips.shape[1]} frames per clip; the autoencoder's first latent "
+                         f"encodes {first}: give at least {first}")
+    if clips.shape[2:] != (size, size, channels):
+        kind = "gray (C = 1)" if channels == 1 else "RGB (C = 3)"
+        raise ValueError(f"--start {path} holds {clips.shape[2]}x{clips.shape[3]} frames with {clips.shape[4]} "
+                         f"channel(s); the models' autoencoder takes {size}x{size} {kind} frames: resize or crop "
+                         f"the clip to that (e.g. `data moving-mnist --size {size}` for Moving MNIST)")
+    if len(clips) == 1:
+        clips = np.repeat(clips, num, axis=0)  # one clip, continued `num` ways
+    elif len(clips) < num:
+        raise ValueError(f"--start {path} holds {len(clips)} clips, fewer than --num {num}; pass one clip (continued "
+                         f"--num ways) or at least {num}")
+    return check_clips(clips[:num, :first], f"--start {path}", num_frames=None)
 
 
 def _write_videos(out: Path, videos: np.ndarray, fps: float = 8) -> Path:
@@ -458,9 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
                       f"trained without)")
     long.add_argument("--guidance", type=number(0.0), default=LONG_VIDEO_GUIDANCE,
                       help=f"unconditional guidance w (LVDM: {LONG_VIDEO_GUIDANCE})")
-    long.add_argument("--start", choices=("generated", "real"), default="generated",
-                      help="an unconditional first clip (LVDM), or the first latent of real test clips; real "
-                      "also writes those clips' true frames next to --out as <out>_real.<ext> (`real` in the result)")
+    long.add_argument("--start", type=start_source, default="generated",
+                      help="generated: an unconditional first clip (LVDM); real: the first latent of real Moving "
+                      "MNIST test clips, whose true frames are also written next to --out as <out>_real.<ext> "
+                      "(`real` in the result); or a clip file (.npz with `videos`, .mp4, .gif, ...) whose first "
+                      "frames are encoded and continued (one clip starts all --num videos), at the autoencoder's "
+                      "frame size and channels"),
     long.add_argument("--batch-size", type=integer(1), default=64, help="interpolation samples per batch")
     long.add_argument("--seed", type=integer(0), default=0)
     long.add_argument("--out", type=output_file(*SAVE_EXTENSIONS), required=True,

@@ -1,8 +1,8 @@
 """Argument checks for the command line: each finds a bad argument before any work starts.
 
-The argparse `type=` functions (`integer`, `number`, `input_file`, `clip_source`, `output_file`,
-`output_folder`, `url`, `device`, `video_root`) check one argument as argparse reads it; argparse then stops
-with `lvdm <command>: error: argument --x: <problem and fix>` and exit status 2. The `check_*`
+The argparse `type=` functions (`integer`, `number`, `input_file`, `clip_source`, `start_source`,
+`video_root`, `output_file`, `output_folder`, `url`, `device`) check one argument as argparse reads it;
+argparse then stops with `lvdm <command>: error: argument --x: <problem and fix>` and exit status 2. The `check_*`
 functions cover what needs two arguments, a checkpoint's header or an input's contents; they raise
 `UsageError`, which `cli.main` prints as one line, `error: ...`, with exit status 2. A new command uses
 the same functions, and raises `UsageError` for its own checks. A library error about a file the user
@@ -137,6 +137,13 @@ def video_root(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text} {problem}; pass the folder that holds the videos (UCF-101: the "
                                          f"folder with UCF-101/ and ucfTrainTestlist/)")
     return path
+
+
+def start_source(text: str) -> str | Path:
+    """argparse type for sample-long --start: "generated", "real", or a clip file (.npz or a video file)."""
+    if text in ("generated", "real"):
+        return text
+    return input_file(".npz", *READ_EXTENSIONS)(text)
 
 
 def output_file(*suffixes: str):

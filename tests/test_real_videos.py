@@ -183,3 +183,65 @@ def test_fvd_on_rgb_clips_of_real_video_tells_videos_apart():
     other = fvd_from_features(features["bikes_even"], features["carphone"])
     assert np.isfinite(same) and np.isfinite(other)
     assert other > 1.5 * same  # measured: 3475 against 1841 (N = 4: both far above what N = 256 would give)
+
+
+# ----------------------------------------------------------------------------- continue your own clip
+def _hierarchy_pair(tmp_path):
+    """Untrained prediction and interpolation models on an RGB autoencoder (quick sizes: 32x32, x2 in time)."""
+    import dataclasses
+
+    from lvdm_ref.config import get_preset
+    from lvdm_ref.recipes import build_hierarchy_model
+    from lvdm_ref.vae3d import VideoAutoencoder
+
+    torch.manual_seed(0)
+    preset = get_preset("quick")
+    preset = dataclasses.replace(preset, vae=dataclasses.replace(preset.vae, in_channels=3))
+    vae = VideoAutoencoder(preset.vae)
+    vae.save(tmp_path / "vae.safetensors")
+    paths = []
+    for role in ("pred", "interp"):
+        model = build_hierarchy_model(preset, role, vae, 4, max_perturbation_level=25)
+        paths.append(model.save(tmp_path / f"{role}.safetensors", vae_path=str(tmp_path / "vae.safetensors")))
+    return paths
+
+
+def test_sample_long_continues_a_clip_file(tmp_path, capsys):
+    from lvdm_ref.long_video import sample_long
+    from lvdm_ref.lvdm import LatentVideoDiffusion
+    from lvdm_ref.vae3d import encode_videos
+    from lvdm_ref.video_io import read_video, write_video
+
+    pred_path, interp_path = _hierarchy_pair(tmp_path)
+    hue = np.linspace(0, 255, 32, dtype=np.uint8)
+    clip = np.stack([np.stack(np.broadcast_arrays(hue[None] + 8 * f, hue[:, None], 255 - hue[None]), -1)
+                     for f in range(6)]).astype(np.uint8)  # (6, 32, 32, 3): moving colour ramps
+    write_video(tmp_path / "start.mp4", clip)
+    args = ["sample-long", "--pred", pred_path, "--interp", interp_path, "--frames", 12, "--num", 2, "--steps", 2,
+            "--seed", 3, "--device", "cpu"]
+    out = run([*args, "--start", tmp_path / "start.mp4", "--out", tmp_path / "long.npz"], capsys)
+    assert out["start"] == str(tmp_path / "start.mp4") and out["shape"] == [2, 12, 32, 32, 3]
+
+    # Oracle: the sampler given the encoded first two frames of the file (read back: mp4 is lossy).
+    pred = LatentVideoDiffusion.load(pred_path, kind="lvdm_pred")
+    interp = LatentVideoDiffusion.load(interp_path, vae=pred.vae, kind="lvdm_interp")
+    first = np.repeat(read_video(tmp_path / "start.mp4", 0, 2)[None], 2, axis=0)  # (2, 2, 32, 32, 3)
+    with torch.no_grad():
+        expected = sample_long(pred, interp, 12, 2, seed=3, start=encode_videos(pred.vae, first, progress=False),
+                               num_steps=2, progress=False)
+    np.testing.assert_array_equal(np.load(out["out"])["videos"], expected)
+
+    np.savez(tmp_path / "three.npz", videos=np.stack([clip, clip[::-1], clip]))  # several clips: the first --num
+    assert run([*args, "--start", tmp_path / "three.npz", "--out", tmp_path / "b.npz"], capsys)["shape"][0] == 2
+
+    for name, video, words in (("big.gif", np.zeros((4, 48, 48, 3), np.uint8), "takes 32x32 RGB (C = 3) frames"),
+                               ("gray.npz", clip[..., :1], "with 1 channel(s)"),
+                               ("one.npz", clip[None, :1], "encodes 2: give at least 2"),
+                               ("two.npz", np.stack([clip, clip]), "fewer than --num 3")):
+        path = tmp_path / name
+        np.savez(path, videos=video) if name.endswith(".npz") else write_video(path, video)
+        with pytest.raises(SystemExit) as stop:
+            cli.main([str(arg) for arg in [*args, "--num", 3, "--start", path, "--out", tmp_path / "x.npz"]])
+        assert stop.value.code == 2
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()
