@@ -181,6 +181,10 @@ def _mmnist() -> Preset:
 
 
 def _ucf101() -> Preset:
+    # What it needs on one GPU, estimated from FLOPs, not measured (benchmarks/ucf101_cost.py, at an assumed
+    # 100 TFLOP/s): the autoencoder 2.9 TFLOP per clip per step, ~32 GiB of float32 activations at batch 8
+    # (about half under bf16), ~0.23 s per step, ~6 h for 100k steps; the UNet 58 GFLOP per clip, ~6 GiB at
+    # batch 16 (a step of this size is bound by kernel launches, not FLOPs: its 9 ms is a floor).
     return Preset(
         name="ucf101",
         # num_train: the latent set of the diffusion models, two clips of each of the 9,537 videos of split 1
