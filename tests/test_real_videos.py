@@ -133,6 +133,28 @@ def test_bad_data_gets_clear_errors(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_data_in_the_ucf101_layout_reads_its_train_list(tmp_path):
+    from lvdm_ref.config import get_preset
+    from lvdm_ref.video_io import write_video
+    from lvdm_ref.video_training import video_preset
+
+    frames = np.zeros((12, 24, 32, 3), np.uint8)
+    for name in ("Drum/v_Drum_g01_c01", "Drum/v_Drum_g02_c01", "Surf/v_Surf_g01_c01"):
+        write_video(tmp_path / "UCF-101" / f"{name}.avi", frames)
+    lists = tmp_path / "ucfTrainTestlist"
+    lists.mkdir()
+    (lists / "classInd.txt").write_text("1 Drum\n2 Surf\n")
+    (lists / "trainlist01.txt").write_text("Drum/v_Drum_g01_c01.avi 1\nSurf/v_Surf_g01_c01.avi 2\n")
+    (lists / "testlist01.txt").write_text("Drum/v_Drum_g02_c01.avi\n")
+    preset = video_preset(get_preset("quick"), tmp_path)
+    assert preset.data.dataset == "ucf101" and preset.data.channels == preset.vae.in_channels == 3
+    train = open_video_dataset(preset.data, "train")
+    assert sorted(item.path.name for item in train.items) == ["v_Drum_g01_c01.avi", "v_Surf_g01_c01.avi"]
+    assert [item.path.name for item in open_video_dataset(preset.data, "test").items] == ["v_Drum_g02_c01.avi"]
+    folder = video_preset(get_preset("quick"), tmp_path / "UCF-101" / "Drum")  # a plain folder of videos
+    assert folder.data.dataset == "folder" and len(open_video_dataset(folder.data)) == 2
+
+
 @needs_videos
 def test_clips_longer_than_every_video_are_refused(small_folder):
     with pytest.warns(UserWarning, match="too short"), pytest.raises(ValueError, match="at least 301 frames long"):
@@ -148,6 +170,8 @@ def test_rgb_autoencoder_and_short_model_train_on_a_folder_of_videos(small_folde
     meta = read_metadata(tmp_path / "vae" / "vae.safetensors")
     assert meta["vae"]["in_channels"] == 3 and meta["data"]["dataset"] == "folder"
     assert meta["data"]["root"] == str(small_folder.resolve())
+    scores = run(["eval-vae", "--ckpt", tmp_path / "vae" / "vae.safetensors", "--num", 2], capsys)  # its own videos
+    assert scores["dataset"] == "folder" and scores["num_videos"] == 2 and np.isfinite(scores["psnr"])
 
     args = ["train", "--quick", "--data", small_folder, "--vae", tmp_path / "vae" / "vae.safetensors",
             "--num-clips", 4, "--threads", 1, "--out", tmp_path / "short"]
