@@ -22,9 +22,10 @@ import torch
 from PIL import Image
 
 from lvdm_ref.checkpoint import SHIPPED_DIR, export_for_sampling
-from lvdm_ref.cli_checks import (UsageError, check_autoencoder, check_fvd_clips, check_hierarchy_pair, check_resumable,
-                                 check_sampler_steps, clip_source, device, header, input_file, integer, number,
-                                 output_file, output_folder, start_source, url, user_input, video_root)
+from lvdm_ref.captions import caption_text, parse_caption
+from lvdm_ref.cli_checks import (UsageError, caption, check_autoencoder, check_fvd_clips, check_hierarchy_pair,
+                                 check_resumable, check_sampler_steps, clip_source, device, header, input_file, integer,
+                                 number, output_file, output_folder, start_source, url, user_input, video_root)
 from lvdm_ref.config import (PRESET_NAMES, RECIPES, DataConfig, Preset, VAEConfig, from_dict, get_preset,
                              hierarchy_config, with_recipe)
 from lvdm_ref.data import MNIST_MIRRORS, download_mnist, generate_moving_mnist, load_mnist, resolve_digit_source
@@ -36,8 +37,9 @@ from lvdm_ref.lvdm import LatentVideoDiffusion
 from lvdm_ref.metrics import (check_clips, evaluate_reconstruction, file_features, fvd_from_features, kvd_from_features,
                               load_clips)
 from lvdm_ref.perturbation import SAMPLE_LEVEL, TRAIN_MAX_LEVEL, default_level
-from lvdm_ref.recipes import long_clip_frames, train_autoencoder, train_hierarchy_model, train_short_model
-from lvdm_ref.utils import from_uint8, get_device, is_quick, print_result, to_uint8
+from lvdm_ref.recipes import long_clip_frames, train_autoencoder, train_hierarchy_model, train_short_model, train_t2v_model
+from lvdm_ref.text_to_video import DEFAULT_GUIDANCE, T2V_KIND, TextToVideo
+from lvdm_ref.utils import file_sha256, from_uint8, get_device, is_quick, print_result, to_uint8
 from lvdm_ref.vae3d import VideoAutoencoder, encode_videos
 from lvdm_ref.video_datasets import fetch_sample_videos, open_video_dataset
 from lvdm_ref.video_io import read_video
@@ -198,16 +200,16 @@ def cmd_train(args: argparse.Namespace) -> dict:
     if args.resume:
         check_resumable(args.out)
     preset = with_recipe(get_preset("quick" if args.quick else args.preset), args.recipe)
-    if args.model == "short" and args.max_perturbation_level is not None:
+    if args.model in ("short", "t2v") and args.max_perturbation_level is not None:
         raise UsageError("--max-perturbation-level is for --model pred or interp (the short model has no condition)")
     if args.max_perturbation_level is not None and args.max_perturbation_level > preset.diffusion.num_timesteps:
         raise UsageError(f"--max-perturbation-level must be at most {preset.diffusion.num_timesteps} (the diffusion's "
                          f"timesteps), got {args.max_perturbation_level}")
-    batch = (preset.train if args.model == "short" else preset.hierarchy_train).batch_size
-    if args.model in ("short", "pred") and args.num_clips is not None and args.num_clips < batch:  # one sample each
+    batch = (preset.train if args.model in ("short", "t2v") else preset.hierarchy_train).batch_size
+    if args.model in ("short", "pred", "t2v") and args.num_clips is not None and args.num_clips < batch:  # one sample each
         raise UsageError(f"{args.num_clips} training clips are fewer than one batch of {batch}; "
                          f"encode at least {batch} (--num-clips)")
-    if args.model == "short" and (args.condition_prob is not None or args.snapshot_every is not None):
+    if args.model in ("short", "t2v") and (args.condition_prob is not None or args.snapshot_every is not None):
         raise UsageError("--condition-prob and --snapshot-every are for --model pred or interp")
     if args.condition_prob is not None and not 0 < args.condition_prob <= 1:
         raise UsageError(f"--condition-prob must be in (0, 1], got {args.condition_prob}")
@@ -217,6 +219,8 @@ def cmd_train(args: argparse.Namespace) -> dict:
     if args.bf16:
         preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, bf16_cpu=True),
                                      hierarchy_train=dataclasses.replace(preset.hierarchy_train, bf16_cpu=True))
+    if args.model == "t2v":
+        return _train_t2v(args, preset)
     preset = _video_data_for(preset, args.vae, args.data, args.model)  # last: it reads the video files
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -230,10 +234,37 @@ def cmd_train(args: argparse.Namespace) -> dict:
                                  snapshot_every=args.snapshot_every)
 
 
+def _train_t2v(args: argparse.Namespace, preset) -> dict:
+    """`train --model t2v`: the caption model (text_to_video.py), warm-started from --init, by default the
+    shipped short model for --preset mmnist (none for --quick: its UNet is another size)."""
+    if args.data is not None:
+        raise UsageError("--data: --model t2v trains on Moving MNIST clips and their digit captions; drop --data")
+    if args.caption_drop is not None and args.caption_drop >= 1:
+        raise UsageError(f"--caption-drop must be below 1 (the share of dropped captions), got {args.caption_drop}")
+    init = args.init
+    if init is None and preset.name == "mmnist" and (SHIPPED_DIR / "mmnist_short.safetensors").exists():
+        init = SHIPPED_DIR / "mmnist_short.safetensors"
+    if init is not None:
+        meta = header(init)
+        if meta.get("kind") != "lvdm_short":
+            raise UsageError(f"--init {init} holds a {meta.get('kind')!r} checkpoint; warm-start from a short model "
+                             f"('lvdm_short'), e.g. --init data/checkpoints/mmnist_short.safetensors")
+        if meta.get("vae", {}).get("sha256") != file_sha256(args.vae):
+            raise UsageError(f"--init {init} was trained on another autoencoder than --vae {args.vae}; pass the one "
+                             f"it records: --vae {meta.get('vae', {}).get('path')}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return train_t2v_model(preset, args.vae, args.out, init=init, steps=args.steps, num_clips=args.num_clips,
+                           drop_prob=args.caption_drop, resume=args.resume, device=args.device,
+                           compile=not (args.no_compile or args.quick))
+
+
 def cmd_sample(args: argparse.Namespace) -> dict:
     check_sampler_steps(args.ckpt, args.sampler, args.steps)
     if args.vae:
         check_autoencoder(args.vae, "--vae")
+    if header(args.ckpt).get("kind") == T2V_KIND or args.caption is not None or args.cfg is not None:
+        return _sample_t2v(args)
     with user_input():  # not a short model, an autoencoder other than the one it was trained on, ...
         model = LatentVideoDiffusion.load(args.ckpt, vae=args.vae, device=get_device(args.device))
     start = time.perf_counter()
@@ -243,6 +274,28 @@ def cmd_sample(args: argparse.Namespace) -> dict:
     out = _write_videos(args.out, videos)
     return {"out": str(out), "shape": list(videos.shape), "sampler": args.sampler, "steps": args.steps,
             "seconds": round(seconds, 2), "samples_per_second": round(args.num / seconds, 4)}
+
+
+def _sample_t2v(args: argparse.Namespace) -> dict:
+    """`sample --caption "3 and 7" --cfg 3`: clips of a text-to-video checkpoint, all with that caption."""
+    kind = header(args.ckpt).get("kind")
+    if kind != T2V_KIND:
+        raise UsageError(f"--caption and --cfg need a text-to-video checkpoint ({T2V_KIND!r}, written by `train --model "
+                         f"t2v`); --ckpt {args.ckpt} holds a {kind!r} one")
+    if args.caption is None:
+        raise UsageError(f"--ckpt {args.ckpt} is a text-to-video model: pass --caption, e.g. --caption \"3 and 7\"")
+    guidance = DEFAULT_GUIDANCE if args.cfg is None else args.cfg
+    with user_input():  # an autoencoder other than the one it was trained on
+        model = TextToVideo.load(args.ckpt, vae=args.vae, device=get_device(args.device))
+    digits = parse_caption(args.caption)
+    start = time.perf_counter()
+    videos = model.sample([digits] * args.num, guidance_scale=guidance, sampler=args.sampler, num_steps=args.steps,
+                          eta=args.eta, seed=args.seed, progress=True)  # uint8 (N, F, H, W, C)
+    seconds = time.perf_counter() - start
+    out = _write_videos(args.out, videos)
+    return {"out": str(out), "shape": list(videos.shape), "caption": caption_text(digits), "cfg": guidance,
+            "sampler": args.sampler, "steps": args.steps, "seconds": round(seconds, 2),
+            "samples_per_second": round(args.num / seconds, 4)}
 
 
 def cmd_sample_long(args: argparse.Namespace) -> dict:
@@ -458,8 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     eval_vae.add_argument("--device", type=device, default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     eval_vae.set_defaults(handler=cmd_eval_vae)
     train = commands.add_parser("train", help="train the latent diffusion model on a frozen autoencoder")
-    train.add_argument("--model", choices=("short", "pred", "interp"), default="short",
-                       help="short clips, or the hierarchy's prediction / interpolation model")
+    train.add_argument("--model", choices=("short", "pred", "interp", "t2v"), default="short",
+                       help="short clips, the hierarchy's prediction / interpolation model, or text-to-video "
+                            "(captions such as '3 and 7', classifier-free guidance)")
     train.add_argument("--preset", choices=PRESET_NAMES, default="mmnist")
     train.add_argument("--vae", type=input_file(".safetensors"), required=True,
                        help="autoencoder checkpoint (.safetensors)")
@@ -485,6 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="pred/interp: keep the model every N steps in OUT/snapshots/ (to score it along the way)")
     train.add_argument("--bf16", action="store_true",
                        help="bfloat16 autocast on a CPU too (on CUDA it is on already); pays on CPUs with AVX512-BF16")
+    train.add_argument("--init", type=input_file(".safetensors"), default=None,
+                       help="t2v: the short model to warm-start from (default: the shipped mmnist_short for "
+                            "--preset mmnist, none for --quick)")
+    train.add_argument("--caption-drop", type=number(0.0), default=None,
+                       help="t2v: share of training captions dropped for classifier-free guidance (default 0.1)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--device", type=device, default="auto")
     train.add_argument("--quick", action="store_true", help="the quick preset (also LVDM_QUICK=1)")
@@ -504,6 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--steps", type=integer(1), default=None, help="DDIM steps (DDPM always takes all)")
     sample.add_argument("--eta", type=number(0.0), default=None, help="DDIM eta (default: the model's, 1.0)")
     sample.add_argument("--seed", type=integer(0), default=0)
+    sample.add_argument("--caption", type=caption, default=None,
+                        help="text-to-video checkpoints: the digits of every clip, 1 to 3 of them, e.g. \"3 and 7\"")
+    sample.add_argument("--cfg", type=number(0.0), default=None,
+                        help=f"text-to-video: classifier-free guidance scale g (0: unconditional, 1: conditional; "
+                             f"default {DEFAULT_GUIDANCE})")
     sample.add_argument("--out", type=output_file(*SAVE_EXTENSIONS), required=True,
                         help=".npz (uint8 (N, F, H, W, C)), .gif, .mp4 or .avi (a grid), .png (a strip)")
     sample.add_argument("--device", type=device, default="auto")

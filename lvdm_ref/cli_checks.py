@@ -1,6 +1,6 @@
 """Argument checks for the command line: each finds a bad argument before any work starts.
 
-The argparse `type=` functions (`integer`, `number`, `input_file`, `clip_source`, `start_source`,
+The argparse `type=` functions (`integer`, `number`, `input_file`, `caption`, `clip_source`, `start_source`,
 `video_root`, `output_file`, `output_folder`, `url`, `device`) check one argument as argparse reads it;
 argparse then stops with `lvdm <command>: error: argument --x: <problem and fix>` and exit status 2. The `check_*`
 functions cover what needs two arguments, a checkpoint's header or an input's contents; they raise
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from lvdm_ref.captions import parse_caption
 from lvdm_ref.checkpoint import read_metadata
 from lvdm_ref.config import HierarchyConfig, from_dict
 from lvdm_ref.long_video import check_pair
@@ -115,6 +116,15 @@ def input_file(*suffixes: str):
         return path
 
     return parse
+
+
+def caption(text: str) -> str:
+    """argparse type: a caption naming 1 to 3 digits, "3 and 7" (`captions.parse_caption` reads it)."""
+    try:
+        parse_caption(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def clip_source(text: str) -> Path:

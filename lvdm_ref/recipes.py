@@ -10,6 +10,8 @@ with the loss its model file defines, to the model-agnostic `Trainer` (`train.py
 - `train_pixel_model`: the same UNet and diffusion on the pixels (`pixel.py`, the Sec. 4 ablation).
 - `train_hierarchy_model`: the long-video prediction or interpolation model (`hierarchy.py`, Sec. 3.3)
   on the keyframes or the 5-latent windows of long encoded clips.
+- `train_t2v_model`: the caption-conditioned short model with classifier-free guidance (`text_to_video.py`,
+  beyond the paper), warm-started from a short model, on clips with 1, 2 and 3 digits and their captions.
 
 Training data for the diffusion models: clips are encoded once, up front, into a latent set kept in
 memory (and cached in the run folder, so a resumed run does not encode again). Encoding is a
@@ -26,14 +28,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from lvdm_ref.checkpoint import atomic_write
-from lvdm_ref.config import DataConfig, HierarchyConfig, Preset, hierarchy_config, to_dict
+from lvdm_ref.captions import CAPTION_DIM
+from lvdm_ref.checkpoint import atomic_write, load_weights, unprefixed
+from lvdm_ref.config import (DataConfig, DiffusionConfig, HierarchyConfig, Preset, UNetConfig, from_dict,
+                             hierarchy_config, to_dict)
 from lvdm_ref.data import FreshMovingMNIST, generate_moving_mnist
 from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.hierarchy import hierarchy_loss
 from lvdm_ref.lvdm import LatentVideoDiffusion, diffusion_loss
 from lvdm_ref.perturbation import TRAIN_MAX_LEVEL
 from lvdm_ref.pixel import PixelSpace
+from lvdm_ref.text_to_video import (CAPTION_DROP_PROB, CaptionDataset, TextToVideo, caption_counts, caption_loss,
+                                    captions_of, warm_start_captions)
 from lvdm_ref.train import Callback, Trainer
 from lvdm_ref.unet import UNet
 from lvdm_ref.utils import file_sha256, from_uint8, get_device
@@ -315,3 +321,82 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
                    extra={**extra, "steps": trainer.step})
     return {"checkpoint": str(path), "role": role, "latent_shape": list(model.latent_shape),
             "num_samples": len(latents), "max_perturbation_level": max_perturbation_level, **summary}
+
+
+# ----------------------------------------------------------------------------- text-to-video (beyond the paper)
+def caption_training_set(vae: VideoAutoencoder, vae_path: Path, data: DataConfig, num_clips: int, folder: Path, *,
+                         progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents (N, c, f, h, w) and captions (N, 10) of Moving MNIST training clips with 1, 2 and 3 digits
+    (`text_to_video.DIGIT_SHARES`), each part encoded once into FOLDER/latents_{k}digits.pt like the short
+    model's set; the labels come from generating the same seeded clips again (cheap, no encoding)."""
+    latents, labels = [], []
+    for num_digits, count in caption_counts(num_clips).items():
+        part = dataclasses.replace(data, num_digits=num_digits)
+        latents.append(encoded_training_set(vae, vae_path, part, count, folder / f"latents_{num_digits}digits.pt",
+                                            progress=progress))
+        labels.append(generate_moving_mnist(count, part.num_frames, part.size, num_digits, "train", part.seed,
+                                            return_labels=True)[1])  # (count, K): the clips' digits
+    return torch.cat(latents), captions_of(labels)
+
+
+def train_t2v_model(preset: Preset, vae_path: str | os.PathLike, out: str | os.PathLike, *,
+                    init: str | os.PathLike | None = None, steps: int | None = None, num_clips: int | None = None,
+                    drop_prob: float | None = None, resume: bool = False, device: str = "auto", callbacks=(),
+                    progress: bool = True, latents_cache: str | os.PathLike | None = None,
+                    compile: bool = False) -> dict:
+    """Train the caption-conditioned LVDM (`text_to_video.py`) on a frozen autoencoder; write OUT/t2v.safetensors.
+
+    init: a short model (`lvdm_short`) trained on the same autoencoder to warm-start from (its UNet and
+    diffusion configs are kept, the caption embedding starts at zero: step 0 is its function); None trains
+    the preset's UNet from scratch. num_clips (default: the preset's `data.num_train`) clips with 1, 2 and 3
+    digits are encoded once into OUT/ (or `latents_cache`); drop_prob: the share of dropped captions
+    (default `text_to_video.CAPTION_DROP_PROB`).
+    """
+    drop_prob = CAPTION_DROP_PROB if drop_prob is None else drop_prob
+    train_config = preset.train if steps is None else dataclasses.replace(preset.train, steps=steps)
+    num_clips = preset.data.num_train if num_clips is None else num_clips
+    if num_clips < train_config.batch_size:
+        raise ValueError(f"{num_clips} training clips are fewer than one batch of {train_config.batch_size}; "
+                         f"encode at least {train_config.batch_size} (--num-clips)")
+    out, vae_path = Path(out), Path(vae_path)
+    vae = VideoAutoencoder.load(vae_path, get_device(device))
+    folder = Path(latents_cache) if latents_cache is not None else out
+    latents, captions = caption_training_set(vae, vae_path, preset.data, num_clips, folder, progress=progress)
+    latent_shape = tuple(latents.shape[1:])  # (c, f, h, w)
+    extra = {"preset": preset.name, "train": to_dict(train_config), "num_clips": len(latents),
+             "caption_drop_prob": drop_prob, "digit_counts": {str(k): int((captions.sum(1) == k).sum())
+                                                              for k in (1, 2, 3)}}
+    if init is not None:
+        tensors, meta = load_weights(init)
+        if meta.get("kind") != "lvdm_short":
+            raise ValueError(f"--init {init} holds a {meta.get('kind')!r} checkpoint; warm-start from a short model "
+                             f"('lvdm_short'), e.g. data/checkpoints/mmnist_short.safetensors")
+        if meta.get("vae", {}).get("sha256") != file_sha256(vae_path):
+            raise ValueError(f"--init {init} was trained on another autoencoder than {vae_path}; pass the one it "
+                             f"records ({meta.get('vae', {}).get('path')})")
+        if tuple(meta["latent_shape"]) != latent_shape:
+            raise ValueError(f"--init {init} works on latents {tuple(meta['latent_shape'])}, the data encodes to "
+                             f"{latent_shape}: use the preset it was trained with")
+        unet_config = dataclasses.replace(from_dict(UNetConfig, meta["unet"]), context_dim=CAPTION_DIM)
+        diffusion_config = from_dict(DiffusionConfig, meta["diffusion"])
+        weights = unprefixed(tensors, "ema") if any(k.startswith("ema.") for k in tensors) else unprefixed(tensors, "unet")
+        unet = warm_start_captions(UNet(unet_config), {k: v.float() for k, v in weights.items()})
+        extra.update(init=str(init), init_sha256=file_sha256(init), init_steps=meta.get("steps"))
+    else:
+        unet_config = dataclasses.replace(preset.unet, in_channels=latent_shape[0], out_channels=latent_shape[0],
+                                          context_dim=CAPTION_DIM)
+        diffusion_config, unet = preset.diffusion, UNet(unet_config)
+    diffusion = GaussianDiffusion(diffusion_config).to(get_device(device))
+    if get_device(device).type == "cpu":  # NHWC per-frame convs, as the short model
+        unet = unet.to(memory_format=torch.channels_last)
+    trainer = Trainer(unet, caption_loss(diffusion, drop_prob), CaptionDataset(latents, captions), train_config, out,
+                      device=device, resume=resume, callbacks=callbacks, progress=progress,
+                      metadata={"preset": preset.name, "model": "t2v"}, compile=compile)
+    summary = trainer.fit()
+    model = TextToVideo(vae, trainer.model, diffusion, latent_shape)
+    path = out / "t2v.safetensors"
+    if trainer.is_main:  # one writer under DDP
+        model.save(path, ema_unet=trainer.ema_model if trainer.ema else None, vae_path=str(vae_path),
+                   extra={**extra, "steps": trainer.step})
+    return {"checkpoint": str(path), "latent_shape": list(latent_shape), "num_clips": len(latents),
+            "caption_drop_prob": drop_prob, "warm_start": None if init is None else str(init), **summary}
