@@ -221,6 +221,38 @@ def plot_drift(results: dict):
     return figure
 
 
+def plot_caption_guidance(results: dict):
+    """A caption-guidance run (benchmarks/caption_guidance.py's JSON): caption accuracy and FVD against the
+    guidance scale g, with the real clips' accuracy, chance, and the short model's FVD as references. Every
+    number comes from `results`."""
+    import matplotlib.pyplot as plt
+
+    scales = sorted(results["scales"], key=float)
+    g = [float(s) for s in scales]
+    num = results["protocol"]["num"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    left.plot(g, [results["scales"][s]["accuracy"] for s in scales], "o-", label="generated")
+    left.axhline(results["real"]["true_captions"], color="k", ls="--", lw=1, label="real clips, true captions")
+    left.axhline(results["real"]["random_captions"], color="0.5", ls=":", lw=1, label="real clips, random captions")
+    left.set(xlabel="guidance scale g", ylabel="caption accuracy", ylim=(0, 1.02), title=f"digits as asked (N = {num})")
+    left.legend(fontsize=7)
+    fvd = [results["scales"][s].get("fvd") for s in scales]
+    if any(value is not None for value in fvd):
+        right.plot(g, fvd, "o-", color="C1", label="generated, captions of the real clips")
+        reference = results.get("reference") or {}
+        if "short_model_fvd" in reference:
+            right.axhline(reference["short_model_fvd"], color="k", ls="--", lw=1, label="unconditional short model")
+            right.axhline(reference["real_vs_real_fvd"], color="0.5", ls=":", lw=1, label="real vs real (floor)")
+        right.set(ylim=(0, None))
+        right.legend(fontsize=7)
+    else:
+        right.text(0.5, 0.5, results.get("fvd_note", "no FVD"), ha="center", va="center", wrap=True,
+                   transform=right.transAxes, fontsize=8)
+    right.set(xlabel="guidance scale g", ylabel=f"FVD (N = {num})", title="quality")
+    figure.tight_layout()
+    return figure
+
+
 def save_figure(figure, path: str | Path, suffixes: tuple[str, ...] = (".png", ".svg")) -> list[Path]:
     """Write a matplotlib figure as `path` with each suffix (PNG for pages, SVG for print) and close it."""
     import matplotlib.pyplot as plt

@@ -16,6 +16,7 @@ import torch
 from lvdm_ref.captions import (CAPTION_DIM, caption_text, caption_vector, chance_of_caption, encode_captions,
                                parse_caption)
 from lvdm_ref.config import DiffusionConfig, UNetConfig
+from lvdm_ref.data import generate_moving_mnist
 from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.text_to_video import (CaptionDenoiser, caption_counts, caption_loss, classifier_free_guidance,
                                     warm_start_captions)
@@ -202,3 +203,39 @@ def test_a_bad_caption_or_a_short_checkpoint_stops_sample_at_once(tmp_path, args
     message = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 2 and all(word in message for word in words), message
     assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.slow
+def test_the_guidance_benchmark_smoke_run_writes_its_json_and_figure_and_resumes(tmp_path):
+    """A quick model of 16-frame clips (so FVD applies) trained 2 steps, 4 clips per scale, 1 DDIM step."""
+    import dataclasses
+
+    from lvdm_ref.config import get_preset
+    from lvdm_ref.i3d import weights_path
+    from lvdm_ref.recipes import train_autoencoder, train_t2v_model
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import caption_guidance
+
+    quick = get_preset("quick")
+    preset = dataclasses.replace(quick, data=dataclasses.replace(quick.data, num_frames=16))
+    vae = train_autoencoder(quick, tmp_path / "vae", steps=2, stats_clips=4, progress=False)["ckpt"]
+    ckpt = train_t2v_model(preset, vae, tmp_path / "t2v", steps=2, num_clips=8, progress=False)["checkpoint"]
+    args = ["--ckpt", ckpt, "--scales", "0,1,3", "--num", "4", "--steps", "1", "--batch-size", "3",
+            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results" / "guidance.json")]
+    if not weights_path().exists():
+        pytest.skip("I3D weights not set up (python -m lvdm_ref setup-weights)")
+    results = caption_guidance.main(args)
+    saved = json.loads((tmp_path / "results" / "guidance.json").read_text())
+    assert saved["scales"] == results["scales"] and list(saved["scales"]) == ["0", "1", "3"]
+    for entry in saved["scales"].values():
+        assert 0 <= entry["accuracy"] <= 1 and entry["fvd"] > 0
+    _, labels = generate_moving_mnist(4, 16, 32, 2, "test", seed=1, return_labels=True)  # the benchmark's real set
+    assert saved["real"]["chance"] == pytest.approx(chance_of_caption(labels), abs=1e-4)
+    assert set(saved["goal"]) >= {"met", "scales_meeting_both"} and saved["protocol"]["frames"] == 16
+    assert (tmp_path / "results" / "guidance.png").exists() and (tmp_path / "results" / "guidance.svg").exists()
+    samples = sorted((tmp_path / "work" / "samples").rglob("*.npz"))
+    assert len(samples) == 6  # 3 scales x 2 batches of at most 3
+    stamps = [path.stat().st_mtime_ns for path in samples]
+    again = caption_guidance.main(args)  # resumable: every batch and feature file is found, nothing is redone
+    assert again["scales"] == results["scales"] and [path.stat().st_mtime_ns for path in samples] == stamps
