@@ -58,7 +58,7 @@ class UNetConfig:
     max_relative_position: int = 16  # temporal relative positions clipped to +-this
     use_mask: bool = False  # hierarchy: a condition-mask channel is concatenated to the input
     use_perturbation_embedding: bool = False  # hierarchy: embed the perturbation level s
-    # Not used by any recipe yet: the inputs of class-conditional (UCF-101) and text-to-video models (unet.py).
+    # The inputs of class-conditional (UCF-101, no recipe yet) and text-to-video models (unet.py, text_to_video.py).
     num_classes: int | None = None  # class-conditional: an embedding added to the timestep embedding
     context_dim: int | None = None  # a pooled (B, context_dim) text/other embedding, added the same way
     dropout: float = 0.0

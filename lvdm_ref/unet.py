@@ -17,9 +17,9 @@
   (`hierarchy.py`), a condition-mask channel concatenated to the input and a perturbation-level
   embedding added to the timestep embedding; an enabled perturbation embedding must be given its s,
   and the mask column of the input conv and the last layer of the s embedding start at zero (warm
-  starts). `num_classes` / `context_dim` add a class or a pooled text embedding the same way: no
-  recipe here uses them yet; they are the inputs of class-conditional UCF-101 and of text-to-video
-  (LVDM Sec. 3.4), tested so that those can be built on this class.
+  starts). `num_classes` / `context_dim` add a class or a pooled text embedding the same way: the inputs
+  of class-conditional UCF-101 (no recipe uses it yet) and of text-to-video (LVDM Sec. 3.4;
+  `text_to_video.py` feeds captions through `context_dim`).
 - Each attention layer can also form its softmax weights explicitly (`attention_weights`), which
   `viz.capture_attention(model)` records with forward hooks; the forward pass itself uses the fused
   kernel wherever it can. FLOP counting and attention timing live in `profiling.py`.
@@ -296,8 +296,8 @@ class UNet(nn.Module):
         self.perturbation_embed = (nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(),
                                                  zero_init(nn.Linear(emb_dim, emb_dim)))
                                    if config.use_perturbation_embedding else None)
-        # Class / pooled-text conditioning: no recipe uses these yet (class-conditional UCF-101 and text-to-video
-        # will); kept and tested so that those models are this class with one more input.
+        # Class / pooled-text conditioning: the caption model (text_to_video.py) uses the context input; the class
+        # input waits for class-conditional UCF-101. Either model is this class with one more input.
         self.class_embed = nn.Embedding(config.num_classes, emb_dim) if config.num_classes else None
         self.context_embed = nn.Linear(config.context_dim, emb_dim) if config.context_dim else None
 
@@ -342,7 +342,7 @@ class UNet(nn.Module):
         mask (B, 1, f, 1, 1) or (B, 1, f, h, w): 1 where a latent frame is given (use_mask; None = nothing given).
         perturbation_level (B,): the noise level s of the given latents; required when the model embeds it.
         class_labels (B,) long; context (B, context_dim), e.g. a pooled text embedding (num_classes /
-        context_dim: for class-conditional and text-to-video models; nothing here trains them yet).
+        context_dim: for class-conditional and text-to-video models; text_to_video.py trains the latter).
         """
         cfg, channels = self.config, self.config.model_channels
         batch, _, num_frames, height, width = x.shape
