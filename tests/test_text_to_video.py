@@ -239,3 +239,19 @@ def test_the_guidance_benchmark_smoke_run_writes_its_json_and_figure_and_resumes
     stamps = [path.stat().st_mtime_ns for path in samples]
     again = caption_guidance.main(args)  # resumable: every batch and feature file is found, nothing is redone
     assert again["scales"] == results["scales"] and [path.stat().st_mtime_ns for path in samples] == stamps
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--init", "{vae}"], ["--init", "'vae3d'", "short model", "mmnist_short.safetensors"]),
+    (["--caption-drop", "1"], ["--caption-drop", "below 1"]),
+    (["--condition-prob", "0.5"], ["--condition-prob", "--model pred or interp"]),
+])
+def test_train_t2v_refuses_bad_arguments_at_once(tmp_path, args, words):
+    vae = ROOT / "data" / "checkpoints" / "mmnist_vae.safetensors"
+    if not vae.exists():
+        pytest.skip("needs the shipped autoencoder")
+    done = cli("train", "--model", "t2v", "--vae", vae, "--out", tmp_path / "run",
+               *(arg.format(vae=vae) for arg in args))
+    message = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and all(word in message for word in words), message
+    assert not (tmp_path / "run").exists()
