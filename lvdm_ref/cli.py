@@ -263,7 +263,7 @@ def cmd_sample(args: argparse.Namespace) -> dict:
     check_sampler_steps(args.ckpt, args.sampler, args.steps)
     if args.vae:
         check_autoencoder(args.vae, "--vae")
-    if header(args.ckpt).get("kind") == T2V_KIND or args.caption is not None or args.cfg is not None:
+    if args.caption is not None or args.cfg is not None or _kind(args.ckpt) == T2V_KIND:
         return _sample_t2v(args)
     with user_input():  # not a short model, an autoencoder other than the one it was trained on, ...
         model = LatentVideoDiffusion.load(args.ckpt, vae=args.vae, device=get_device(args.device))
@@ -274,6 +274,14 @@ def cmd_sample(args: argparse.Namespace) -> dict:
     out = _write_videos(args.out, videos)
     return {"out": str(out), "shape": list(videos.shape), "sampler": args.sampler, "steps": args.steps,
             "seconds": round(seconds, 2), "samples_per_second": round(args.num / seconds, 4)}
+
+
+def _kind(path: Path) -> str | None:
+    """The kind recorded in a checkpoint's header, or None when it cannot be read (loading it then says why)."""
+    try:
+        return header(path).get("kind")
+    except UsageError:
+        return None
 
 
 def _sample_t2v(args: argparse.Namespace) -> dict:
