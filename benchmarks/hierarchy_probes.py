@@ -36,7 +36,8 @@ from lvdm_ref.data import generate_moving_mnist  # noqa: E402
 from lvdm_ref.lvdm import LatentVideoDiffusion  # noqa: E402
 from lvdm_ref.recipes import train_hierarchy_model  # noqa: E402
 
-# name -> (role, overrides). Overrides: parameterization, attention_levels, attention, condition_prob, every_start.
+# name -> (role, overrides). Overrides: parameterization, attention_levels, attention, condition_prob, every_start,
+# keyframe_stride, max_perturbation_level.
 PROBES = {
     "pred eps (LVDM's, the shipped recipe)": ("pred", {}),
     "pred v": ("pred", {"parameterization": "v"}),
@@ -44,6 +45,9 @@ PROBES = {
     "pred v, condition in 90 %": ("pred", {"parameterization": "v", "condition_prob": 0.9}),
     "pred v, joint attention": ("pred", {"parameterization": "v", "attention": "joint"}),
     "pred v, windows at every latent": ("pred", {"parameterization": "v", "every_start": True}),
+    "pred v, keyframes 8 frames apart": ("pred", {"parameterization": "v", "keyframe_stride": 2}),
+    "pred v, condition in 90 %, no perturbation": ("pred", {"parameterization": "v", "condition_prob": 0.9,
+                                                            "max_perturbation_level": 0}),
     "interp eps (LVDM's, the shipped recipe)": ("interp", {}),
     "interp v": ("interp", {"parameterization": "v"}),
 }
@@ -72,7 +76,10 @@ def run_probe(name: str, args) -> dict:
         os.link(shared, out / "latents.pt")
     summary = train_hierarchy_model(probe_preset(overrides), role, args.vae, out, steps=args.steps,
                                     condition_prob=overrides.get("condition_prob"), resume=resume, device="cpu",
-                                    every_start=overrides.get("every_start", False))
+                                    every_start=overrides.get("every_start", False),
+                                    keyframe_stride=overrides.get("keyframe_stride"),
+                                    max_perturbation_level=overrides.get("max_perturbation_level"),
+                                    num_frames=64)  # the same 64-frame clips for every probe (one encoding)
     if not shared.exists():
         os.link(out / "latents.pt", shared)
     model = LatentVideoDiffusion.load(summary["checkpoint"], kind=f"lvdm_{role}")

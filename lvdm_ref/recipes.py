@@ -270,7 +270,8 @@ class Snapshots(Callback):
 def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_perturbation_level: int | None = None,
                           condition_prob: float | None = None, steps: int | None = None, num_clips: int | None = None,
                           resume: bool = False, device: str = "auto", callbacks=(), progress: bool = True,
-                          compile: bool = False, snapshot_every: int | None = None, every_start: bool = False) -> dict:
+                          compile: bool = False, snapshot_every: int | None = None, every_start: bool = False,
+                          keyframe_stride: int | None = None, num_frames: int | None = None) -> dict:
     """Train the preset's prediction (`role="pred"`) or interpolation (`"interp"`) model on a frozen
     autoencoder; write OUT/{role}.safetensors.
 
@@ -280,6 +281,8 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
     same share of a shorter chain); 0 trains without conditional latent perturbation (no s embedding).
     `condition_prob`: the share of conditioned training samples, by default LVDM's (0.5 pred, 0.9 interp).
     `every_start`: train on windows starting at every latent, not only at keyframes (`training_latents`).
+    `keyframe_stride`: latents between keyframes (LVDM's 4); `num_frames`: frames of the long training clips
+    (by default just enough for one sample, `long_clip_frames`).
     `snapshot_every`: also keep the model every that many steps in OUT/snapshots/, so that a
     long run can be scored along the way. `compile=True` trains through `torch.compile`.
     """
@@ -290,7 +293,7 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
         if not 0 < condition_prob <= 1:
             raise ValueError(f"condition_prob must be in (0, 1], got {condition_prob}")
         config = dataclasses.replace(config, condition_prob=condition_prob)
-    config = dataclasses.replace(config, every_start=every_start)
+    config = dataclasses.replace(config, every_start=every_start, keyframe_stride=keyframe_stride or config.keyframe_stride)
     if not 0 <= max_perturbation_level <= preset.diffusion.num_timesteps:
         raise ValueError(f"max_perturbation_level must be in [0, {preset.diffusion.num_timesteps}] (the diffusion's "
                          f"timesteps), got {max_perturbation_level}")
@@ -299,7 +302,7 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
     out, vae_path = Path(out), Path(vae_path)
     vae = VideoAutoencoder.load(vae_path, get_device(device))
     long_latents = encoded_training_set(vae, vae_path, preset.data, num_clips, out / "latents.pt",
-                                        num_frames=long_clip_frames(preset, config), progress=progress)
+                                        num_frames=num_frames or long_clip_frames(preset, config), progress=progress)
     latents = training_latents(long_latents, config)  # (N, c, f, h, w)
     if len(latents) < train_config.batch_size:
         raise ValueError(f"{len(latents)} training samples are fewer than one batch of {train_config.batch_size}")
