@@ -32,11 +32,13 @@ fast: venv  # the unit tests without the heavy end-to-end ones (marked slow): a 
 notebooks: venv
 	LVDM_QUICK=1 $(PY) -m pytest --nbval notebooks/ -q
 
-# Both parts run whatever the first gives; the target fails at the end if either failed.
+# Both parts run whatever the first gives; the target fails at the end if either failed. Two pytest
+# workers with one thread each (a test file, or a notebook's cells, stay together in one worker).
+PARALLEL ?= -n 2 --dist loadfile
 test: venv
 	@status=0; \
-	$(PY) -m pytest tests -q --durations=15 || status=1; \
-	LVDM_QUICK=1 $(PY) -m pytest --nbval notebooks/ -q || status=1; \
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q --durations=15 $(PARALLEL) || status=1; \
+	OMP_NUM_THREADS=1 LVDM_QUICK=1 $(PY) -m pytest --nbval notebooks/ -q $(PARALLEL) || status=1; \
 	exit $$status
 
 clean:
