@@ -93,6 +93,21 @@ def run_probe(name: str, args) -> dict:
             "card": card, "card_cpu_seconds": round(time.process_time() - start, 1)}
 
 
+def table(results: dict) -> str:
+    """The README's probe table in Markdown, from the JSON alone: one row per finished probe."""
+    lines = ["| probe | training | card PSNR (repeat / ceiling) | sensitivity (frames 1, 2, 3) |",
+             "|---|---|---|---|"]
+    for name, entry in results["probes"].items():
+        card = entry["card"]
+        baseline = "repeat the given keyframe" if entry["role"] == "pred" else "straight line between the ends"
+        sensitivity = card.get("condition_sensitivity")
+        ratios = ", ".join(f"{r:.2f}" for r in sensitivity["ratio"]) if sensitivity else "not measured"
+        lines.append(f"| {name} | {entry['steps']:,} steps, {entry['train_cpu_seconds'] / 60:.1f} CPU-min | "
+                     f"{card['model']['psnr']:.2f} dB ({card[baseline]['psnr']:.2f} / {card['ceiling']['psnr']:.2f}) | "
+                     f"{ratios} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vae", type=Path, default=ROOT / "data" / "checkpoints" / "mmnist_vae.safetensors")
@@ -102,7 +117,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", nargs="*", default=None, help=f"probe names, from {list(PROBES)}")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "probes")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "hierarchy_probes.json")
+    parser.add_argument("--table", action="store_true", help="print the Markdown table of OUT and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return {}
     unknown = set(args.only or ()) - set(PROBES)
     if unknown:
         parser.error(f"unknown probes {sorted(unknown)}; known: {list(PROBES)}")

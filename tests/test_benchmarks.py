@@ -327,3 +327,15 @@ def test_committed_seed_spread_holds_disjoint_sets_and_their_recomputed_summary(
         assert entry["mean"] == pytest.approx(np.mean(entry["fvd"]), abs=0.01)
         assert entry["range"] == pytest.approx(max(entry["fvd"]) - min(entry["fvd"]), abs=0.01)
         assert entry["real_vs_real"] < entry["min"]  # the floor lies below every generated set
+
+
+def test_probe_table_is_written_from_the_json():
+    """The README's probe table comes from benchmarks/results/hierarchy_probes.json: one row per probe, its figures."""
+    import hierarchy_probes
+
+    results = json.loads((ROOT / "benchmarks" / "results" / "hierarchy_probes.json").read_text())
+    rows = hierarchy_probes.table(results).splitlines()[2:]
+    assert len(rows) == len(results["probes"])
+    for row, (name, entry) in zip(rows, results["probes"].items()):
+        assert row.startswith(f"| {name} |") and f"{entry['card']['model']['psnr']:.2f} dB" in row
+        assert name in hierarchy_probes.PROBES  # every measured probe can be run again by name
