@@ -209,8 +209,9 @@ def cmd_train(args: argparse.Namespace) -> dict:
     if args.model in ("short", "pred", "t2v") and args.num_clips is not None and args.num_clips < batch:  # one sample each
         raise UsageError(f"{args.num_clips} training clips are fewer than one batch of {batch}; "
                          f"encode at least {batch} (--num-clips)")
-    if args.model in ("short", "t2v") and (args.condition_prob is not None or args.snapshot_every is not None):
-        raise UsageError("--condition-prob and --snapshot-every are for --model pred or interp")
+    if args.model in ("short", "t2v") and (args.condition_prob is not None or args.snapshot_every is not None
+                                           or args.every_start):
+        raise UsageError("--condition-prob, --snapshot-every and --every-start are for --model pred or interp")
     if args.condition_prob is not None and not 0 < args.condition_prob <= 1:
         raise UsageError(f"--condition-prob must be in (0, 1], got {args.condition_prob}")
     if args.parameterization:
@@ -231,7 +232,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
     return train_hierarchy_model(preset, args.model, args.vae, args.out, steps=args.steps, num_clips=args.num_clips,
                                  max_perturbation_level=args.max_perturbation_level, resume=args.resume,
                                  device=args.device, condition_prob=args.condition_prob, compile=compile,
-                                 snapshot_every=args.snapshot_every)
+                                 snapshot_every=args.snapshot_every, every_start=args.every_start)
 
 
 def _train_t2v(args: argparse.Namespace, preset) -> dict:
@@ -545,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="pred/interp: share of training samples given their condition (LVDM: 0.5 pred, 0.9 interp)")
     train.add_argument("--snapshot-every", type=integer(1), default=None,
                        help="pred/interp: keep the model every N steps in OUT/snapshots/ (to score it along the way)")
+    train.add_argument("--every-start", action="store_true",
+                       help="pred/interp: train on windows starting at every latent, not only at keyframes (LVDM's); "
+                       "the same clips give 4x more distinct samples")
     train.add_argument("--bf16", action="store_true",
                        help="bfloat16 autocast on a CPU too (on CUDA it is on already); pays on CPUs with AVX512-BF16")
     train.add_argument("--init", type=input_file(".safetensors"), default=None,
