@@ -46,6 +46,7 @@ PROBES = {
     "pred v, joint attention": ("pred", {"parameterization": "v", "attention": "joint"}),
     "pred v, windows at every latent": ("pred", {"parameterization": "v", "every_start": True}),
     "pred v, keyframes 8 frames apart": ("pred", {"parameterization": "v", "keyframe_stride": 2}),
+    "pred v, keyframes 4 frames apart": ("pred", {"parameterization": "v", "keyframe_stride": 1}),
     "pred v, condition in 90 %, no perturbation": ("pred", {"parameterization": "v", "condition_prob": 0.9,
                                                             "max_perturbation_level": 0}),
     "interp eps (LVDM's, the shipped recipe)": ("interp", {}),
