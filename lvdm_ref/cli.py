@@ -210,8 +210,9 @@ def cmd_train(args: argparse.Namespace) -> dict:
         raise UsageError(f"{args.num_clips} training clips are fewer than one batch of {batch}; "
                          f"encode at least {batch} (--num-clips)")
     if args.model in ("short", "t2v") and (args.condition_prob is not None or args.snapshot_every is not None
-                                           or args.every_start):
-        raise UsageError("--condition-prob, --snapshot-every and --every-start are for --model pred or interp")
+                                           or args.every_start or args.keyframe_stride is not None):
+        raise UsageError("--condition-prob, --snapshot-every, --every-start and --keyframe-stride are for --model "
+                         "pred or interp")
     if args.condition_prob is not None and not 0 < args.condition_prob <= 1:
         raise UsageError(f"--condition-prob must be in (0, 1], got {args.condition_prob}")
     if args.parameterization:
@@ -232,7 +233,8 @@ def cmd_train(args: argparse.Namespace) -> dict:
     return train_hierarchy_model(preset, args.model, args.vae, args.out, steps=args.steps, num_clips=args.num_clips,
                                  max_perturbation_level=args.max_perturbation_level, resume=args.resume,
                                  device=args.device, condition_prob=args.condition_prob, compile=compile,
-                                 snapshot_every=args.snapshot_every, every_start=args.every_start)
+                                 snapshot_every=args.snapshot_every, every_start=args.every_start,
+                                 keyframe_stride=args.keyframe_stride)
 
 
 def _train_t2v(args: argparse.Namespace, preset) -> dict:
@@ -549,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--every-start", action="store_true",
                        help="pred/interp: train on windows starting at every latent, not only at keyframes (LVDM's); "
                        "the same clips give 4x more distinct samples")
+    train.add_argument("--keyframe-stride", type=integer(1), default=None,
+                       help="pred/interp: latents between keyframes (LVDM: 4, i.e. 16 frames; 1 makes the prediction "
+                       "model continue latent by latent, with no interpolation stage)")
     train.add_argument("--bf16", action="store_true",
                        help="bfloat16 autocast on a CPU too (on CUDA it is on already); pays on CPUs with AVX512-BF16")
     train.add_argument("--init", type=input_file(".safetensors"), default=None,

@@ -235,9 +235,10 @@ def training_latents(long_latents: torch.Tensor, config: HierarchyConfig) -> tor
 
 
 def long_clip_frames(preset: Preset, config: HierarchyConfig) -> int:
-    """Frames of the long training clips: enough for `num_latents` keyframes (official: 64 frames)."""
-    return config.num_latents * config.keyframe_stride * preset.vae.temporal_downsample \
-        if config.role == "pred" else 4 * config.keyframe_stride * preset.vae.temporal_downsample
+    """Frames of the long training clips: enough for `num_latents` keyframes, and at least 16 latents
+    (official: 64 frames), so that a short keyframe stride gets several windows per clip (`every_start`)."""
+    needed = config.num_latents * config.keyframe_stride if config.role == "pred" else 4 * config.keyframe_stride
+    return max(needed, 16) * preset.vae.temporal_downsample
 
 
 def build_hierarchy_model(preset: Preset, role: str, vae: nn.Module, latent_channels: int,
@@ -293,7 +294,12 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
         if not 0 < condition_prob <= 1:
             raise ValueError(f"condition_prob must be in (0, 1], got {condition_prob}")
         config = dataclasses.replace(config, condition_prob=condition_prob)
-    config = dataclasses.replace(config, every_start=every_start, keyframe_stride=keyframe_stride or config.keyframe_stride)
+    config = dataclasses.replace(config, every_start=every_start)
+    if keyframe_stride is not None:  # the interpolation model spans one keyframe interval: stride + 1 latents
+        if role == "interp" and keyframe_stride < 2:
+            raise ValueError(f"an interpolation model needs keyframes at least 2 latents apart, got {keyframe_stride}")
+        config = dataclasses.replace(config, keyframe_stride=keyframe_stride,
+                                     num_latents=config.num_latents if role == "pred" else keyframe_stride + 1)
     if not 0 <= max_perturbation_level <= preset.diffusion.num_timesteps:
         raise ValueError(f"max_perturbation_level must be in [0, {preset.diffusion.num_timesteps}] (the diffusion's "
                          f"timesteps), got {max_perturbation_level}")
