@@ -314,7 +314,8 @@ def cmd_sample_long(args: argparse.Namespace) -> dict:
     device = get_device(args.device)
     with user_input():  # the checkpoints' kinds, autoencoders and keyframe grids
         pred = LatentVideoDiffusion.load(args.pred, device=device, kind="lvdm_pred")
-        interp = LatentVideoDiffusion.load(args.interp, vae=pred.vae, device=device, kind="lvdm_interp")
+        interp = None if args.interp is None else LatentVideoDiffusion.load(args.interp, vae=pred.vae, device=device,
+                                                                            kind="lvdm_interp")
         plan = long_video_plan(pred, interp, args.frames)
     level = args.perturbation_level
     if level is None:
@@ -591,7 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.set_defaults(handler=cmd_sample)
     long = commands.add_parser("sample-long", help="long videos with the hierarchy (prediction + interpolation)")
     long.add_argument("--pred", type=input_file(".safetensors"), required=True, help="prediction model checkpoint")
-    long.add_argument("--interp", type=input_file(".safetensors"), required=True, help="interpolation model checkpoint")
+    long.add_argument("--interp", type=input_file(".safetensors"), default=None,
+                      help="interpolation model checkpoint (not for a prediction model with keyframes 1 latent apart)")
     long.add_argument("--frames", type=integer(1), default=1024, help="frames per video (exactly)")
     long.add_argument("--num", type=integer(1), default=1, help="number of videos")
     long.add_argument("--steps", type=integer(1), default=LONG_VIDEO_DDIM_STEPS,

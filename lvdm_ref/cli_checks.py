@@ -246,22 +246,24 @@ def check_sampler_steps(ckpt: Path, sampler: str, steps: int | None) -> None:
                          f"at most {num_timesteps // 2} of its {num_timesteps} steps")
 
 
-def check_hierarchy_pair(pred: Path, interp: Path, steps: int, perturbation_level: int | None) -> dict:
+def check_hierarchy_pair(pred: Path, interp: Path | None, steps: int, perturbation_level: int | None) -> dict:
     """--pred / --interp are a prediction and an interpolation checkpoint on one autoencoder, the steps fit
-    their chains and the perturbation level fits the prediction model (reads only the headers)."""
+    their chains and the perturbation level fits the prediction model (reads only the headers). --interp is
+    left out for a prediction model whose keyframes are 1 latent apart."""
     headers = {}
-    for name, path, kind in (("--pred", pred, "lvdm_pred"), ("--interp", interp, "lvdm_interp")):
+    given = [("--pred", pred, "lvdm_pred")] + ([("--interp", interp, "lvdm_interp")] if interp is not None else [])
+    for name, path, kind in given:
         meta = header(path)
         if meta.get("kind") != kind:
             raise UsageError(f"{name} {path} holds a {meta.get('kind')!r} checkpoint, not a {kind!r} one "
                              f"(train it with `train --model {kind.split('_')[1]}`)")
         check_sampler_steps(path, "ddim", steps)
         headers[name] = meta
-    configs = [from_dict(HierarchyConfig, headers[name]["hierarchy"]) for name in ("--pred", "--interp")]
+    configs = [from_dict(HierarchyConfig, headers[name]["hierarchy"]) for name in headers]
     with user_input():  # its messages name --pred and --interp
-        check_pair(*configs)
-    shas = [headers[name].get("vae", {}).get("sha256") for name in ("--pred", "--interp")]
-    if shas[0] != shas[1]:
+        check_pair(configs[0], configs[1] if interp is not None else None)
+    shas = [headers[name].get("vae", {}).get("sha256") for name in headers]
+    if len(shas) == 2 and shas[0] != shas[1]:
         raise UsageError(f"--pred and --interp were trained on different autoencoders (sha256 {shas[0]} vs {shas[1]}); "
                          f"use a pair trained on the same one")
     max_level = configs[0].max_perturbation_level

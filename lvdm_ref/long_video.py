@@ -60,6 +60,11 @@ class LongVideoPlan:
         return self.num_keyframes - 1
 
     @property
+    def fills_pairs(self) -> bool:
+        """Whether the interpolation stage has latents to make (none with keyframes 1 latent apart)."""
+        return self.num_pairs > 0 and self.keyframe_stride > 1
+
+    @property
     def prediction_steps(self) -> int:
         """Prediction samples: the first clip, then one per (clip_keyframes - 1) new keyframes."""
         extra = max(0, self.num_keyframes - self.clip_keyframes)
@@ -78,10 +83,18 @@ class LongVideoPlan:
         return [j for j in pairs if j < self.num_pairs]
 
 
-def check_pair(pred_config: HierarchyConfig, interp_config: HierarchyConfig) -> None:
-    """The two models must be a prediction and an interpolation model on the same keyframe grid."""
+def check_pair(pred_config: HierarchyConfig, interp_config: HierarchyConfig | None) -> None:
+    """The two models must be a prediction and an interpolation model on the same keyframe grid. A prediction
+    model whose keyframes are 1 latent apart makes every latent itself: it takes no interpolation model."""
     if pred_config.role != "pred":
         raise ValueError(f"--pred must be a prediction model, got a {pred_config.role!r} model")
+    if pred_config.keyframe_stride == 1:
+        if interp_config is not None:
+            raise ValueError("the prediction model makes every latent (keyframes 1 latent apart): leave out --interp")
+        return
+    if interp_config is None:
+        raise ValueError(f"the prediction model's keyframes are {pred_config.keyframe_stride} latents apart: give an "
+                         f"interpolation model (--interp) spanning {pred_config.keyframe_stride + 1} latents")
     if interp_config.role != "interp":
         raise ValueError(f"--interp must be an interpolation model, got a {interp_config.role!r} model")
     if interp_config.num_latents != pred_config.keyframe_stride + 1:
@@ -156,7 +169,8 @@ def sample_long(pred, interp, num_frames: int, num_videos: int = 1, *, seed: int
                 batch_size: int = 64, decode_chunk: int = 32, progress: bool = True) -> np.ndarray:
     """`num_videos` videos of exactly `num_frames` frames, uint8 (N, F, H, W, C).
 
-    pred, interp: `lvdm.LatentVideoDiffusion` models with a `hierarchy` config (same autoencoder).
+    pred, interp: `lvdm.LatentVideoDiffusion` models with a `hierarchy` config (same autoencoder); interp is
+    None where the prediction model's keyframes are 1 latent apart (it makes every latent).
     start: real first latents (N, c, 1, h, w) to continue, or None for an unconditional first clip.
     Guidance and the perturbation level set the prediction stage (where errors compound); the
     interpolation stage has its own (`interp_*`, by default the model's fixed s and no guidance).
@@ -169,7 +183,7 @@ def sample_long(pred, interp, num_frames: int, num_videos: int = 1, *, seed: int
                                  progress=progress)
     latents = interpolate(interp, keyframes, seed, batch_size=batch_size, num_steps=num_steps, eta=eta,
                           perturbation_level=interp_perturbation_level, guidance_scale=interp_guidance_scale,
-                          progress=progress) if plan.num_pairs else keyframes[:, :, :1]
+                          progress=progress) if plan.fills_pairs else keyframes[:, :, :plan.num_latents]
     return decode_frames(pred, latents, num_frames, decode_chunk, progress)
 
 
@@ -197,7 +211,7 @@ def sample_windows(pred, interp, num_frames: int, starts: list[int], window: int
     pairs = sorted({pair for s in starts for pair in plan.pairs_for_frames(s, s + window, halo)})
     latents = interpolate(interp, keyframes, seed, pairs=pairs, batch_size=batch_size, num_steps=num_steps, eta=eta,
                           perturbation_level=interp_perturbation_level, guidance_scale=interp_guidance_scale,
-                          progress=progress, first_video=first_video) if plan.num_pairs else keyframes[:, :, :1]
+                          progress=progress, first_video=first_video) if plan.fills_pairs else keyframes[:, :, :plan.num_latents]
     windows = []
     for s in starts:
         low = max(0, s // ft - halo)
@@ -208,8 +222,9 @@ def sample_windows(pred, interp, num_frames: int, starts: list[int], window: int
 
 
 def long_video_plan(pred, interp, num_frames: int) -> LongVideoPlan:
-    check_pair(pred.hierarchy, interp.hierarchy)
-    if pred.vae_sha256 != interp.vae_sha256:
+    """The plan of a `num_frames` video; `interp` is None for a prediction model with keyframes 1 latent apart."""
+    check_pair(pred.hierarchy, None if interp is None else interp.hierarchy)
+    if interp is not None and pred.vae_sha256 != interp.vae_sha256:
         raise ValueError("the prediction and interpolation models were trained on different autoencoders "
                          f"(sha256 {pred.vae_sha256} vs {interp.vae_sha256}); train both on the same one")
     return LongVideoPlan(num_frames, pred.vae.config.temporal_downsample, pred.hierarchy.keyframe_stride,

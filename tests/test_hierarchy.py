@@ -16,7 +16,7 @@ from lvdm_ref.long_video import (LongVideoPlan, check_pair, interpolate, sample_
 from lvdm_ref.lvdm import LatentVideoDiffusion
 from lvdm_ref.perturbation import perturb, sampling_levels, training_levels
 from lvdm_ref.unet import UNet
-from lvdm_ref.utils import stream
+from lvdm_ref.utils import stream, to_uint8
 from lvdm_ref.vae3d import VideoAutoencoder
 
 TINY_UNET = dict(model_channels=8, channel_mult=(1, 2), attention_levels=(1,), num_heads=2)
@@ -264,6 +264,15 @@ def test_train_and_sample_long_commands(tmp_path):
                            interp["checkpoint"], "--perturbation-level", "10", "--out", tmp_path / "x.npz"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2 and "trained without perturbation" in done.stderr
+    chain = cli("train", "--model", "pred", "--vae", vae, "--out", tmp_path / "chain", "--steps", "2",
+                "--keyframe-stride", "1", "--every-start", "--num-clips", "8")
+    assert chain["num_samples"] == 8 * (16 - 3)  # every start of 4 consecutive latents in 16-latent clips
+    out = cli("sample-long", "--pred", chain["checkpoint"], "--frames", "21", "--num", "1", "--steps", "2",
+              "--out", tmp_path / "chain.npz")
+    assert np.load(out["out"])["videos"].shape == (1, 21, 32, 32, 1) and out["pairs"] == out["keyframes"] - 1
+    done = subprocess.run([sys.executable, "-m", "lvdm_ref", "sample-long", "--pred", pred["checkpoint"],
+                           "--out", tmp_path / "y.npz"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "give an interpolation model (--interp)" in done.stderr
 
 
 def test_sparse_windows_equal_the_full_videos_windows(models):
@@ -296,3 +305,24 @@ def test_training_windows_are_the_latents_a_loop_picks(role, every_start):
     starts = range(0, last + 1) if every_start else ([0] if role == "pred" else range(0, last + 1, 4))
     expected = [[16 * n + s + k for k in picks] for s in starts for n in range(2)]
     assert training_latents(long, config)[:, 0, :, 0, 0].tolist() == expected
+
+
+def test_a_prediction_model_one_latent_apart_makes_every_latent_without_interpolation(models):
+    """Keyframes 1 latent apart: the prediction chain is the whole video; an interpolation model is refused."""
+    pred, interp = models
+    step = dataclasses.replace(pred.hierarchy, keyframe_stride=1)
+    chain = LatentVideoDiffusion(pred.vae, pred.unet, pred.diffusion, pred.latent_shape, step).eval()
+    chain.vae_sha256 = "same"
+    videos = sample_long(chain, None, 37, num_videos=2, seed=5, num_steps=2, progress=False)
+    assert videos.shape == (2, 37, 32, 32, 1)
+    plan = LongVideoPlan(37, 4, 1, 4)  # 10 latents, all predicted: 1 clip of 4, then 3 steps of 3 new ones
+    assert plan.num_latents == plan.num_keyframes == 10 and plan.prediction_steps == 3 and not plan.fills_pairs
+    keyframes = sample_keyframes(chain, plan, 2, seed=5, num_steps=2, progress=False)
+    torch.testing.assert_close(torch.from_numpy(videos.astype(np.float32)),
+                               torch.from_numpy(to_uint8(chain.decode(keyframes))[:, :37].astype(np.float32)), atol=1, rtol=0)
+    windows = sample_windows(chain, None, 37, [0, 20], num_videos=2, seed=5, num_steps=2, progress=False)
+    assert np.abs(windows[:, 1].astype(int) - videos[:, 20:36].astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="leave out --interp"):
+        check_pair(step, interp.hierarchy)
+    with pytest.raises(ValueError, match="give an interpolation model"):
+        check_pair(pred.hierarchy, None)
