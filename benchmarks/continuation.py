@@ -56,7 +56,8 @@ def score(videos: np.ndarray, real: np.ndarray, held: np.ndarray) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pred", type=Path, required=True)
-    parser.add_argument("--interp", type=Path, required=True)
+    parser.add_argument("--interp", type=Path, default=None,
+                        help="interpolation model (not for a prediction model with keyframes 1 latent apart)")
     parser.add_argument("--num", type=int, default=64)
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--frames > {SCORED_FROM}, --num >= 1, --batch-size >= 1")
     torch.set_num_threads(args.threads)
     pred = LatentVideoDiffusion.load(args.pred, kind="lvdm_pred")
-    interp = LatentVideoDiffusion.load(args.interp, vae=pred.vae, kind="lvdm_interp")
+    interp = None if args.interp is None else LatentVideoDiffusion.load(args.interp, vae=pred.vae, kind="lvdm_interp")
     per_latent = pred.vae.config.temporal_downsample
     real = generate_moving_mnist(args.num, args.frames, 64, 2, "test", seed=args.seed)  # as `sample-long --start real`
     start_latents = encode_videos(pred.vae, real[:, :per_latent], progress=False)  # (N, c, 1, h, w)
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     videos = np.concatenate(videos)  # uint8 (N, F, H, W, C)
     held = np.repeat(real[:, per_latent - 1:per_latent], args.frames, axis=1)
     results = {"command": " ".join(["python", *sys.argv]) if argv is None else "main(" + " ".join(argv) + ")",
-               "pred": str(args.pred), "interp": str(args.interp), "num": args.num, "frames": args.frames,
+               "pred": str(args.pred), "interp": args.interp and str(args.interp), "num": args.num, "frames": args.frames,
                "settings": "DDIM 50, eta 1, s = model default (100 for s_max = 250), guidance 0.1",
                "sample_cpu_seconds": round(time.process_time() - began, 1), **score(videos, real, held)}
     write_json(args.out, results)

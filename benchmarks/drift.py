@@ -140,13 +140,15 @@ class Drift:
         self.starts = window_starts(args.frames, args.window_every)
         self.out = args.out
         device = torch.device("cpu")
-        interp = LatentVideoDiffusion.load(args.interp, kind="lvdm_interp", device=device)
-        self.models = {"perturbed": LatentVideoDiffusion.load(args.pred, kind="lvdm_pred", vae=interp.vae)}
+        pred = LatentVideoDiffusion.load(args.pred, kind="lvdm_pred", device=device)
+        interp = None if args.interp is None else LatentVideoDiffusion.load(args.interp, kind="lvdm_interp",
+                                                                            vae=pred.vae, device=device)
+        self.models = {"perturbed": pred}
         if args.pred_noperturb is not None:
-            self.models["unperturbed"] = LatentVideoDiffusion.load(args.pred_noperturb, kind="lvdm_pred", vae=interp.vae)
-        self.interp, self.vae = interp, interp.vae
+            self.models["unperturbed"] = LatentVideoDiffusion.load(args.pred_noperturb, kind="lvdm_pred", vae=pred.vae)
+        self.interp, self.vae = interp, pred.vae
         if args.compile:  # measured: 1.33x less CPU per prediction step at batch 8, after about 3 min of compiling
-            for model in (interp, *self.models.values()):
+            for model in ([interp] if interp else []) + list(self.models.values()):
                 model.unet = torch.compile(model.unet)
         self.i3d = None
         data = self.vae.metadata.get("data", {})
@@ -301,7 +303,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pred", type=Path, help="prediction model trained with perturbation (required to run)")
     parser.add_argument("--pred-noperturb", type=Path, default=None, help="prediction model trained without")
-    parser.add_argument("--interp", type=Path, help="interpolation model (required to run)")
+    parser.add_argument("--interp", type=Path, help="interpolation model (required to run, unless the prediction "
+                        "models' keyframes are 1 latent apart)")
     parser.add_argument("--num", type=int, default=64, help="videos per variant (and real clips)")
     parser.add_argument("--frames", type=int, default=1024)
     parser.add_argument("--window-every", type=int, default=128)
@@ -323,11 +326,11 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error(f"{path} does not exist: run the experiment first (without --table)")
         print(table(json.loads(path.read_text())))
         return {}
-    if args.pred is None or args.interp is None:
-        parser.error("--pred and --interp are required to run (or --table to print the table of a finished run)")
+    if args.pred is None:
+        parser.error("--pred is required to run (or --table to print the table of a finished run)")
     if args.num < 2 or args.frames < 16 or args.window_every < 1 or args.steps < 1 or args.chunk < 1:
         parser.error("--num >= 2, --frames >= 16, --window-every >= 1, --steps >= 1, --chunk >= 1")
-    for path in (args.pred, args.interp) + ((args.pred_noperturb,) if args.pred_noperturb else ()):
+    for path in (args.pred,) + tuple(p for p in (args.interp, args.pred_noperturb) if p):
         if not path.exists():
             parser.error(f"{path} does not exist")
     torch.set_num_threads(args.threads)

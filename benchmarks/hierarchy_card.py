@@ -154,7 +154,7 @@ def interpolation_card(interp: LatentVideoDiffusion, clips: np.ndarray, referenc
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pred", type=Path, required=True)
-    parser.add_argument("--interp", type=Path, required=True)
+    parser.add_argument("--interp", type=Path, default=None, help="interpolation model (left out: its card is skipped)")
     parser.add_argument("--num", type=int, default=256)
     parser.add_argument("--steps", type=int, default=LONG_VIDEO_DDIM_STEPS)
     parser.add_argument("--guidance", type=float, default=LONG_VIDEO_GUIDANCE,
@@ -169,22 +169,23 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.num < 2 or args.steps < 1 or args.batch_size < 1:
         parser.error("--num >= 2, --steps >= 1, --batch-size >= 1")
-    for path in (args.pred, args.interp):
+    for path in (args.pred, args.interp or args.pred):
         if not path.exists():
             parser.error(f"{path} does not exist")
     if args.out.suffix != ".json":
         parser.error(f"--out must be a .json file, got {args.out}")
     torch.set_num_threads(args.threads)
     pred = LatentVideoDiffusion.load(args.pred, kind="lvdm_pred")
-    interp = LatentVideoDiffusion.load(args.interp, kind="lvdm_interp", vae=pred.vae)
+    interp = None if args.interp is None else LatentVideoDiffusion.load(args.interp, kind="lvdm_interp", vae=pred.vae)
     size, digits = pred.vae.metadata.get("data", {}).get("size", 64), 2
     frames = pred.hierarchy.num_latents * pred.hierarchy.keyframe_stride * pred.vae.config.temporal_downsample
     clips = generate_moving_mnist(args.num, frames, size, digits, "test", seed=20_000)  # held-out test digits
     reference = generate_moving_mnist(args.num, 16, size, digits, "test", seed=20_001)
     results = {"command": " ".join(["python", *sys.argv]) if argv is None else "main(" + " ".join(argv) + ")",
                "num": args.num, "pred": str(args.pred), "interp": str(args.interp),
-               "prediction": prediction_card(pred, clips, args),
-               "interpolation": interpolation_card(interp, clips, reference, args)}
+               "prediction": prediction_card(pred, clips, args)}
+    if interp is not None:
+        results["interpolation"] = interpolation_card(interp, clips, reference, args)
     text = json.dumps(results, indent=1) + "\n"
     atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
     print(json.dumps(results))
