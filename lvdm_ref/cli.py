@@ -223,6 +223,10 @@ def cmd_train(args: argparse.Namespace) -> dict:
                                      hierarchy_train=dataclasses.replace(preset.hierarchy_train, bf16_cpu=True))
     if args.model == "t2v":
         return _train_t2v(args, preset)
+    if args.init is not None and args.model == "short":
+        raise UsageError("--init is for --model pred, interp or t2v (a short model to warm-start from)")
+    if args.init is not None and args.parameterization:
+        raise UsageError("--init takes the short model's diffusion (its parameterisation too): drop --parameterization")
     preset = _video_data_for(preset, args.vae, args.data, args.model)  # last: it reads the video files
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -234,7 +238,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
                                  max_perturbation_level=args.max_perturbation_level, resume=args.resume,
                                  device=args.device, condition_prob=args.condition_prob, compile=compile,
                                  snapshot_every=args.snapshot_every, every_start=args.every_start,
-                                 keyframe_stride=args.keyframe_stride)
+                                 keyframe_stride=args.keyframe_stride, init=args.init)
 
 
 def _train_t2v(args: argparse.Namespace, preset) -> dict:
@@ -559,7 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bfloat16 autocast on a CPU too (on CUDA it is on already); pays on CPUs with AVX512-BF16")
     train.add_argument("--init", type=input_file(".safetensors"), default=None,
                        help="t2v: the short model to warm-start from (default: the shipped mmnist_short for "
-                            "--preset mmnist, none for --quick)")
+                            "--preset mmnist, none for --quick); pred/interp: a short model to warm-start from "
+                            "(default: none, trained from scratch at the preset's hierarchy size)")
     train.add_argument("--caption-drop", type=number(0.0), default=None,
                        help="t2v: share of training captions dropped for classifier-free guidance (default 0.1)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -34,7 +34,7 @@ from lvdm_ref.config import (DataConfig, DiffusionConfig, HierarchyConfig, Prese
                              hierarchy_config, to_dict)
 from lvdm_ref.data import FreshMovingMNIST, generate_moving_mnist
 from lvdm_ref.diffusion import GaussianDiffusion
-from lvdm_ref.hierarchy import hierarchy_loss
+from lvdm_ref.hierarchy import hierarchy_loss, warm_start
 from lvdm_ref.lvdm import LatentVideoDiffusion, diffusion_loss
 from lvdm_ref.perturbation import TRAIN_MAX_LEVEL
 from lvdm_ref.pixel import PixelSpace
@@ -242,16 +242,31 @@ def long_clip_frames(preset: Preset, config: HierarchyConfig) -> int:
 
 
 def build_hierarchy_model(preset: Preset, role: str, vae: nn.Module, latent_channels: int,
-                          max_perturbation_level: int) -> LatentVideoDiffusion:
+                          max_perturbation_level: int, *, config: HierarchyConfig | None = None,
+                          init: str | os.PathLike | None = None) -> LatentVideoDiffusion:
     """A fresh prediction or interpolation model of the preset's size: `lvdm.LatentVideoDiffusion` with a
-    hierarchy config, a UNet with the mask channel and (with perturbation) the s embedding."""
-    config = hierarchy_config(role, max_perturbation_level)
-    unet_config = dataclasses.replace(preset.hierarchy_unet, in_channels=latent_channels, out_channels=latent_channels,
+    hierarchy config, a UNet with the mask channel and (with perturbation) the s embedding.
+
+    init: a short model's checkpoint to warm-start from (`hierarchy.warm_start`): its UNet's size, its
+    diffusion (parameterisation included) and its weights, so that step 0 is the short model's function."""
+    config = config or hierarchy_config(role, max_perturbation_level)
+    unet_config, diffusion_config, weights = preset.hierarchy_unet, preset.diffusion, None
+    if init is not None:
+        tensors, meta = load_weights(init)
+        if meta.get("kind") != "lvdm_short":
+            raise ValueError(f"--init {init} holds a {meta.get('kind')!r} checkpoint; warm-start from a short model "
+                             f"('lvdm_short'), e.g. data/checkpoints/mmnist_short.safetensors")
+        unet_config, diffusion_config = from_dict(UNetConfig, meta["unet"]), from_dict(DiffusionConfig, meta["diffusion"])
+        weights = unprefixed(tensors, "ema") if any(k.startswith("ema.") for k in tensors) else unprefixed(tensors, "unet")
+    unet_config = dataclasses.replace(unet_config, in_channels=latent_channels, out_channels=latent_channels,
                                       use_mask=True, use_perturbation_embedding=max_perturbation_level > 0)
+    unet = UNet(unet_config)
+    if weights is not None:
+        warm_start(unet, {name: tensor.float() for name, tensor in weights.items()})
     size = preset.data.size // preset.vae.spatial_downsample
     latent_shape = (latent_channels, config.num_latents, size, size)
-    diffusion = GaussianDiffusion(preset.diffusion).to(vae.latent_scale.device)
-    return LatentVideoDiffusion(vae, UNet(unet_config).to(vae.latent_scale.device), diffusion, latent_shape, config)
+    diffusion = GaussianDiffusion(diffusion_config).to(vae.latent_scale.device)
+    return LatentVideoDiffusion(vae, unet.to(vae.latent_scale.device), diffusion, latent_shape, config)
 
 
 class Snapshots(Callback):
@@ -272,7 +287,8 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
                           condition_prob: float | None = None, steps: int | None = None, num_clips: int | None = None,
                           resume: bool = False, device: str = "auto", callbacks=(), progress: bool = True,
                           compile: bool = False, snapshot_every: int | None = None, every_start: bool = False,
-                          keyframe_stride: int | None = None, num_frames: int | None = None) -> dict:
+                          keyframe_stride: int | None = None, num_frames: int | None = None,
+                          init: str | os.PathLike | None = None) -> dict:
     """Train the preset's prediction (`role="pred"`) or interpolation (`"interp"`) model on a frozen
     autoencoder; write OUT/{role}.safetensors.
 
@@ -283,7 +299,8 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
     `condition_prob`: the share of conditioned training samples, by default LVDM's (0.5 pred, 0.9 interp).
     `every_start`: train on windows starting at every latent, not only at keyframes (`training_latents`).
     `keyframe_stride`: latents between keyframes (LVDM's 4); `num_frames`: frames of the long training clips
-    (by default just enough for one sample, `long_clip_frames`).
+    (by default just enough for one sample, `long_clip_frames`). `init`: a short model to warm-start from
+    (its UNet size and diffusion replace the preset's; `build_hierarchy_model`).
     `snapshot_every`: also keep the model every that many steps in OUT/snapshots/, so that a
     long run can be scored along the way. `compile=True` trains through `torch.compile`.
     """
@@ -312,12 +329,16 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
     latents = training_latents(long_latents, config)  # (N, c, f, h, w)
     if len(latents) < train_config.batch_size:
         raise ValueError(f"{len(latents)} training samples are fewer than one batch of {train_config.batch_size}")
-    model = build_hierarchy_model(preset, role, vae, latents.shape[1], max_perturbation_level)
-    model.hierarchy = config  # with the condition share asked for
+    if init is not None and file_sha256(vae_path) != load_weights(init)[1].get("vae", {}).get("sha256"):
+        raise ValueError(f"--init {init} was trained on another autoencoder than {vae_path}: warm-start from a short "
+                         "model of the same autoencoder")
+    model = build_hierarchy_model(preset, role, vae, latents.shape[1], max_perturbation_level, config=config, init=init)
     if tuple(latents.shape[1:]) != model.latent_shape:
         raise ValueError(f"the encoded latents are {tuple(latents.shape[1:])}, the preset expects {model.latent_shape}")
     unet, diffusion = model.unet, model.diffusion
     extra = {"preset": preset.name, "train": to_dict(train_config), "num_clips": len(long_latents)}
+    if init is not None:
+        extra.update(init=str(init), init_sha256=file_sha256(init))
     if snapshot_every:
         callbacks = (*callbacks, Snapshots(model, out / "snapshots", role, snapshot_every, vae_path, extra))
     trainer = Trainer(unet, hierarchy_loss(diffusion, config), LatentDataset(latents), train_config, out,

@@ -270,6 +270,13 @@ def test_train_and_sample_long_commands(tmp_path):
     out = cli("sample-long", "--pred", chain["checkpoint"], "--frames", "21", "--num", "1", "--steps", "2",
               "--out", tmp_path / "chain.npz")
     assert np.load(out["out"])["videos"].shape == (1, 21, 32, 32, 1) and out["pairs"] == out["keyframes"] - 1
+    short = cli("train", "--model", "short", "--vae", vae, "--out", tmp_path / "short", "--steps", "2")["checkpoint"]
+    warm = cli("train", "--model", "pred", "--vae", vae, "--out", tmp_path / "warm", "--steps", "2", "--init", short,
+               "--keyframe-stride", "1", "--num-clips", "8")
+    warm_model = LatentVideoDiffusion.load(warm["checkpoint"], kind="lvdm_pred")
+    short_model = LatentVideoDiffusion.load(short)
+    assert warm_model.metadata["init"] == str(short)
+    assert warm_model.unet.config.model_channels == short_model.unet.config.model_channels  # the short model's size
     done = subprocess.run([sys.executable, "-m", "lvdm_ref", "sample-long", "--pred", pred["checkpoint"],
                            "--out", tmp_path / "y.npz"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2 and "give an interpolation model (--interp)" in done.stderr
