@@ -241,28 +241,42 @@ def long_clip_frames(preset: Preset, config: HierarchyConfig) -> int:
     return max(needed, 16) * preset.vae.temporal_downsample
 
 
+def short_model_weights(init: str | os.PathLike, vae_path: str | os.PathLike | None = None
+                        ) -> tuple[UNetConfig, DiffusionConfig, dict[str, torch.Tensor], dict]:
+    """What a warm start takes from a short model's checkpoint: its UNet and diffusion configs, its (EMA)
+    weights in float32 and its metadata; checks that it is a short model and, given `vae_path`, that it
+    was trained on that autoencoder."""
+    tensors, meta = load_weights(init)
+    if meta.get("kind") != "lvdm_short":
+        raise ValueError(f"--init {init} holds a {meta.get('kind')!r} checkpoint; warm-start from a short model "
+                         f"('lvdm_short'), e.g. data/checkpoints/mmnist_short.safetensors")
+    if vae_path is not None and meta.get("vae", {}).get("sha256") != file_sha256(vae_path):
+        raise ValueError(f"--init {init} was trained on another autoencoder than {vae_path}; pass the one it "
+                         f"records ({meta.get('vae', {}).get('path')})")
+    weights = unprefixed(tensors, "ema") if any(k.startswith("ema.") for k in tensors) else unprefixed(tensors, "unet")
+    return (from_dict(UNetConfig, meta["unet"]), from_dict(DiffusionConfig, meta["diffusion"]),
+            {name: tensor.float() for name, tensor in weights.items()}, meta)
+
+
 def build_hierarchy_model(preset: Preset, role: str, vae: nn.Module, latent_channels: int,
                           max_perturbation_level: int, *, config: HierarchyConfig | None = None,
-                          init: str | os.PathLike | None = None) -> LatentVideoDiffusion:
+                          init: str | os.PathLike | None = None, vae_path: str | os.PathLike | None = None
+                          ) -> LatentVideoDiffusion:
     """A fresh prediction or interpolation model of the preset's size: `lvdm.LatentVideoDiffusion` with a
     hierarchy config, a UNet with the mask channel and (with perturbation) the s embedding.
 
     init: a short model's checkpoint to warm-start from (`hierarchy.warm_start`): its UNet's size, its
-    diffusion (parameterisation included) and its weights, so that step 0 is the short model's function."""
+    diffusion (parameterisation included) and its weights, so that step 0 is the short model's function
+    (`vae_path`: the autoencoder it must have been trained on)."""
     config = config or hierarchy_config(role, max_perturbation_level)
     unet_config, diffusion_config, weights = preset.hierarchy_unet, preset.diffusion, None
     if init is not None:
-        tensors, meta = load_weights(init)
-        if meta.get("kind") != "lvdm_short":
-            raise ValueError(f"--init {init} holds a {meta.get('kind')!r} checkpoint; warm-start from a short model "
-                             f"('lvdm_short'), e.g. data/checkpoints/mmnist_short.safetensors")
-        unet_config, diffusion_config = from_dict(UNetConfig, meta["unet"]), from_dict(DiffusionConfig, meta["diffusion"])
-        weights = unprefixed(tensors, "ema") if any(k.startswith("ema.") for k in tensors) else unprefixed(tensors, "unet")
+        unet_config, diffusion_config, weights, _ = short_model_weights(init, vae_path)
     unet_config = dataclasses.replace(unet_config, in_channels=latent_channels, out_channels=latent_channels,
                                       use_mask=True, use_perturbation_embedding=max_perturbation_level > 0)
     unet = UNet(unet_config)
     if weights is not None:
-        warm_start(unet, {name: tensor.float() for name, tensor in weights.items()})
+        warm_start(unet, weights)
     size = preset.data.size // preset.vae.spatial_downsample
     latent_shape = (latent_channels, config.num_latents, size, size)
     diffusion = GaussianDiffusion(diffusion_config).to(vae.latent_scale.device)
@@ -329,10 +343,8 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
     latents = training_latents(long_latents, config)  # (N, c, f, h, w)
     if len(latents) < train_config.batch_size:
         raise ValueError(f"{len(latents)} training samples are fewer than one batch of {train_config.batch_size}")
-    if init is not None and file_sha256(vae_path) != load_weights(init)[1].get("vae", {}).get("sha256"):
-        raise ValueError(f"--init {init} was trained on another autoencoder than {vae_path}: warm-start from a short "
-                         "model of the same autoencoder")
-    model = build_hierarchy_model(preset, role, vae, latents.shape[1], max_perturbation_level, config=config, init=init)
+    model = build_hierarchy_model(preset, role, vae, latents.shape[1], max_perturbation_level, config=config, init=init,
+                                  vae_path=vae_path)
     if tuple(latents.shape[1:]) != model.latent_shape:
         raise ValueError(f"the encoded latents are {tuple(latents.shape[1:])}, the preset expects {model.latent_shape}")
     unet, diffusion = model.unet, model.diffusion
@@ -397,20 +409,11 @@ def train_t2v_model(preset: Preset, vae_path: str | os.PathLike, out: str | os.P
              "caption_drop_prob": drop_prob, "digit_counts": {str(k): int((captions.sum(1) == k).sum())
                                                               for k in (1, 2, 3)}}
     if init is not None:
-        tensors, meta = load_weights(init)
-        if meta.get("kind") != "lvdm_short":
-            raise ValueError(f"--init {init} holds a {meta.get('kind')!r} checkpoint; warm-start from a short model "
-                             f"('lvdm_short'), e.g. data/checkpoints/mmnist_short.safetensors")
-        if meta.get("vae", {}).get("sha256") != file_sha256(vae_path):
-            raise ValueError(f"--init {init} was trained on another autoencoder than {vae_path}; pass the one it "
-                             f"records ({meta.get('vae', {}).get('path')})")
+        unet_config, diffusion_config, weights, meta = short_model_weights(init, vae_path)
         if tuple(meta["latent_shape"]) != latent_shape:
             raise ValueError(f"--init {init} works on latents {tuple(meta['latent_shape'])}, the data encodes to "
                              f"{latent_shape}: use the preset it was trained with")
-        unet_config = dataclasses.replace(from_dict(UNetConfig, meta["unet"]), context_dim=CAPTION_DIM)
-        diffusion_config = from_dict(DiffusionConfig, meta["diffusion"])
-        weights = unprefixed(tensors, "ema") if any(k.startswith("ema.") for k in tensors) else unprefixed(tensors, "unet")
-        unet = warm_start_captions(UNet(unet_config), {k: v.float() for k, v in weights.items()})
+        unet = warm_start_captions(UNet(dataclasses.replace(unet_config, context_dim=CAPTION_DIM)), weights)
         extra.update(init=str(init), init_sha256=file_sha256(init), init_steps=meta.get("steps"))
     else:
         unet_config = dataclasses.replace(preset.unet, in_channels=latent_shape[0], out_channels=latent_shape[0],
