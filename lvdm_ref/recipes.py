@@ -142,6 +142,17 @@ def train_autoencoder(preset: Preset, out: str | Path, *, steps: int | None = No
 
 
 # ----------------------------------------------------------------------------- the short model (latent or pixel)
+def short_run_settings(preset: Preset, steps: int | None, num_clips: int | None) -> tuple:
+    """(train config, training clips) of a short or caption model's run: the preset's unless given; at
+    least one batch of clips."""
+    train_config = preset.train if steps is None else dataclasses.replace(preset.train, steps=steps)
+    num_clips = preset.data.num_train if num_clips is None else num_clips
+    if num_clips < train_config.batch_size:
+        raise ValueError(f"{num_clips} training clips are fewer than one batch of {train_config.batch_size}; "
+                         f"encode at least {train_config.batch_size} (--num-clips)")
+    return train_config, num_clips
+
+
 def train_short_model(preset: Preset, vae_path: str | os.PathLike, out: str | os.PathLike, *, steps: int | None = None,
                       num_clips: int | None = None, resume: bool = False, device: str = "auto", callbacks=(),
                       progress: bool = True, latents_cache: str | os.PathLike | None = None,
@@ -156,11 +167,7 @@ def train_short_model(preset: Preset, vae_path: str | os.PathLike, out: str | os
     it is then; resume to go on. `compile=True` trains through `torch.compile` (the `train` command's
     default: 1.25x per step on a CPU after about 2 minutes of compiling; README, "Speed on this CPU").
     """
-    train_config = preset.train if steps is None else dataclasses.replace(preset.train, steps=steps)
-    num_clips = preset.data.num_train if num_clips is None else num_clips
-    if num_clips < train_config.batch_size:
-        raise ValueError(f"{num_clips} training clips are fewer than one batch of {train_config.batch_size}; "
-                         f"encode at least {train_config.batch_size} (--num-clips)")
+    train_config, num_clips = short_run_settings(preset, steps, num_clips)
     out, vae_path = Path(out), Path(vae_path)
     vae = VideoAutoencoder.load(vae_path, get_device(device))
     cache = Path(latents_cache) if latents_cache is not None else out / "latents.pt"
@@ -395,11 +402,7 @@ def train_t2v_model(preset: Preset, vae_path: str | os.PathLike, out: str | os.P
     (default `text_to_video.CAPTION_DROP_PROB`).
     """
     drop_prob = CAPTION_DROP_PROB if drop_prob is None else drop_prob
-    train_config = preset.train if steps is None else dataclasses.replace(preset.train, steps=steps)
-    num_clips = preset.data.num_train if num_clips is None else num_clips
-    if num_clips < train_config.batch_size:
-        raise ValueError(f"{num_clips} training clips are fewer than one batch of {train_config.batch_size}; "
-                         f"encode at least {train_config.batch_size} (--num-clips)")
+    train_config, num_clips = short_run_settings(preset, steps, num_clips)
     out, vae_path = Path(out), Path(vae_path)
     vae = VideoAutoencoder.load(vae_path, get_device(device))
     folder = Path(latents_cache) if latents_cache is not None else out
