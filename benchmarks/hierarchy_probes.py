@@ -47,6 +47,8 @@ PROBES = {
     "pred v, windows at every latent": ("pred", {"parameterization": "v", "every_start": True}),
     "pred v, keyframes 8 frames apart": ("pred", {"parameterization": "v", "keyframe_stride": 2}),
     "pred v, keyframes 4 frames apart": ("pred", {"parameterization": "v", "keyframe_stride": 1}),
+    "pred v, keyframes 4 frames apart, attention at 16x16 too": ("pred", {"parameterization": "v", "keyframe_stride": 1,
+                                                                          "attention_levels": (0, 1, 2)}),
     "pred v, condition in 90 %, no perturbation": ("pred", {"parameterization": "v", "condition_prob": 0.9,
                                                             "max_perturbation_level": 0}),
     "interp eps (LVDM's, the shipped recipe)": ("interp", {}),

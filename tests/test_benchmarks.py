@@ -339,3 +339,35 @@ def test_probe_table_is_written_from_the_json():
     for row, (name, entry) in zip(rows, results["probes"].items()):
         assert row.startswith(f"| {name} |") and f"{entry['card']['model']['psnr']:.2f} dB" in row
         assert name in hierarchy_probes.PROBES  # every measured probe can be run again by name
+
+
+def test_digit_stability_tells_a_clip_that_keeps_its_digits_from_one_that_swaps_them():
+    import torch
+    from digit_stability import stability
+
+    from lvdm_ref.data import generate_moving_mnist
+    from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier
+
+    torch.manual_seed(0)
+    classifier = DigitClassifier.load(SHIPPED_DIGITS).eval()
+    clips, labels = generate_moving_mnist(24, 16, 64, 2, "test", seed=5, return_labels=True)
+    real = stability(classifier, clips, labels)
+    assert real["keeps"] >= 0.75 and real["true_digits"] >= 0.75  # 19 of these 24 (seeded) clips; 0.99 of the 256 of record
+    assert real["keeps"] == pytest.approx(np.mean(real["keeps_per_clip"]), abs=1e-4)
+    # frames 8-15 from the clips of a disjoint set of digit pairs: the halves agree only by chance
+    other = [i for i in range(len(clips)) if not (set(labels[i]) & set(labels[0]))][0]
+    swapped = np.concatenate([clips[:, :8], np.roll(clips, 1, axis=0)[:, 8:]], axis=1)
+    assert stability(classifier, swapped)["keeps"] <= 0.25
+    assert not stability(classifier, np.concatenate([clips[:1, :8], clips[other:other + 1, 8:]], 1))["keeps_per_clip"][0]
+
+
+@pytest.mark.skipif(not (ROOT / "benchmarks" / "results" / "digit_stability.json").exists(), reason="no run of record yet")
+def test_committed_digit_stability_shares_are_the_means_of_their_clips():
+    results = json.loads((ROOT / "benchmarks" / "results" / "digit_stability.json").read_text())
+    assert results["real"]["keeps"] >= 0.95  # the measure reads real clips as keeping their digits
+    for name, entry in results.items():
+        if isinstance(entry, dict):
+            assert entry["num"] == results["num"] == len(entry["keeps_per_clip"])
+            for key in ("keeps", "true_digits"):
+                if key in entry:
+                    assert entry[key] == pytest.approx(np.mean(entry[f"{key}_per_clip"]), abs=1e-4)
