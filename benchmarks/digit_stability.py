@@ -16,7 +16,7 @@ equal those it reads in frames 8-15? For each set of N clips:
   clip given, frames 4-15 generated (the long-video settings: DDIM 50, the model's s, guidance 0.1);
   also the share whose generated frames 8-15 show the given clip's true digits.
 
-A long video cannot keep for 1,024 frames the digits its model does not keep for 16. Generated clips are
+Two unrelated clips agree by chance (`chance`, 0.019 for pairs of uniform digits). A long video cannot keep for 1,024 frames the digits its model does not keep for 16. Generated clips are
 kept in --work per set (keyed by the checkpoint's sha256), so a rerun only scores.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from lvdm_ref.checkpoint import atomic_write, load_weights, write_json  # noqa: E402
 from lvdm_ref.data import generate_moving_mnist  # noqa: E402
 from lvdm_ref.diffusion import LONG_VIDEO_DDIM_STEPS  # noqa: E402
-from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier, clip_digits  # noqa: E402
+from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier, chance_of_same_digits, clip_digits  # noqa: E402
 from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE  # noqa: E402
 from lvdm_ref.lvdm import LatentVideoDiffusion  # noqa: E402
 from lvdm_ref.utils import file_sha256  # noqa: E402
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     classifier = DigitClassifier.load(SHIPPED_DIGITS).eval()
     clips, labels = generate_moving_mnist(args.num, 16, 64, 2, "test", seed=1, return_labels=True)
     results = {"command": "python benchmarks/digit_stability.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "num": args.num, "real": stability(classifier, clips, labels)}
+               "num": args.num, "chance": round(chance_of_same_digits(), 4),  # two unrelated digit pairs agree
+               "real": stability(classifier, clips, labels)}
     for path in args.short:
         sha = file_sha256(path)
         model = LatentVideoDiffusion.load(path)
