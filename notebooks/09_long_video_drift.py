@@ -324,5 +324,6 @@ else:
 # The real clips keep their digits (0.99); the models' clips almost never do, the unconditional short
 # model included, and a prediction model handed a clean real latent no better than chance. So the drift
 # curves above measure clips that have lost their digits from the first window on: the limit is the
-# generator, below the hierarchy, and more training or a better path for fine detail between frames has
-# to come before perturbation and guidance can be judged on content.
+# generator, below the hierarchy. (Attention at full latent resolution, a shorter path for fine detail
+# between frames, did not help at equal steps: the README's probe table.) A generator that holds its
+# digits for one window has to come before perturbation and guidance can be judged on content.
