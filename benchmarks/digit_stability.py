@@ -62,6 +62,7 @@ def cached(path: Path, sha: str, make) -> np.ndarray:
         if str(saved["sha256"]) == sha:
             return saved["videos"]
     videos = make()
+
     def write(tmp: str) -> None:
         with open(tmp, "wb") as handle:
             np.savez(handle, videos=videos, sha256=np.str_(sha))
