@@ -231,20 +231,24 @@ def test_warm_start_from_a_short_model_is_the_same_function():
 
 # ----------------------------------------------------------------------------- the commands, end to end
 @pytest.mark.slow
-def test_train_and_sample_long_commands(tmp_path):
+def test_train_and_sample_long_commands(tmp_path, monkeypatch, capsys):
     """`train --model pred|interp` then `sample-long` (quick preset): exact frames, a figure, a real start."""
     import json
-    import os
-    import subprocess
-    import sys
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LVDM_QUICK": "1"}
+    from lvdm_ref import cli as commands
 
-    def cli(*args):
-        done = subprocess.run([sys.executable, "-m", "lvdm_ref", *map(str, args)], capture_output=True, text=True,
-                              env=env, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads(done.stdout.strip().splitlines()[-1])
+    monkeypatch.setenv("LVDM_QUICK", "1")
+
+    def cli(*args):  # in this process: the command line's own entry point, without a new interpreter per command
+        commands.main([str(arg) for arg in args])
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    def fails(*args) -> str:
+        """The one-line error (exit status 2) of a command that must refuse its arguments."""
+        with pytest.raises(SystemExit) as stopped:
+            commands.main([str(arg) for arg in args])
+        assert stopped.value.code == 2
+        return capsys.readouterr().err
 
     vae = cli("train-vae", "--out", tmp_path / "vae")["ckpt"]
     pred = cli("train", "--model", "pred", "--vae", vae, "--out", tmp_path / "pred", "--steps", "4")
@@ -260,10 +264,9 @@ def test_train_and_sample_long_commands(tmp_path):
     flat = cli("train", "--model", "pred", "--vae", vae, "--out", tmp_path / "flat", "--steps", "2",
                "--max-perturbation-level", "0")
     assert flat["max_perturbation_level"] == 0
-    done = subprocess.run([sys.executable, "-m", "lvdm_ref", "sample-long", "--pred", flat["checkpoint"], "--interp",
-                           interp["checkpoint"], "--perturbation-level", "10", "--out", tmp_path / "x.npz"],
-                          capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 2 and "trained without perturbation" in done.stderr
+    assert "trained without perturbation" in fails("sample-long", "--pred", flat["checkpoint"], "--interp",
+                                                   interp["checkpoint"], "--perturbation-level", "10", "--out",
+                                                   tmp_path / "x.npz")
     chain = cli("train", "--model", "pred", "--vae", vae, "--out", tmp_path / "chain", "--steps", "2",
                 "--keyframe-stride", "1", "--every-start", "--num-clips", "8")
     assert chain["num_samples"] == 8 * (16 - 3)  # every start of 4 consecutive latents in 16-latent clips
@@ -277,9 +280,8 @@ def test_train_and_sample_long_commands(tmp_path):
     short_model = LatentVideoDiffusion.load(short)
     assert warm_model.metadata["init"] == str(short)
     assert warm_model.unet.config.model_channels == short_model.unet.config.model_channels  # the short model's size
-    done = subprocess.run([sys.executable, "-m", "lvdm_ref", "sample-long", "--pred", pred["checkpoint"],
-                           "--out", tmp_path / "y.npz"], capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 2 and "give an interpolation model (--interp)" in done.stderr
+    assert "give an interpolation model (--interp)" in fails("sample-long", "--pred", pred["checkpoint"], "--out",
+                                                             tmp_path / "y.npz")
 
 
 def test_sparse_windows_equal_the_full_videos_windows(models):
