@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--num", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", nargs="*", default=None, help=f"probe names, from {list(PROBES)}")
+    parser.add_argument("--only", nargs="*", default=None, help="probe names, from: " + "; ".join(PROBES).replace("%", "%%"))
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "probes")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "hierarchy_probes.json")
     parser.add_argument("--table", action="store_true", help="print the Markdown table of OUT and exit")

@@ -63,8 +63,12 @@ def plot(curve: dict):
     return figure
 
 
-def main() -> dict:
+def main(argv: list[str] | None = None) -> dict:
+    import argparse
+
     import matplotlib
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)  # no options: --help only
 
     matplotlib.use("Agg")
     from lvdm_ref.checkpoint import atomic_write

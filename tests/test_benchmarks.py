@@ -371,3 +371,13 @@ def test_committed_digit_stability_shares_are_the_means_of_their_clips():
             for key in ("keeps", "true_digits"):
                 if key in entry:
                     assert entry[key] == pytest.approx(np.mean(entry[f"{key}_per_clip"]), abs=1e-4)
+
+
+def test_probe_help_lists_every_probe(capsys):
+    """`--help` prints (probe names hold a '%', which argparse reads as a format character unless doubled)."""
+    import hierarchy_probes
+
+    with pytest.raises(SystemExit) as stopped:
+        hierarchy_probes.main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert stopped.value.code == 0 and "pred v, condition in 90 %, no perturbation" in shown
