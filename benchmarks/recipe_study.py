@@ -349,8 +349,10 @@ def add_study_arguments(parser: argparse.ArgumentParser, *, minutes: float, num:
     parser.add_argument("--work", type=Path, default=work)
 
 
-def run_study(parser: argparse.ArgumentParser, args: argparse.Namespace, variants: dict, section: str) -> Study:
-    """Check the shared options, then train and score every variant asked for (skipping finished ones)."""
+def run_study(parser: argparse.ArgumentParser, args: argparse.Namespace, variants: dict, section: str,
+              study_class: type | None = None) -> Study:
+    """Check the shared options, then train and score every variant asked for (skipping finished ones) with a
+    `study_class` (`Study`, or a subclass that scores another way)."""
     if (args.minutes <= 0 or args.num < 2 or args.num_clips < 16 or args.calibration_steps < 1 or args.threads < 1
             or args.sample_steps < 1):
         parser.error("--minutes > 0, --num >= 2, --num-clips >= 16, --calibration-steps >= 1, --threads >= 1, "
@@ -362,7 +364,7 @@ def run_study(parser: argparse.ArgumentParser, args: argparse.Namespace, variant
         parser.error(f"unknown {section} {sorted(unknown)}; known: {list(variants)}")
     torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    study = Study(args, section)
+    study = (study_class or Study)(args, section)
     for name, (describe, apply, *train) in variants.items():  # train: optional, recipes.train_short_model by default
         if args.only is None or name in args.only:
             study.run(name, describe, apply, *train)

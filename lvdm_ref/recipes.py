@@ -309,7 +309,8 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
                           resume: bool = False, device: str = "auto", callbacks=(), progress: bool = True,
                           compile: bool = False, snapshot_every: int | None = None, every_start: bool = False,
                           keyframe_stride: int | None = None, num_frames: int | None = None,
-                          init: str | os.PathLike | None = None) -> dict:
+                          init: str | os.PathLike | None = None, latents_cache: str | os.PathLike | None = None,
+                          stop_at: int | None = None) -> dict:
     """Train the preset's prediction (`role="pred"`) or interpolation (`"interp"`) model on a frozen
     autoencoder; write OUT/{role}.safetensors.
 
@@ -321,7 +322,9 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
     `every_start`: train on windows starting at every latent, not only at keyframes (`training_latents`).
     `keyframe_stride`: latents between keyframes (LVDM's 4); `num_frames`: frames of the long training clips
     (by default just enough for one sample, `long_clip_frames`). `init`: a short model to warm-start from
-    (its UNet size and diffusion replace the preset's; `build_hierarchy_model`).
+    (its UNet size and diffusion replace the preset's; `build_hierarchy_model`). `latents_cache`: where the
+    encoded long clips are kept instead of OUT/latents.pt (several runs may share it); `stop_at`: end this call
+    at that step of the `steps`-long run and write the model as it is then (`train_short_model`'s meaning).
     `snapshot_every`: also keep the model every that many steps in OUT/snapshots/, so that a
     long run can be scored along the way. `compile=True` trains through `torch.compile`.
     """
@@ -345,7 +348,8 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
     num_clips = preset.hierarchy_clips if num_clips is None else num_clips
     out, vae_path = Path(out), Path(vae_path)
     vae = VideoAutoencoder.load(vae_path, get_device(device))
-    long_latents = encoded_training_set(vae, vae_path, preset.data, num_clips, out / "latents.pt",
+    cache = Path(latents_cache) if latents_cache is not None else out / "latents.pt"
+    long_latents = encoded_training_set(vae, vae_path, preset.data, num_clips, cache,
                                         num_frames=num_frames or long_clip_frames(preset, config), progress=progress)
     latents = training_latents(long_latents, config)  # (N, c, f, h, w)
     if len(latents) < train_config.batch_size:
@@ -363,7 +367,7 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
     trainer = Trainer(unet, hierarchy_loss(diffusion, config), LatentDataset(latents), train_config, out,
                       device=device, resume=resume, callbacks=callbacks, progress=progress,
                       metadata={"preset": preset.name, "role": role}, compile=compile)
-    summary = trainer.fit()
+    summary = trainer.fit(stop_at)
     path = out / f"{role}.safetensors"
     if trainer.is_main:  # one writer under DDP
         model.save(path, ema_unet=trainer.ema_model if trainer.ema else None, vae_path=str(vae_path),

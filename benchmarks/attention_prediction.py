@@ -1,0 +1,330 @@
+"""The attention ablation on a task that needs frames to talk to each other: prediction from real latents.
+
+    python benchmarks/attention_prediction.py --minutes 25 --num 256 --threads 1 [--only factorized joint spatial]
+
+The unconditional ablation (`ablations.py --which attention`) ended level: at its budget, FVD of unconditional
+samples does not separate a model that mixes frames from one that does not. Here the three attention kinds
+(`factorized`, `joint`, `spatial`) are trained on a task they can only do by mixing frames, and scored against
+the truth, clip by clip, which is far less noisy than FVD:
+
+- the model: the hierarchy's prediction model of the `mmnist` preset (`hierarchy_unet`, `hierarchy_train`), with
+  the design the probes chose (`hierarchy_probes.py`): v-prediction, keyframes one latent (4 frames) apart, so it
+  is given the first latent of a 16-frame clip and makes the next three. Only `UNetConfig.attention` differs;
+  the same encoded 64-frame clips, seed and recipe, each for the same CPU budget (`--minutes`, calibrated from
+  its CPU seconds per step, as in `recipe_study.py`, whose harness this reuses), scored at half and all of it.
+- the score, on N = `--num` held-out test clips (seed 20,000, with their digit labels): the latent of frames
+  0-3 given (perturbed to the model's default s, guidance 0.1, DDIM 50, eta 1: the long-video settings), the
+  16 frames decoded together, and frames 4-15 compared with the truth: PSNR and SSIM per clip; the share of
+  clips whose frames 8-15 show the clip's true digits (the shipped digit classifier, `lvdm_ref/digits.py`); FVD
+  of the 16 frames against the unconditional ablation's real set (seed 1) at the same N.
+- references on the same clips: the autoencoder's own reconstruction (the ceiling), the last given frame
+  (frame 3) held still (the trivial guess) and black frames (PSNR favours a dim, blurred guess over a sharp
+  digit in the wrong place; this says how much). `spatial` cannot see the given latent at all (its convolutions
+  and attention are per frame), so it is the floor of what a model makes of the condition.
+- the differences (factorized - joint, factorized - spatial, joint - spatial) with 90 % bootstrap intervals
+  over resampled clips (paired: the same clips, condition and noise for every variant).
+
+Resumable like the other studies (training state every 250 steps and at each evaluation point; generated clips
+batch by batch). Writes OUT (JSON), OUT.png/svg (the figure), OUT_samples.npz (4 clips per variant and the truth,
+for notebook 06). `--table` prints the README's table from the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from recipe_study import Study, add_study_arguments, reconstruct, run_study  # noqa: E402  (benchmarks/recipe_study.py)
+
+from lvdm_ref.checkpoint import atomic_write  # noqa: E402
+from lvdm_ref.config import get_preset  # noqa: E402
+from lvdm_ref.data import generate_moving_mnist  # noqa: E402
+from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier, clip_digits  # noqa: E402
+from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE  # noqa: E402
+from lvdm_ref.hierarchy import given_frames, sample_conditional  # noqa: E402
+from lvdm_ref.metrics import fvd_from_features, psnr, ssim  # noqa: E402
+from lvdm_ref.recipes import train_hierarchy_model  # noqa: E402
+from lvdm_ref.utils import from_uint8, stream, to_uint8  # noqa: E402
+
+KINDS = {"factorized": "LVDM's factorised attention: spatial, then temporal with Shaw relative positions",
+         "joint": "one attention over all frames and pixels, relative temporal bias per head",
+         "spatial": "spatial attention only: the given latent cannot reach the other frames (the floor)"}
+PAIRS = (("factorized", "joint"), ("factorized", "spatial"), ("joint", "spatial"))
+HELD_OUT_SEED = 20_000  # the hierarchy model card's held-out clips
+GIVEN = 1  # latents given: frames 0-3
+SCORED = slice(4, 16)  # the frames made from the generated latents
+CONTENT = slice(8, 16)  # where the digits are read: frames made only from generated latents, 4+ frames after the given ones
+BATCH = 16
+KEPT_SAMPLES = 4
+# Scored like the models: the autoencoder's reconstruction (the ceiling), frame 3 held still (the trivial guess), and
+# black frames (PSNR rewards a dim, blurred guess over a sharp digit in the wrong place: this shows how much)
+REFERENCES = ("ceiling", "hold the last given frame", "blank frames")  # clips per variant for the notebook's strips
+
+
+def prediction_preset(kind: str):
+    """The `mmnist` preset's prediction model with attention `kind` and v-prediction. `unet` and `train` are set
+    to the hierarchy's too, so that the study's record of the preset (`unet`, `diffusion`, `train`) is what trains."""
+    preset = get_preset("mmnist")
+    unet = dataclasses.replace(preset.hierarchy_unet, attention=kind)
+    return dataclasses.replace(preset, unet=unet, hierarchy_unet=unet, train=preset.hierarchy_train,
+                               diffusion=dataclasses.replace(preset.diffusion, parameterization="v"))
+
+
+def train_prediction(preset, vae_path, out, *, steps: int, stop_at: int | None = None, resume: bool = False,
+                     callbacks=(), num_clips: int | None = None, latents_cache=None, progress: bool = True) -> dict:
+    """`recipes.train_short_model`'s signature (what the study calls) for the prediction model of this study."""
+    summary = train_hierarchy_model(preset, "pred", vae_path, out, steps=steps, stop_at=stop_at, resume=resume,
+                                    callbacks=callbacks, num_clips=num_clips, latents_cache=latents_cache,
+                                    progress=progress, device="cpu", keyframe_stride=1, num_frames=64)
+    return summary
+
+
+def variants() -> dict:
+    return {kind: (describe, lambda preset, kind=kind: prediction_preset(kind), train_prediction)
+            for kind, describe in KINDS.items()}
+
+
+def held_out(num: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, 16, 64, 64, 1) test clips and their digit labels (N, 2)."""
+    return generate_moving_mnist(num, 16, 64, 2, "test", seed=HELD_OUT_SEED, return_labels=True)
+
+
+def per_clip_scores(videos: np.ndarray, truth: np.ndarray, labels: np.ndarray, classifier) -> dict:
+    """Per clip: PSNR (dB) and SSIM of frames 4-15 (means over frames), and whether frames 8-15 show the true digits."""
+    fake, real = from_uint8(videos[:, SCORED]), from_uint8(truth[:, SCORED])  # (N, C, 12, H, W) in [-1, 1]
+    fake01, real01 = (fake + 1) / 2, (real + 1) / 2
+    read = clip_digits(classifier, videos[:, CONTENT])
+    true = (read == torch.as_tensor(labels).sort(dim=1).values).all(dim=1)
+    return {"psnr": psnr(fake01, real01).mean(1).numpy(), "ssim": ssim(fake01, real01).mean(1).numpy(),
+            "true_digits": true.numpy().astype(float)}
+
+
+def summary_of(scores: dict) -> dict:
+    return {name: round(float(np.mean(values)), 4) for name, values in scores.items()}
+
+
+def interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> list[float]:
+    """90 % percentile interval of the mean of `values` (per clip) over resampled clips."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(1)
+    return [round(float(q), 4) for q in np.percentile(means, [5, 95])]
+
+
+def fvd_interval(reference: np.ndarray, a: np.ndarray, b: np.ndarray, resamples: int = 200, seed: int = 0) -> list[float]:
+    """90 % interval of FVD(a) - FVD(b) over resampled clips: the same picks for both (paired), reference fixed."""
+    rng = np.random.default_rng(seed)
+    gaps = []
+    for _ in range(resamples):
+        pick = rng.integers(0, len(a), len(a))
+        gaps.append(fvd_from_features(reference, a[pick]) - fvd_from_features(reference, b[pick]))
+    return [round(float(q), 2) for q in np.percentile(gaps, [5, 95])]
+
+
+def pair_difference(scores_a: dict, scores_b: dict, features_a: np.ndarray, features_b: np.ndarray,
+                    reference: np.ndarray, fvd_resamples: int = 200) -> dict:
+    """Variant a minus variant b on the same clips: the mean of the per-clip differences of PSNR, SSIM and the
+    true-digit share, and the FVD difference, each with its 90 % interval over resampled clips."""
+    row = {}
+    for measure in ("psnr", "ssim", "true_digits"):
+        gap = np.asarray(scores_a[measure]) - np.asarray(scores_b[measure])
+        row[measure] = {"mean": round(float(gap.mean()), 4), "interval_90": interval(gap)}
+    row["fvd"] = {"mean": round(fvd_from_features(reference, features_a) - fvd_from_features(reference, features_b), 2),
+                  "interval_90": fvd_interval(reference, features_a, features_b, fvd_resamples)}
+    return row
+
+
+class PredictionStudy(Study):
+    """The budget study's harness, scored by prediction from real latents instead of unconditional FVD."""
+
+    def __init__(self, args: argparse.Namespace, section: str = "variants"):
+        super().__init__(args, section)
+        self.classifier = DigitClassifier.load(SHIPPED_DIGITS)
+        self.clips, self.labels = held_out(args.num)
+
+    def scores_path(self, key: str) -> Path:
+        return self.work / "scores" / f"{key}.npz"
+
+    def generate(self, checkpoint: Path, key: str, steps: int, seed: int) -> tuple[np.ndarray, float]:
+        """The 16-frame clips (frames 0-3 given) for every held-out clip, batch by batch into WORK/samples/KEY;
+        each clip has its own noise stream (`stream(seed, i)`), so a batch is the same whatever came before."""
+        from lvdm_ref.lvdm import LatentVideoDiffusion
+        from lvdm_ref.vae3d import encode_videos
+
+        model = LatentVideoDiffusion.load(checkpoint, kind="lvdm_pred")
+        folder, out, seconds = self.work / "samples" / key, [], 0.0
+        folder.mkdir(parents=True, exist_ok=True)
+        mask = given_frames("pred", 4).view(1, 1, -1, 1, 1)
+        assert mask.flatten().tolist() == [1, 0, 0, 0], "the prediction model is given its first latent"
+        for first in range(0, len(self.clips), BATCH):
+            path = folder / f"{first:05d}.npz"
+            if path.exists():
+                saved = np.load(path)
+                out.append(saved["videos"])
+                seconds += float(saved["cpu_seconds"])
+                continue
+            start = time.process_time()
+            with torch.no_grad():
+                latents = encode_videos(model.vae, self.clips[first:first + BATCH], progress=False)  # (B, c, 4, h, w)
+                generators = [stream(seed, index) for index in range(first, first + len(latents))]
+                sampled = sample_conditional(model.unet, model.diffusion, model.hierarchy, latents,
+                                             mask.expand(len(latents), -1, -1, -1, -1), generators, num_steps=steps,
+                                             guidance_scale=LONG_VIDEO_GUIDANCE)
+                videos = to_uint8(model.decode(sampled))  # (B, 16, H, W, C)
+            took = time.process_time() - start
+            atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), videos=videos, cpu_seconds=took))
+            out.append(videos)
+            seconds += took
+        return np.concatenate(out), seconds
+
+    def evaluate(self, checkpoint: Path, key: str, sampler: str = "ddim", steps: int = 50, eta: float = 1.0,
+                 seed: int = 0) -> dict:
+        real = self.reference()  # the unconditional ablation's real set, for FVD
+        self.prediction_reference()
+        videos, seconds = self.generate(checkpoint, key, steps, seed)
+        scores = per_clip_scores(videos, self.clips, self.labels, self.classifier)
+        atomic_write(self.scores_path(key), lambda tmp: np.savez(open(tmp, "wb"), **scores))
+        self.keep_samples(key, videos)
+        fvd = fvd_from_features(real, self.features(key, lambda: videos))
+        return {**summary_of(scores), "fvd": round(fvd, 2), "sample_cpu_seconds": round(seconds, 1), "sampler": "ddim",
+                "steps": steps, "eta": eta, "seed": seed, "guidance": LONG_VIDEO_GUIDANCE}
+
+    def prediction_reference(self) -> None:
+        """The ceiling (the autoencoder's reconstruction) and the trivial guess (frame 3 held still), scored
+        like the models, once."""
+        reference = self.results.setdefault("prediction_reference", {})
+        if all(name in reference for name in REFERENCES):
+            return
+        held = np.repeat(self.clips[:, 3:4], 16, axis=1)  # frame 3, the last given one, held still
+        made = {"ceiling": lambda: reconstruct(self.args.vae, self.clips), "hold the last given frame": lambda: held,
+                "blank frames": lambda: np.zeros_like(self.clips)}
+        for name, videos in ((name, made[name]()) for name in REFERENCES):
+            scores = per_clip_scores(videos, self.clips, self.labels, self.classifier)
+            atomic_write(self.scores_path(name), lambda tmp: np.savez(open(tmp, "wb"), **scores))
+            reference[name] = summary_of(scores)
+        reference["real_true_digits"] = summary_of(per_clip_scores(self.clips, self.clips, self.labels,
+                                                                   self.classifier))["true_digits"]
+        self.save()
+
+    def keep_samples(self, key: str, videos: np.ndarray) -> None:
+        path = self.args.out.with_name(f"{self.args.out.stem}_samples.npz")
+        kept = dict(np.load(path)) if path.exists() else {}
+        kept.update({key: videos[:KEPT_SAMPLES], "truth": self.clips[:KEPT_SAMPLES]})
+        atomic_write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), **kept))
+
+    def compare(self) -> None:
+        """Each pair's difference at each evaluation point, with 90 % intervals over resampled clips, and each
+        variant's UNet size; only for pairs whose two variants both reached that point."""
+        from lvdm_ref.lvdm import LatentVideoDiffusion
+
+        real = self.reference()
+        variants = self.results[self.section]
+        for name, entry in variants.items():
+            checkpoint = self.work / name / "pred.safetensors"
+            if "parameters" not in entry and checkpoint.exists():
+                unet = LatentVideoDiffusion.load(checkpoint, kind="lvdm_pred").unet
+                entry["parameters"] = sum(p.numel() for p in unet.parameters())
+                self.touched.add(name)
+        differences = self.results.setdefault("differences", {})
+        for point in ("half", "end"):
+            for a, b in PAIRS:
+                if point not in variants.get(a, {}) or point not in variants.get(b, {}):
+                    continue
+                ka, kb = f"{a}_{point}", f"{b}_{point}"
+                row = pair_difference(dict(np.load(self.scores_path(ka))), dict(np.load(self.scores_path(kb))),
+                                      self.features(ka, None), self.features(kb, None), real)
+                differences.setdefault(point, {})[f"{a} - {b}"] = row
+        self.save()
+
+
+def plot(results: dict, path: Path) -> list[Path]:
+    """Per variant at the end of its budget: PSNR and the true-digit share with the references, and each
+    difference with its 90 % interval; from the JSON alone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lvdm_ref.viz import save_figure
+
+    variants = {name: entry["end"] for name, entry in results["variants"].items() if "end" in entry}
+    reference = results.get("prediction_reference", {})
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, measure, label in ((axes[0], "psnr", "PSNR of frames 4-15 (dB)"),
+                               (axes[1], "true_digits", "share with the true digits in frames 8-15")):
+        ax.bar(list(variants), [v[measure] for v in variants.values()], color="tab:blue")
+        for name, style in (("ceiling", "--"), ("hold the last given frame", ":"), ("blank frames", "-.")):
+            if name in reference:
+                ax.axhline(reference[name][measure], color="k", linestyle=style, label=name)
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    if measure == "true_digits":
+        axes[1].set_ylim(0, 1)
+    rows = results.get("differences", {}).get("end", {})
+    for i, (pair, row) in enumerate(rows.items()):
+        low, high = row["psnr"]["interval_90"]
+        axes[2].errorbar(row["psnr"]["mean"], i, xerr=[[row["psnr"]["mean"] - low], [high - row["psnr"]["mean"]]],
+                         fmt="o", color="tab:red", capsize=3)
+    axes[2].axvline(0, color="k", linewidth=0.8)
+    axes[2].set_yticks(range(len(rows)), list(rows))
+    axes[2].set_xlabel("PSNR difference (dB), 90 % interval over clips")
+    minutes = results["setting"]["minutes"]
+    figure.suptitle(f"Attention kinds on prediction from a real latent, {minutes:g} CPU-minutes each, "
+                    f"N = {results['setting']['num']}", fontsize=10)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def table(results: dict) -> str:
+    """The README's table in Markdown, from the JSON alone."""
+    lines = ["| variant | UNet weights | steps | CPU-s/step | peak RSS (MiB) | PSNR (dB) | SSIM | true digits | FVD |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, entry in results["variants"].items():
+        end = entry.get("end", {})
+        cells = [f"{end[k]:.2f}" if k in end else "" for k in ("psnr",)] + \
+                [f"{end[k]:.3f}" if k in end else "" for k in ("ssim", "true_digits")] + \
+                [f"{end['fvd']:.1f}" if "fvd" in end else ""]
+        weights = f"{entry['parameters']:,}" if "parameters" in entry else ""
+        lines.append(f"| {name} | {weights} | {entry.get('steps', '')} | {entry.get('cpu_seconds_per_step', '')} | "
+                     f"{entry.get('peak_rss_mib', '')} | " + " | ".join(cells) + " |")
+    for name, values in results.get("prediction_reference", {}).items():
+        if isinstance(values, dict):
+            lines.append(f"| *{name}* | | | | | {values['psnr']:.2f} | {values['ssim']:.3f} | "
+                         f"{values['true_digits']:.3f} | |")
+    for pair, row in results.get("differences", {}).get("end", {}).items():
+        cells = [f"{row[m]['mean']:+.{d}f} [{row[m]['interval_90'][0]:+.{d}f}, {row[m]['interval_90'][1]:+.{d}f}]"
+                 for m, d in (("psnr", 2), ("ssim", 3), ("true_digits", 3), ("fvd", 1))]
+        lines.append(f"| *{pair}* (90 % interval) | | | | | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_study_arguments(parser, minutes=25.0, num=256, out=ROOT / "benchmarks" / "results" / "ablations" / "attention_pred.json",
+                        work=ROOT / "runs" / "ablations_pred", what="variant")
+    parser.add_argument("--table", action="store_true", help="only print the JSON as a Markdown table")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return {}
+    if args.num < 4:
+        parser.error("--num >= 4: the per-clip intervals need clips to resample")
+    study = run_study(parser, args, variants(), "variants", PredictionStudy)
+    study.compare()
+    plot(study.results, args.out.with_suffix(""))
+    print(json.dumps(study.results))
+    return study.results
+
+
+if __name__ == "__main__":
+    main()
