@@ -296,10 +296,12 @@ else:
 # %% [markdown]
 # ## 6. Why nothing here can keep its digits for 1024 frames yet
 #
-# `python benchmarks/digit_stability.py --short data/checkpoints/mmnist_short.safetensors --pred
-# runs/pred_s1/snapshots/pred_004000.safetensors --num 256` asks one 16-frame window what the drift run
+# `python benchmarks/digit_stability.py --short data/checkpoints/mmnist_short.safetensors
+# data/checkpoints/mmnist_attention_factorized.safetensors data/checkpoints/mmnist_attention_joint.safetensors
+# --pred runs/pred_s1/snapshots/pred_004000.safetensors --num 256` asks one 16-frame window what the drift run
 # asks 1024 frames: does the shipped digit classifier read the same digits in frames 0-7 as in frames
-# 8-15? Real clips, the shipped short model's samples, and real-start continuations of a prediction model
+# 8-15? Real clips, the shipped short model's samples (and those of the attention ablation's factorised
+# and joint models, notebook 06), and real-start continuations of a prediction model
 # with keyframes 1 latent apart (frames 0-3 given, 4-15 made). A video cannot keep for 1024 frames what
 # its model does not keep for 16.
 
