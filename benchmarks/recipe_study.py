@@ -112,6 +112,16 @@ def _calibrate(train, preset, vae, folder, steps, threads, common) -> dict:
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
+def logged_loss(folder: Path, step: int) -> float | None:
+    """The training loss of the last step at or before `step` in the run's log (`train.LOG_FILE`), if any."""
+    from lvdm_ref.train import LOG_FILE
+
+    path = folder / LOG_FILE
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    rows = [row for row in rows if row["step"] <= step]
+    return rows[-1]["loss"] if rows else None
+
+
 def study_setting(args: argparse.Namespace) -> dict:
     """What makes two studies' numbers comparable: one file holds one setting."""
     setting = {"vae_sha256": file_sha256(args.vae), "minutes": args.minutes, "num": args.num,
@@ -217,6 +227,8 @@ class Study:
         steps = entry["steps"]
         for point, stop in (("half", steps // 2), ("end", steps)):
             if point in entry:
+                if entry[point].get("final_loss") is None:  # an older resumed call that trained nothing left none
+                    entry[point]["final_loss"] = logged_loss(folder, stop)
                 continue
             resume = (folder / "train_state.pt").exists()
             start = time.process_time()

@@ -221,11 +221,13 @@ class Trainer:
             bar.close()
         seconds = time.perf_counter() - start_time
         self._tick()
+        # the last step's loss; a resumed call with nothing left to train reports the last logged step's
+        last = self.last_logs or (self.history[-1] if self.history else None)
         summary = {"steps": self.step, "seconds": round(seconds, 2),
                    "total_wall_seconds": round(self.clock["wall_seconds"], 3),
                    "total_cpu_seconds": round(self.clock["cpu_seconds"], 3), "timed_from_step": self.clock["from_step"],
                    "steps_per_second": round((self.step - start_step) / max(seconds, 1e-9), 3),
-                   "final_loss": self._mean_over_processes(self.last_logs["loss"] if self.last_logs else None),
+                   "final_loss": self._mean_over_processes(last["loss"] if last else None),
                    "compiled": self.compile, "out_dir": str(self.out_dir)}
         if self.is_main:
             self.plot_loss()

@@ -381,3 +381,13 @@ def test_probe_help_lists_every_probe(capsys):
         hierarchy_probes.main(["--help"])
     shown = " ".join(capsys.readouterr().out.split())
     assert stopped.value.code == 0 and "pred v, condition in 90 %, no perturbation" in shown
+
+
+def test_logged_loss_is_the_last_row_at_or_before_the_step(tmp_path):
+    from recipe_study import logged_loss
+
+    from lvdm_ref.train import LOG_FILE
+
+    assert logged_loss(tmp_path, 10) is None  # no log
+    (tmp_path / LOG_FILE).write_text("".join(json.dumps({"step": s, "loss": s / 100}) + "\n" for s in (1, 25, 50)))
+    assert logged_loss(tmp_path, 49) == 0.25 and logged_loss(tmp_path, 50) == 0.5 and logged_loss(tmp_path, 0) is None

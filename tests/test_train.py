@@ -84,6 +84,12 @@ def test_resumed_run_reports_the_time_of_all_its_calls(tmp_path):
     assert make_trainer(tmp_path / "run", resume=True, steps=20).fit()["timed_from_step"] == 14
 
 
+def test_a_resumed_call_with_nothing_to_train_reports_the_last_logged_loss(tmp_path):
+    done = make_trainer(tmp_path / "run", steps=6).fit()  # log_every=1: every step is logged
+    again = make_trainer(tmp_path / "run", resume=True, steps=6).fit()  # already at step 6: trains nothing
+    assert again["steps"] == 6 and again["final_loss"] == pytest.approx(done["final_loss"], rel=1e-12)
+
+
 def _can_compile() -> bool:
     """torch.compile on a CPU needs dynamo support for this Python and a C++ compiler for inductor."""
     import torch._dynamo
