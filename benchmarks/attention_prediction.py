@@ -101,17 +101,22 @@ def held_out(num: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def per_clip_scores(videos: np.ndarray, truth: np.ndarray, labels: np.ndarray, classifier) -> dict:
-    """Per clip: PSNR (dB) and SSIM of frames 4-15 (means over frames), and whether frames 8-15 show the true digits."""
+    """Per clip: PSNR (dB) and SSIM of frames 4-15 (means over frames), PSNR of each generated latent's 4 frames
+    (4-7, 8-11, 12-15: how far from the given latent the condition still shows), and whether frames 8-15 show
+    the true digits."""
     fake, real = from_uint8(videos[:, SCORED]), from_uint8(truth[:, SCORED])  # (N, C, 12, H, W) in [-1, 1]
     fake01, real01 = (fake + 1) / 2, (real + 1) / 2
+    per_frame = psnr(fake01, real01)  # (N, 12)
     read = clip_digits(classifier, videos[:, CONTENT])
     true = (read == torch.as_tensor(labels).sort(dim=1).values).all(dim=1)
-    return {"psnr": psnr(fake01, real01).mean(1).numpy(), "ssim": ssim(fake01, real01).mean(1).numpy(),
-            "true_digits": true.numpy().astype(float)}
+    return {"psnr": per_frame.mean(1).numpy(), "ssim": ssim(fake01, real01).mean(1).numpy(),
+            "psnr_by_latent": per_frame.unflatten(1, (-1, 4)).mean(2).numpy(), "true_digits": true.numpy().astype(float)}
 
 
 def summary_of(scores: dict) -> dict:
-    return {name: round(float(np.mean(values)), 4) for name, values in scores.items()}
+    """The means over clips (a list for a per-clip array of several values, like `psnr_by_latent`)."""
+    return {name: (np.round(np.mean(values, axis=0), 4).tolist() if np.ndim(values) > 1 else round(float(np.mean(values)), 4))
+            for name, values in scores.items()}
 
 
 def interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> list[float]:
@@ -139,6 +144,9 @@ def pair_difference(scores_a: dict, scores_b: dict, features_a: np.ndarray, feat
     for measure in ("psnr", "ssim", "true_digits"):
         gap = np.asarray(scores_a[measure]) - np.asarray(scores_b[measure])
         row[measure] = {"mean": round(float(gap.mean()), 4), "interval_90": interval(gap)}
+    if "psnr_by_latent" in scores_a and "psnr_by_latent" in scores_b:  # (N, 3): each generated latent's frames
+        gaps = np.asarray(scores_a["psnr_by_latent"]) - np.asarray(scores_b["psnr_by_latent"])
+        row["psnr_by_latent"] = [{"mean": round(float(gap.mean()), 4), "interval_90": interval(gap)} for gap in gaps.T]
     row["fvd"] = {"mean": round(fvd_from_features(reference, features_a) - fvd_from_features(reference, features_b), 2),
                   "interval_90": fvd_interval(reference, features_a, features_b, fvd_resamples)}
     return row
@@ -187,6 +195,15 @@ class PredictionStudy(Study):
             seconds += took
         return np.concatenate(out), seconds
 
+    def cached_samples(self, key: str) -> np.ndarray:
+        """The clips `generate` kept for `key`, read back (every batch must be there)."""
+        paths = sorted((self.work / "samples" / key).glob("*.npz"))
+        videos = np.concatenate([np.load(path)["videos"] for path in paths]) if paths else np.zeros((0,))
+        if len(videos) != len(self.clips):
+            raise SystemExit(f"{self.work / 'samples' / key} holds {len(videos)} clips, not {len(self.clips)}: "
+                             f"rerun the study to make the missing batches")
+        return videos
+
     def evaluate(self, checkpoint: Path, key: str, sampler: str = "ddim", steps: int = 50, eta: float = 1.0,
                  seed: int = 0) -> dict:
         real = self.reference()  # the unconditional ablation's real set, for FVD
@@ -203,7 +220,7 @@ class PredictionStudy(Study):
         """The ceiling (the autoencoder's reconstruction) and the trivial guess (frame 3 held still), scored
         like the models, once."""
         reference = self.results.setdefault("prediction_reference", {})
-        if all(name in reference for name in REFERENCES):
+        if all("psnr_by_latent" in reference.get(name, {}) for name in REFERENCES):
             return
         held = np.repeat(self.clips[:, 3:4], 16, axis=1)  # frame 3, the last given one, held still
         made = {"ceiling": lambda: reconstruct(self.args.vae, self.clips), "hold the last given frame": lambda: held,
@@ -228,8 +245,16 @@ class PredictionStudy(Study):
         from lvdm_ref.lvdm import LatentVideoDiffusion
 
         real = self.reference()
+        self.prediction_reference()
         variants = self.results[self.section]
         for name, entry in variants.items():
+            for point in ("half", "end"):  # points scored before `psnr_by_latent` existed: rescored from their samples
+                if point in entry and "psnr_by_latent" not in entry[point]:
+                    videos = self.cached_samples(f"{name}_{point}")
+                    scores = per_clip_scores(videos, self.clips, self.labels, self.classifier)
+                    atomic_write(self.scores_path(f"{name}_{point}"), lambda tmp: np.savez(open(tmp, "wb"), **scores))
+                    entry[point].update(summary_of(scores))
+                    self.touched.add(name)
             checkpoint = self.work / name / "pred.safetensors"
             if "parameters" not in entry and checkpoint.exists():
                 unet = LatentVideoDiffusion.load(checkpoint, kind="lvdm_pred").unet
@@ -259,17 +284,19 @@ def plot(results: dict, path: Path) -> list[Path]:
 
     variants = {name: entry["end"] for name, entry in results["variants"].items() if "end" in entry}
     reference = results.get("prediction_reference", {})
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, measure, label in ((axes[0], "psnr", "PSNR of frames 4-15 (dB)"),
-                               (axes[1], "true_digits", "share with the true digits in frames 8-15")):
-        ax.bar(list(variants), [v[measure] for v in variants.values()], color="tab:blue")
-        for name, style in (("ceiling", "--"), ("hold the last given frame", ":"), ("blank frames", "-.")):
-            if name in reference:
-                ax.axhline(reference[name][measure], color="k", linestyle=style, label=name)
-        ax.set_ylabel(label)
-        ax.legend(fontsize=7)
-    if measure == "true_digits":
-        axes[1].set_ylim(0, 1)
+    figure, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    latents = ["4-7", "8-11", "12-15"]
+    for name, values in variants.items():
+        axes[0].plot(latents, values["psnr_by_latent"], "o-", label=name)
+    for name, style in (("ceiling", "--"), ("hold the last given frame", ":"), ("blank frames", "-.")):
+        if name in reference:
+            axes[0].plot(latents, reference[name]["psnr_by_latent"], color="k", linestyle=style, label=name)
+            axes[1].axhline(reference[name]["true_digits"], color="k", linestyle=style, label=name)
+    axes[0].set(xlabel="generated frames", ylabel="PSNR against the truth (dB)")
+    axes[0].legend(fontsize=7)
+    axes[1].bar(list(variants), [v["true_digits"] for v in variants.values()], color="tab:blue")
+    axes[1].set(ylabel="share with the true digits in frames 8-15", ylim=(0, 1))
+    axes[1].legend(fontsize=7)
     rows = results.get("differences", {}).get("end", {})
     for i, (pair, row) in enumerate(rows.items()):
         low, high = row["psnr"]["interval_90"]
@@ -287,11 +314,12 @@ def plot(results: dict, path: Path) -> list[Path]:
 
 def table(results: dict) -> str:
     """The README's table in Markdown, from the JSON alone."""
-    lines = ["| variant | UNet weights | steps | CPU-s/step | peak RSS (MiB) | PSNR (dB) | SSIM | true digits | FVD |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | UNet weights | steps | CPU-s/step | peak RSS (MiB) | PSNR (dB) | PSNR of frames 4-7 / 8-11 / 12-15 "
+             "| SSIM | true digits | FVD |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, entry in results["variants"].items():
         end = entry.get("end", {})
-        cells = [f"{end[k]:.2f}" if k in end else "" for k in ("psnr",)] + \
+        by_latent = " / ".join(f"{v:.2f}" for v in end["psnr_by_latent"]) if "psnr_by_latent" in end else ""
+        cells = [f"{end['psnr']:.2f}" if "psnr" in end else "", by_latent] + \
                 [f"{end[k]:.3f}" if k in end else "" for k in ("ssim", "true_digits")] + \
                 [f"{end['fvd']:.1f}" if "fvd" in end else ""]
         weights = f"{entry['parameters']:,}" if "parameters" in entry else ""
@@ -299,11 +327,15 @@ def table(results: dict) -> str:
                      f"{entry.get('peak_rss_mib', '')} | " + " | ".join(cells) + " |")
     for name, values in results.get("prediction_reference", {}).items():
         if isinstance(values, dict):
-            lines.append(f"| *{name}* | | | | | {values['psnr']:.2f} | {values['ssim']:.3f} | "
+            by_latent = " / ".join(f"{v:.2f}" for v in values.get("psnr_by_latent", []))
+            lines.append(f"| *{name}* | | | | | {values['psnr']:.2f} | {by_latent} | {values['ssim']:.3f} | "
                          f"{values['true_digits']:.3f} | |")
     for pair, row in results.get("differences", {}).get("end", {}).items():
         cells = [f"{row[m]['mean']:+.{d}f} [{row[m]['interval_90'][0]:+.{d}f}, {row[m]['interval_90'][1]:+.{d}f}]"
                  for m, d in (("psnr", 2), ("ssim", 3), ("true_digits", 3), ("fvd", 1))]
+        by_latent = " / ".join(f"{d['mean']:+.2f} [{d['interval_90'][0]:+.2f}, {d['interval_90'][1]:+.2f}]"
+                               for d in row.get("psnr_by_latent", []))
+        cells.insert(1, by_latent)
         lines.append(f"| *{pair}* (90 % interval) | | | | | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

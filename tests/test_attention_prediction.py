@@ -34,6 +34,7 @@ def test_attention_prediction_scores_a_variant_with_its_references_and_resumes(t
         assert entry[point]["fvd"] > 0 and 0 <= entry[point]["true_digits"] <= 1 and entry[point]["psnr"] > 0
     scores = np.load(tmp_path / "work" / "scores" / "spatial_end.npz")  # per clip, for the paired intervals
     assert scores["psnr"].shape == (4,) and entry["end"]["psnr"] == pytest.approx(scores["psnr"].mean(), abs=1e-4)
+    assert scores["psnr_by_latent"].shape == (4, 3) and len(entry["end"]["psnr_by_latent"]) == 3
     reference = saved["prediction_reference"]
     assert set(reference) >= set(study.REFERENCES)
     assert reference["ceiling"]["psnr"] > 20 > reference["hold the last given frame"]["psnr"]  # the autoencoder: ~28 dB
@@ -46,6 +47,12 @@ def test_attention_prediction_scores_a_variant_with_its_references_and_resumes(t
     assert table[2].startswith("| spatial |") and table[2].endswith(f"| {entry['end']['fvd']:.1f} |")
     again = study.main(argv)  # resumable: everything is there, nothing is trained or sampled again
     assert again["variants"] == saved["variants"]
+    older = json.loads((tmp_path / "pred.json").read_text())  # a file written before per-latent PSNR existed
+    for values in (older["variants"]["spatial"]["end"], older["prediction_reference"]["blank frames"]):
+        del values["psnr_by_latent"]
+    (tmp_path / "pred.json").write_text(json.dumps(older))
+    filled = study.main(argv)  # rescored from the kept samples
+    assert filled["variants"] == saved["variants"] and filled["prediction_reference"] == saved["prediction_reference"]
 
 
 def test_prediction_study_intervals_against_closed_forms():
@@ -59,9 +66,11 @@ def test_prediction_study_intervals_against_closed_forms():
     rng = np.random.default_rng(2)
     features, reference = rng.normal(size=(64, 8)), rng.normal(size=(64, 8))
     a = {"psnr": rng.normal(13, 1, 64), "ssim": rng.uniform(0.5, 0.7, 64), "true_digits": rng.integers(0, 2, 64)}
-    b = {**a, "psnr": a["psnr"] - 0.5}  # a beats b by exactly 0.5 dB on every clip
+    a["psnr_by_latent"] = rng.normal(13, 1, (64, 3))
+    b = {**a, "psnr": a["psnr"] - 0.5, "psnr_by_latent": a["psnr_by_latent"] - [1.0, 0.0, 0.0]}  # a better by 0.5 dB
     row = study.pair_difference(a, b, features, features, reference, fvd_resamples=5)
     assert row["psnr"] == {"mean": 0.5, "interval_90": [0.5, 0.5]}
+    assert [d["mean"] for d in row["psnr_by_latent"]] == [1.0, 0.0, 0.0]
     assert row["ssim"]["interval_90"] == [0.0, 0.0] and row["fvd"] == {"mean": 0.0, "interval_90": [0.0, 0.0]}
     shifted = study.pair_difference(a, a, features + 1.0, features, features, fvd_resamples=50)
     assert shifted["fvd"]["mean"] == pytest.approx(8.0, abs=1e-3)  # against itself: a shift of 1 in 8 dims costs 8
