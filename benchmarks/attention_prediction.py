@@ -84,10 +84,9 @@ def prediction_preset(kind: str):
 def train_prediction(preset, vae_path, out, *, steps: int, stop_at: int | None = None, resume: bool = False,
                      callbacks=(), num_clips: int | None = None, latents_cache=None, progress: bool = True) -> dict:
     """`recipes.train_short_model`'s signature (what the study calls) for the prediction model of this study."""
-    summary = train_hierarchy_model(preset, "pred", vae_path, out, steps=steps, stop_at=stop_at, resume=resume,
-                                    callbacks=callbacks, num_clips=num_clips, latents_cache=latents_cache,
-                                    progress=progress, device="cpu", keyframe_stride=1, num_frames=64)
-    return summary
+    return train_hierarchy_model(preset, "pred", vae_path, out, steps=steps, stop_at=stop_at, resume=resume,
+                                 callbacks=callbacks, num_clips=num_clips, latents_cache=latents_cache,
+                                 progress=progress, device="cpu", keyframe_stride=1, num_frames=64)
 
 
 def variants() -> dict:
