@@ -164,6 +164,7 @@ resume = os.path.exists(os.path.join(sys.argv[1], "train_state.pt"))
 data = lambda step, rank, world: torch.randn(4, 512)
 trainer = Trainer(model, lambda m, x, s: m(x).pow(2).mean(), data, TrainConfig(batch_size=4, steps=1, ema_decay=0.0),
                   sys.argv[1], progress=False, resume=resume)
+trainer.save_state()  # one whole checkpoint first: the kills below land in later writes, however slow this one is
 print("ready", flush=True)
 while True:
     trainer.step += 1
