@@ -26,7 +26,7 @@ the truth, clip by clip, which is far less noisy than FVD:
 
 Resumable like the other studies (training state every 250 steps and at each evaluation point; generated clips
 batch by batch). Writes OUT (JSON), OUT.png/svg (the figure), OUT_samples.npz (4 clips per variant and the truth,
-for notebook 06). `--table` prints the README's table from the JSON.
+for notebook 06) and OUT_scores.npz (every per-clip score behind the JSON). `--table` prints the README's table from the JSON.
 """
 from __future__ import annotations
 
@@ -269,6 +269,17 @@ class PredictionStudy(Study):
                                       self.features(ka, None), self.features(kb, None), real)
                 differences.setdefault(point, {})[f"{a} - {b}"] = row
         self.save()
+        self.keep_scores()
+
+    def keep_scores(self) -> None:
+        """Every per-clip score behind the JSON in OUT_scores.npz ("KEY/MEASURE": the variant's point or a
+        reference), so that the means and the PSNR/SSIM/digit intervals can be recomputed without the work folder."""
+        keys = [f"{name}_{point}" for name, entry in self.results[self.section].items() for point in ("half", "end")
+                if point in entry] + list(REFERENCES)
+        kept = {f"{key}/{measure}": values for key in keys if self.scores_path(key).exists()
+                for measure, values in np.load(self.scores_path(key)).items()}
+        path = self.args.out.with_name(f"{self.args.out.stem}_scores.npz")
+        atomic_write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), **kept))
 
 
 def plot(results: dict, path: Path) -> list[Path]:

@@ -40,6 +40,8 @@ def test_attention_prediction_scores_a_variant_with_its_references_and_resumes(t
     assert reference["ceiling"]["psnr"] > 20 > reference["hold the last given frame"]["psnr"]  # the autoencoder: ~28 dB
     assert reference["blank frames"]["true_digits"] == 0
     assert saved["differences"] == {}  # one variant: no pair to compare
+    kept_scores = np.load(tmp_path / "pred_scores.npz")  # every per-clip score behind the JSON, for the record
+    assert np.array_equal(kept_scores["spatial_end/psnr"], scores["psnr"]) and "blank frames/ssim" in kept_scores.files
     kept = np.load(tmp_path / "pred_samples.npz")
     assert kept["spatial_end"].shape == kept["truth"].shape == (4, 16, 64, 64, 1)
     assert np.array_equal(kept["truth"], study.held_out(4)[0])  # the clips whose first latent was given
@@ -76,3 +78,34 @@ def test_prediction_study_intervals_against_closed_forms():
     assert shifted["fvd"]["mean"] == pytest.approx(8.0, abs=1e-3)  # against itself: a shift of 1 in 8 dims costs 8
     low, high = shifted["fvd"]["interval_90"]
     assert low < 8.0 < high  # resampled clips move the mean, so the shift's cost varies around 8
+
+
+RESULTS = ROOT / "benchmarks" / "results" / "ablations" / "attention_pred.json"
+
+
+@pytest.mark.skipif(not RESULTS.exists(), reason="no run of record yet")
+def test_committed_differences_are_recomputed_from_the_committed_per_clip_scores():
+    """The run of record's means and paired intervals (PSNR, per-latent PSNR, SSIM, true digits) follow from
+    the per-clip scores committed beside it (the FVD intervals need the I3D features, kept in the work folder)."""
+    import attention_prediction as study
+
+    results = json.loads(RESULTS.read_text())
+    kept = np.load(RESULTS.with_name("attention_pred_scores.npz"))
+
+    def scores(key: str) -> dict:
+        return {name.split("/")[1]: kept[name] for name in kept.files if name.split("/")[0] == key}
+
+    for name, entry in results["variants"].items():
+        for point in ("half", "end"):
+            measured = study.summary_of(scores(f"{name}_{point}"))
+            for measure in ("psnr", "ssim", "true_digits"):
+                assert entry[point][measure] == pytest.approx(measured[measure], abs=1e-4)
+            assert entry[point]["psnr_by_latent"] == pytest.approx(measured["psnr_by_latent"], abs=1e-4)
+    for point, rows in results["differences"].items():
+        for pair, row in rows.items():
+            a, b = pair.split(" - ")
+            features = np.random.default_rng(0).normal(size=(8, 2))  # stand-ins: the FVD part is not checked here
+            again = study.pair_difference(scores(f"{a}_{point}"), scores(f"{b}_{point}"), features, features, features, 1)
+            for measure in ("psnr", "ssim", "true_digits"):
+                assert again[measure] == row[measure], (point, pair, measure)
+            assert again["psnr_by_latent"] == row["psnr_by_latent"], (point, pair)
