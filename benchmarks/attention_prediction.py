@@ -45,6 +45,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from hierarchy_card import fill  # noqa: E402  (benchmarks/hierarchy_card.py)
 from recipe_study import Study, add_study_arguments, reconstruct, run_study  # noqa: E402  (benchmarks/recipe_study.py)
 
 from lvdm_ref.checkpoint import atomic_write  # noqa: E402
@@ -52,10 +53,9 @@ from lvdm_ref.config import get_preset  # noqa: E402
 from lvdm_ref.data import generate_moving_mnist  # noqa: E402
 from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier, clip_digits  # noqa: E402
 from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE  # noqa: E402
-from lvdm_ref.hierarchy import given_frames, sample_conditional  # noqa: E402
 from lvdm_ref.metrics import fvd_from_features, psnr, ssim  # noqa: E402
 from lvdm_ref.recipes import train_hierarchy_model  # noqa: E402
-from lvdm_ref.utils import from_uint8, stream, to_uint8  # noqa: E402
+from lvdm_ref.utils import from_uint8, to_uint8  # noqa: E402
 
 KINDS = {"factorized": "LVDM's factorised attention: spatial, then temporal with Shaw relative positions",
          "joint": "one attention over all frames and pixels, relative temporal bias per head",
@@ -162,6 +162,12 @@ class PredictionStudy(Study):
     def scores_path(self, key: str) -> Path:
         return self.work / "scores" / f"{key}.npz"
 
+    def score(self, key: str, videos: np.ndarray) -> dict:
+        """`per_clip_scores` of `videos` against the held-out clips, kept in WORK/scores/KEY.npz."""
+        scores = per_clip_scores(videos, self.clips, self.labels, self.classifier)
+        atomic_write(self.scores_path(key), lambda tmp: np.savez(open(tmp, "wb"), **scores))
+        return scores
+
     def generate(self, checkpoint: Path, key: str, steps: int, seed: int) -> tuple[np.ndarray, float]:
         """The 16-frame clips (frames 0-3 given) for every held-out clip, batch by batch into WORK/samples/KEY;
         each clip has its own noise stream (`stream(seed, i)`), so a batch is the same whatever came before."""
@@ -171,8 +177,6 @@ class PredictionStudy(Study):
         model = LatentVideoDiffusion.load(checkpoint, kind="lvdm_pred")
         folder, out, seconds = self.work / "samples" / key, [], 0.0
         folder.mkdir(parents=True, exist_ok=True)
-        mask = given_frames("pred", 4).view(1, 1, -1, 1, 1)
-        assert mask.flatten().tolist() == [1, 0, 0, 0], "the prediction model is given its first latent"
         for first in range(0, len(self.clips), BATCH):
             path = folder / f"{first:05d}.npz"
             if path.exists():
@@ -183,10 +187,8 @@ class PredictionStudy(Study):
             start = time.process_time()
             with torch.no_grad():
                 latents = encode_videos(model.vae, self.clips[first:first + BATCH], progress=False)  # (B, c, 4, h, w)
-                generators = [stream(seed, index) for index in range(first, first + len(latents))]
-                sampled = sample_conditional(model.unet, model.diffusion, model.hierarchy, latents,
-                                             mask.expand(len(latents), -1, -1, -1, -1), generators, num_steps=steps,
-                                             guidance_scale=LONG_VIDEO_GUIDANCE)
+                sampled = fill(model, latents, seed, BATCH, first_index=first, num_steps=steps,
+                               perturbation_level=None, guidance_scale=LONG_VIDEO_GUIDANCE)  # latent 0 given
                 videos = to_uint8(model.decode(sampled))  # (B, 16, H, W, C)
             took = time.process_time() - start
             atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), videos=videos, cpu_seconds=took))
@@ -208,8 +210,7 @@ class PredictionStudy(Study):
         real = self.reference()  # the unconditional ablation's real set, for FVD
         self.prediction_reference()
         videos, seconds = self.generate(checkpoint, key, steps, seed)
-        scores = per_clip_scores(videos, self.clips, self.labels, self.classifier)
-        atomic_write(self.scores_path(key), lambda tmp: np.savez(open(tmp, "wb"), **scores))
+        scores = self.score(key, videos)
         self.keep_samples(key, videos)
         fvd = fvd_from_features(real, self.features(key, lambda: videos))
         return {**summary_of(scores), "fvd": round(fvd, 2), "sample_cpu_seconds": round(seconds, 1), "sampler": "ddim",
@@ -225,9 +226,7 @@ class PredictionStudy(Study):
         made = {"ceiling": lambda: reconstruct(self.args.vae, self.clips), "hold the last given frame": lambda: held,
                 "blank frames": lambda: np.zeros_like(self.clips)}
         for name, videos in ((name, made[name]()) for name in REFERENCES):
-            scores = per_clip_scores(videos, self.clips, self.labels, self.classifier)
-            atomic_write(self.scores_path(name), lambda tmp: np.savez(open(tmp, "wb"), **scores))
-            reference[name] = summary_of(scores)
+            reference[name] = summary_of(self.score(name, videos))
         reference["real_true_digits"] = summary_of(per_clip_scores(self.clips, self.clips, self.labels,
                                                                    self.classifier))["true_digits"]
         self.save()
@@ -249,10 +248,7 @@ class PredictionStudy(Study):
         for name, entry in variants.items():
             for point in ("half", "end"):  # points scored before `psnr_by_latent` existed: rescored from their samples
                 if point in entry and "psnr_by_latent" not in entry[point]:
-                    videos = self.cached_samples(f"{name}_{point}")
-                    scores = per_clip_scores(videos, self.clips, self.labels, self.classifier)
-                    atomic_write(self.scores_path(f"{name}_{point}"), lambda tmp: np.savez(open(tmp, "wb"), **scores))
-                    entry[point].update(summary_of(scores))
+                    entry[point].update(summary_of(self.score(f"{name}_{point}", self.cached_samples(f"{name}_{point}"))))
                     self.touched.add(name)
             checkpoint = self.work / name / "pred.safetensors"
             if "parameters" not in entry and checkpoint.exists():

@@ -52,14 +52,16 @@ def scores(fake: torch.Tensor, real: torch.Tensor) -> dict:
     return {"psnr": round(float(psnr(fake01, real01).mean()), 3), "ssim": round(float(ssim(fake01, real01).mean()), 4)}
 
 
-def fill(model: LatentVideoDiffusion, latents: torch.Tensor, seed: int, batch_size: int, **sample_kwargs) -> torch.Tensor:
-    """The model's role applied to real latents (N, c, f, h, w): the given frames kept, the rest sampled."""
+def fill(model: LatentVideoDiffusion, latents: torch.Tensor, seed: int, batch_size: int, first_index: int = 0,
+         **sample_kwargs) -> torch.Tensor:
+    """The model's role applied to real latents (N, c, f, h, w): the given frames kept, the rest sampled.
+    Clip i draws from `stream(seed, first_index + i)`: a set sampled in pieces equals the set sampled at once."""
     config = model.hierarchy
     mask = given_frames(config.role, latents.shape[2]).view(1, 1, -1, 1, 1)  # (1, 1, f, 1, 1)
     out = []
     for first in range(0, len(latents), batch_size):
         given = latents[first:first + batch_size]
-        generators = [stream(seed, index) for index in range(first, first + len(given))]
+        generators = [stream(seed, first_index + index) for index in range(first, first + len(given))]
         out.append(sample_conditional(model.unet, model.diffusion, config, given, mask.expand(len(given), -1, -1, -1, -1),
                                       generators, **sample_kwargs))
     return torch.cat(out)
