@@ -210,9 +210,12 @@ def cmd_train(args: argparse.Namespace) -> dict:
         raise UsageError(f"{args.num_clips} training clips are fewer than one batch of {batch}; "
                          f"encode at least {batch} (--num-clips)")
     if args.model in ("short", "t2v") and (args.condition_prob is not None or args.snapshot_every is not None
-                                           or args.every_start or args.keyframe_stride is not None):
-        raise UsageError("--condition-prob, --snapshot-every, --every-start and --keyframe-stride are for --model "
-                         "pred or interp")
+                                           or args.every_start or args.keyframe_stride is not None
+                                           or args.max_given != 1):
+        raise UsageError("--condition-prob, --snapshot-every, --every-start, --keyframe-stride and --max-given are "
+                         "for --model pred or interp")
+    if args.model == "interp" and args.max_given != 1:
+        raise UsageError("--max-given is for --model pred (the interpolation model is given both ends)")
     if args.condition_prob is not None and not 0 < args.condition_prob <= 1:
         raise UsageError(f"--condition-prob must be in (0, 1], got {args.condition_prob}")
     if args.parameterization:
@@ -238,7 +241,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
                                  max_perturbation_level=args.max_perturbation_level, resume=args.resume,
                                  device=args.device, condition_prob=args.condition_prob, compile=compile,
                                  snapshot_every=args.snapshot_every, every_start=args.every_start,
-                                 keyframe_stride=args.keyframe_stride, init=args.init)
+                                 keyframe_stride=args.keyframe_stride, init=args.init, max_given=args.max_given)
 
 
 def _train_t2v(args: argparse.Namespace, preset) -> dict:
@@ -325,7 +328,7 @@ def cmd_sample_long(args: argparse.Namespace) -> dict:
     if level is None:
         level = default_level(pred.hierarchy.max_perturbation_level)  # SAMPLE_LEVEL for s_max = TRAIN_MAX_LEVEL
     result: dict = {"frames": args.frames, "num": args.num, "keyframes": plan.num_keyframes,
-                    "prediction_samples": plan.prediction_steps, "pairs": plan.num_pairs, "steps": args.steps,
+                    "prediction_samples": plan.prediction_samples(args.start == "real"), "pairs": plan.num_pairs, "steps": args.steps,
                     "perturbation_level": level, "guidance": args.guidance, "start": args.start}
     start_latents = None
     if args.start == "real":  # continue real test clips (Moving MNIST: the true continuation is known)
@@ -559,12 +562,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--keyframe-stride", type=integer(1), default=None,
                        help="pred/interp: latents between keyframes (LVDM: 4, i.e. 16 frames; 1 makes the prediction "
                        "model continue latent by latent, with no interpolation stage)")
+    train.add_argument("--max-given", type=integer(1), default=1,
+                       help="pred: a conditioned sample is given its first 1..K latents (LVDM: 1); a long video then "
+                       "gives it the last K latents made and keeps the rest (beyond the paper: more context per step)")
     train.add_argument("--bf16", action="store_true",
                        help="bfloat16 autocast on a CPU too (on CUDA it is on already); pays on CPUs with AVX512-BF16")
     train.add_argument("--init", type=input_file(".safetensors"), default=None,
                        help="t2v: the short model to warm-start from (default: the shipped mmnist_short for "
                             "--preset mmnist, none for --quick); pred/interp: a short model to warm-start from "
-                            "(default: none, trained from scratch at the preset's hierarchy size)")
+                            "(default: none, trained from scratch at the preset's hierarchy size); pred: also a prediction model "
+                            "of the same stride, to go on from with other settings (e.g. --max-given)")
     train.add_argument("--caption-drop", type=number(0.0), default=None,
                        help="t2v: share of training captions dropped for classifier-free guidance (default 0.1)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")

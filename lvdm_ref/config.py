@@ -88,6 +88,7 @@ class HierarchyConfig:
     condition_prob: float = 0.5  # training samples that get the condition; the rest are unconditional (guidance)
     max_perturbation_level: int = TRAIN_MAX_LEVEL  # training s ~ U{0, ..., s_max - 1}; 0 turns perturbation off
     every_start: bool = False  # train on windows starting at every latent, not only at keyframes (LVDM's)
+    max_given: int = 1  # pred: a conditioned sample is given its first k latents, k ~ U{1..max_given} (LVDM: 1)
 
 
 def hierarchy_config(role: str, max_perturbation_level: int = TRAIN_MAX_LEVEL) -> HierarchyConfig:

@@ -4,7 +4,8 @@ Two latent diffusion models of the same UNet class, each with a condition-mask i
 with perturbation on, an embedding of the perturbation level s:
 
 - the prediction model works on keyframe latents (every 4th latent, i.e. 16 frames apart): given
-  the first one, it makes the next 3; unconditional in half of its training samples;
+  the first one, it makes the next 3; unconditional in half of its training samples (`max_given` k > 1,
+  beyond the paper: given the first 1..k, it makes the rest);
 - the interpolation model works on 5 consecutive latents: given both ends, it makes the 3 between;
   unconditional in 10 % of its training samples.
 
@@ -48,10 +49,17 @@ def given_frames(role: str, num_latents: int) -> torch.Tensor:
 
 def training_mask(config: HierarchyConfig, batch: int, device: torch.device | str = "cpu",
                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B, 1, f, 1, 1): the role's given frames in a `condition_prob` share of samples, nothing in the rest."""
+    """(B, 1, f, 1, 1): the role's given frames in a `condition_prob` share of samples, nothing in the rest.
+
+    A prediction model with `max_given` k > 1 is given its first 1, ..., k latents (uniformly), so that in
+    a long video it can be given the last k it made and asked for the next one only."""
     conditioned = torch.rand(batch, generator=generator, device=device) < config.condition_prob  # (B,)
-    frames = given_frames(config.role, config.num_latents).to(device)
-    return (conditioned[:, None].float() * frames[None]).reshape(batch, 1, config.num_latents, 1, 1)
+    if config.max_given > 1:
+        count = torch.randint(1, config.max_given + 1, (batch,), generator=generator, device=device)  # (B,)
+        frames = (torch.arange(config.num_latents, device=device)[None] < count[:, None]).float()  # (B, f)
+    else:
+        frames = given_frames(config.role, config.num_latents).to(device)[None]  # (1, f)
+    return (conditioned[:, None].float() * frames).reshape(batch, 1, config.num_latents, 1, 1)
 
 
 def hierarchy_loss(diffusion: GaussianDiffusion, config: HierarchyConfig):

@@ -5,7 +5,8 @@ trained) make a video of any length, in latent space, then the autoencoder decod
 
 1. keyframes (`sample_keyframes`): an unconditional first clip of 4 keyframe latents (or a real
    first latent: continuation), then autoregressive prediction, each sample given the last keyframe
-   and keeping the 3 new ones; keyframes are `keyframe_stride` latents (16 frames) apart;
+   and keeping the 3 new ones (a model trained with `max_given` k: given the last k, keeping the
+   rest); keyframes are `keyframe_stride` latents (16 frames) apart;
 2. interpolation (`interpolate`): EVERY keyframe pair is filled with the 3 latents between (the
    official `interpolate` fills only about a third of them: 1024 frames asked give ~356);
 3. decoding (`decode_frames`) in temporal chunks; exactly the number of frames asked for comes back.
@@ -45,6 +46,11 @@ class LongVideoPlan:
     frames_per_latent: int  # the autoencoder's temporal factor
     keyframe_stride: int  # latents between keyframes (the interpolation model makes stride - 1 of them)
     clip_keyframes: int  # keyframes per prediction sample (the first is given after the first clip)
+    advance: int | None = None  # new keyframes kept per conditioned sample (default clip_keyframes - 1)
+
+    @property
+    def keyframes_per_step(self) -> int:
+        return self.clip_keyframes - 1 if self.advance is None else self.advance
 
     @property
     def num_keyframes(self) -> int:  # enough for ceil(F / ft) latents on the keyframe grid
@@ -66,9 +72,16 @@ class LongVideoPlan:
 
     @property
     def prediction_steps(self) -> int:
-        """Prediction samples: the first clip, then one per (clip_keyframes - 1) new keyframes."""
+        """Prediction samples from a generated start: the first clip, then one per `keyframes_per_step` new keyframes."""
         extra = max(0, self.num_keyframes - self.clip_keyframes)
-        return 1 + math.ceil(extra / (self.clip_keyframes - 1))
+        return 1 + math.ceil(extra / self.keyframes_per_step)
+
+    def prediction_samples(self, real_start: bool = False) -> int:
+        """Prediction samples of a video: `prediction_steps` from a generated start; from a real first
+        keyframe, one per `keyframes_per_step` of the other keyframes."""
+        if not real_start:
+            return self.prediction_steps
+        return math.ceil((self.num_keyframes - 1) / self.keyframes_per_step)
 
     def frame_is_keyframe(self) -> np.ndarray:
         """(F,) bool: the frame was decoded from a keyframe latent (prediction) rather than an interpolated one."""
@@ -108,25 +121,33 @@ def sample_keyframes(pred, plan: LongVideoPlan, num_videos: int, seed: int, *, s
                      num_steps: int = LONG_VIDEO_DDIM_STEPS, eta: float = LONG_VIDEO_DDIM_ETA, perturbation_level: int | None = None,
                      guidance_scale: float = LONG_VIDEO_GUIDANCE, progress: bool = True, first_video: int = 0) -> torch.Tensor:
     """Keyframe latents (N, c, K, h, w) by autoregressive prediction; `start` (N, c, 1, h, w) gives the first.
-    Video i draws from the streams of video `first_video + i`: N videos in one batch equal N batches of one."""
+    Video i draws from the streams of video `first_video + i`: N videos in one batch equal N batches of one.
+
+    Each conditioned sample is given the last `max_given` keyframes made so far (LVDM: the last one) and
+    keeps the next `num_latents - max_given` (LVDM: 3), also while fewer are known: a model given up to
+    3 latents makes 1 new one per sample, always right next to what it was given."""
     config, (channels, _, height, width) = pred.hierarchy, pred.latent_shape
     device = next(pred.unet.parameters()).device
     shape = (num_videos, channels, config.num_latents, height, width)
-    keyframes = [] if start is None else [start.to(device)]
+    advance = config.num_latents - config.max_given
+    keyframes = None if start is None else start.to(device)
     bar = tqdm(total=plan.num_keyframes, desc="keyframes (prediction)", disable=not progress)
-    for step in range(plan.prediction_steps):
+    step = 0
+    while keyframes is None or keyframes.shape[2] < plan.num_keyframes:
         given, mask = torch.zeros(shape, device=device), torch.zeros(num_videos, 1, config.num_latents, 1, 1, device=device)
-        if keyframes:  # condition on the last keyframe: LVDM's autoregressive step
-            given[:, :, 0:1], mask[:, :, 0] = keyframes[-1][:, :, -1:], 1
+        known = 0 if keyframes is None else min(config.max_given, keyframes.shape[2])
+        if known:  # condition on the last keyframes: LVDM's autoregressive step
+            given[:, :, :known], mask[:, :, :known] = keyframes[:, :, -known:], 1
         generators = [stream(seed, first_video + video, 0, step) for video in range(num_videos)]
         clip = sample_conditional(pred.unet, pred.diffusion, config, given, mask, generators, num_steps=num_steps,
                                   eta=eta, perturbation_level=perturbation_level,
-                                  guidance_scale=guidance_scale if keyframes else 0.0)  # nothing to guide from
-        new = clip[:, :, 1:] if keyframes else clip
-        keyframes.append(new)
+                                  guidance_scale=guidance_scale if known else 0.0)  # nothing to guide from
+        new = clip[:, :, known:known + advance] if known else clip
+        keyframes = new if keyframes is None else torch.cat([keyframes, new], dim=2)
         bar.update(min(new.shape[2], bar.total - bar.n))
+        step += 1
     bar.close()
-    return torch.cat(keyframes, dim=2)[:, :, :plan.num_keyframes]  # (N, c, K, h, w)
+    return keyframes[:, :, :plan.num_keyframes]  # (N, c, K, h, w)
 
 
 @torch.no_grad()
@@ -228,7 +249,7 @@ def long_video_plan(pred, interp, num_frames: int) -> LongVideoPlan:
         raise ValueError("the prediction and interpolation models were trained on different autoencoders "
                          f"(sha256 {pred.vae_sha256} vs {interp.vae_sha256}); train both on the same one")
     return LongVideoPlan(num_frames, pred.vae.config.temporal_downsample, pred.hierarchy.keyframe_stride,
-                         pred.hierarchy.num_latents)
+                         pred.hierarchy.num_latents, pred.hierarchy.num_latents - pred.hierarchy.max_given)
 
 
 @torch.no_grad()

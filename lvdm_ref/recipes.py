@@ -248,15 +248,17 @@ def long_clip_frames(preset: Preset, config: HierarchyConfig) -> int:
     return max(needed, 16) * preset.vae.temporal_downsample
 
 
-def short_model_weights(init: str | os.PathLike, vae_path: str | os.PathLike | None = None
+def short_model_weights(init: str | os.PathLike, vae_path: str | os.PathLike | None = None,
+                        kinds: tuple[str, ...] = ("lvdm_short",)
                         ) -> tuple[UNetConfig, DiffusionConfig, dict[str, torch.Tensor], dict]:
     """What a warm start takes from a short model's checkpoint: its UNet and diffusion configs, its (EMA)
-    weights in float32 and its metadata; checks that it is a short model and, given `vae_path`, that it
-    was trained on that autoencoder."""
+    weights in float32 and its metadata; checks that it is a short model (or one of `kinds`) and, given
+    `vae_path`, that it was trained on that autoencoder."""
     tensors, meta = load_weights(init)
-    if meta.get("kind") != "lvdm_short":
+    if meta.get("kind") not in kinds:
         raise ValueError(f"--init {init} holds a {meta.get('kind')!r} checkpoint; warm-start from a short model "
-                         f"('lvdm_short'), e.g. data/checkpoints/mmnist_short.safetensors")
+                         f"('lvdm_short'), e.g. data/checkpoints/mmnist_short.safetensors"
+                         + (" or a prediction model ('lvdm_pred')" if "lvdm_pred" in kinds else ""))
     if vae_path is not None and meta.get("vae", {}).get("sha256") != file_sha256(vae_path):
         raise ValueError(f"--init {init} was trained on another autoencoder than {vae_path}; pass the one it "
                          f"records ({meta.get('vae', {}).get('path')})")
@@ -278,7 +280,17 @@ def build_hierarchy_model(preset: Preset, role: str, vae: nn.Module, latent_chan
     config = config or hierarchy_config(role, max_perturbation_level)
     unet_config, diffusion_config, weights = preset.hierarchy_unet, preset.diffusion, None
     if init is not None:
-        unet_config, diffusion_config, weights, _ = short_model_weights(init, vae_path)
+        unet_config, diffusion_config, weights, meta = short_model_weights(
+            init, vae_path, kinds=("lvdm_short", "lvdm_pred") if role == "pred" else ("lvdm_short",))
+        if meta["kind"] == "lvdm_pred":
+            given = from_dict(HierarchyConfig, meta["hierarchy"])
+            if (given.num_latents, given.keyframe_stride, given.max_perturbation_level) != (
+                    config.num_latents, config.keyframe_stride, config.max_perturbation_level):
+                raise ValueError(f"--init {init} is a prediction model on {given.num_latents} latents "
+                                 f"{given.keyframe_stride} apart with s_max {given.max_perturbation_level}; this one "
+                                 f"is on {config.num_latents} latents {config.keyframe_stride} apart with s_max "
+                                 f"{config.max_perturbation_level}: pass the same --keyframe-stride and "
+                                 f"--max-perturbation-level")
     unet_config = dataclasses.replace(unet_config, in_channels=latent_channels, out_channels=latent_channels,
                                       use_mask=True, use_perturbation_embedding=max_perturbation_level > 0)
     unet = UNet(unet_config)
@@ -310,7 +322,7 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
                           compile: bool = False, snapshot_every: int | None = None, every_start: bool = False,
                           keyframe_stride: int | None = None, num_frames: int | None = None,
                           init: str | os.PathLike | None = None, latents_cache: str | os.PathLike | None = None,
-                          stop_at: int | None = None) -> dict:
+                          stop_at: int | None = None, max_given: int = 1) -> dict:
     """Train the preset's prediction (`role="pred"`) or interpolation (`"interp"`) model on a frozen
     autoencoder; write OUT/{role}.safetensors.
 
@@ -322,7 +334,9 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
     `every_start`: train on windows starting at every latent, not only at keyframes (`training_latents`).
     `keyframe_stride`: latents between keyframes (LVDM's 4); `num_frames`: frames of the long training clips
     (by default just enough for one sample, `long_clip_frames`). `init`: a short model to warm-start from
-    (its UNet size and diffusion replace the preset's; `build_hierarchy_model`). `latents_cache`: where the
+    (its UNet size and diffusion replace the preset's; `build_hierarchy_model`), or a prediction model of
+    the same kind to go on from with other settings (e.g. `max_given`). `max_given` k: a conditioned
+    prediction sample is given its first 1..k latents (`hierarchy.training_mask`). `latents_cache`: where the
     encoded long clips are kept instead of OUT/latents.pt (several runs may share it); `stop_at`: end this call
     at that step of the `steps`-long run and write the model as it is then (`train_short_model`'s meaning).
     `snapshot_every`: also keep the model every that many steps in OUT/snapshots/, so that a
@@ -336,6 +350,10 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
             raise ValueError(f"condition_prob must be in (0, 1], got {condition_prob}")
         config = dataclasses.replace(config, condition_prob=condition_prob)
     config = dataclasses.replace(config, every_start=every_start)
+    if max_given != 1 and (role != "pred" or not 1 <= max_given < config.num_latents):
+        raise ValueError(f"max_given is for a prediction model, from 1 to {config.num_latents - 1} (it must make at "
+                         f"least one of its {config.num_latents} latents), got {max_given} for {role!r}")
+    config = dataclasses.replace(config, max_given=max_given)
     if keyframe_stride is not None:  # the interpolation model spans one keyframe interval: stride + 1 latents
         if role == "interp" and keyframe_stride < 2:
             raise ValueError(f"an interpolation model needs keyframes at least 2 latents apart, got {keyframe_stride}")

@@ -11,7 +11,7 @@ from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.guidance import guide
 from lvdm_ref.hierarchy import (ConditionalDenoiser, given_frames, hierarchy_loss, sample_conditional, training_mask,
                                 warm_start)
-from lvdm_ref.long_video import (LongVideoPlan, check_pair, interpolate, sample_keyframes, sample_long,
+from lvdm_ref.long_video import (LongVideoPlan, check_pair, interpolate, long_video_plan, sample_keyframes, sample_long,
                                  sample_windows)
 from lvdm_ref.lvdm import LatentVideoDiffusion
 from lvdm_ref.perturbation import perturb, sampling_levels, training_levels
@@ -335,3 +335,78 @@ def test_a_prediction_model_one_latent_apart_makes_every_latent_without_interpol
         check_pair(step, interp.hierarchy)
     with pytest.raises(ValueError, match="give an interpolation model"):
         check_pair(pred.hierarchy, None)
+
+
+# ----------------------------------------------------------------------------- more context per step (max_given)
+def test_a_model_given_up_to_k_latents_trains_on_every_prefix_and_old_masks_are_unchanged():
+    config = dataclasses.replace(hierarchy_config("pred"), max_given=3)
+    mask = training_mask(config, 30_000, generator=torch.Generator().manual_seed(0)).flatten(1)  # (B, 4)
+    counts = mask.sum(1)
+    assert abs((counts > 0).float().mean().item() - 0.5) < 0.02  # conditioned at LVDM's rate
+    for k in (1, 2, 3):  # each prefix length in a third of the conditioned samples, and only prefixes
+        rows = mask[counts == k]
+        assert abs(len(rows) / (counts > 0).sum().item() - 1 / 3) < 0.02
+        assert torch.equal(rows, (torch.arange(4) < k).float().expand(len(rows), -1))
+    assert counts.max() == 3  # a sample always has a latent to make
+    one = training_mask(hierarchy_config("pred"), 64, generator=torch.Generator().manual_seed(3))
+    conditioned = torch.rand(64, generator=torch.Generator().manual_seed(3)) < 0.5  # LVDM's draw, as before
+    assert torch.equal(one.flatten(1), conditioned[:, None].float() * given_frames("pred", 4)[None])
+
+
+def test_a_chain_given_up_to_3_latents_makes_one_latent_per_sample_next_to_all_it_was_given(models, monkeypatch):
+    """Each sample is given the last min(3, known) latents at positions 0.. and keeps only the next one."""
+    pred, _ = models
+    config = dataclasses.replace(pred.hierarchy, keyframe_stride=1, max_given=3)
+    chain = LatentVideoDiffusion(pred.vae, pred.unet, pred.diffusion, pred.latent_shape, config).eval()
+    chain.vae_sha256 = "same"
+    import lvdm_ref.long_video as long_video
+
+    calls, real = [], long_video.sample_conditional
+
+    def spy(unet, diffusion, config, given, mask, generators, **kwargs):
+        out = real(unet, diffusion, config, given, mask, generators, **kwargs)
+        calls.append((given.clone(), mask.flatten(1)[0].tolist(), out))
+        return out
+
+    monkeypatch.setattr(long_video, "sample_conditional", spy)
+    start = torch.randn(2, *LATENT[:1], 1, *LATENT[1:])
+    plan = long_video_plan(chain, None, 24)  # 6 latents: the start, then 5 samples of one new latent
+    assert plan.num_keyframes == 6 and plan.keyframes_per_step == 1
+    assert plan.prediction_samples(real_start=True) == 5 and plan.prediction_samples() == 3
+    keyframes = sample_keyframes(chain, plan, 2, seed=1, start=start, num_steps=2, progress=False)
+    assert [mask for _, mask, _ in calls] == [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 0]]
+    torch.testing.assert_close(keyframes[:, :, :1], start)  # the real start is kept
+    for step, (given, mask, out) in enumerate(calls):
+        known = int(sum(mask))
+        made = step + 1  # latents known before this sample
+        torch.testing.assert_close(given[:, :, :known], keyframes[:, :, made - known:made])  # the last ones, in order
+        torch.testing.assert_close(keyframes[:, :, made], out[:, :, known])  # the one kept is right after them
+    calls.clear()
+    generated = sample_keyframes(chain, long_video_plan(chain, None, 24), 2, seed=1, num_steps=2, progress=False)
+    assert generated.shape[2] == 6 and [int(sum(mask)) for _, mask, _ in calls] == [0, 3, 3]  # a clip of 4, then 1 + 1
+    lvdm = LongVideoPlan(37, 4, 1, 4)  # LVDM's step (given 1, keep 3): 10 latents from a real start in 3 samples
+    assert lvdm.prediction_samples(real_start=True) == 3 and lvdm.prediction_samples() == 3
+
+
+def test_max_given_is_checked_and_a_prediction_model_warm_starts_another(tmp_path):
+    from lvdm_ref.config import get_preset
+    from lvdm_ref.recipes import build_hierarchy_model, train_hierarchy_model
+
+    preset = get_preset("quick")
+    for role, k in (("interp", 2), ("pred", 4), ("pred", 0)):
+        with pytest.raises(ValueError, match="max_given is for a prediction model"):
+            train_hierarchy_model(preset, role, tmp_path / "vae.safetensors", tmp_path / "x", max_given=k)
+    pred = make_model("pred", max_level=25)
+    pred.diffusion = GaussianDiffusion(DiffusionConfig(parameterization="v"))
+    pred.save(tmp_path / "pred.safetensors")
+    vae = pred.vae
+    config = dataclasses.replace(hierarchy_config("pred", 25), max_given=3)
+    model = build_hierarchy_model(preset, "pred", vae, LATENT[0], 25, config=config, init=tmp_path / "pred.safetensors")
+    assert model.diffusion.config.parameterization == "v" and model.hierarchy.max_given == 3
+    for name, tensor in pred.unet.state_dict().items():  # the same network: every weight carried over
+        torch.testing.assert_close(model.unet.state_dict()[name], tensor)
+    other = dataclasses.replace(config, keyframe_stride=1)
+    with pytest.raises(ValueError, match="pass the same --keyframe-stride"):
+        build_hierarchy_model(preset, "pred", vae, LATENT[0], 25, config=other, init=tmp_path / "pred.safetensors")
+    with pytest.raises(ValueError, match="warm-start from a short model"):
+        build_hierarchy_model(preset, "interp", vae, LATENT[0], 25, init=tmp_path / "pred.safetensors")
