@@ -47,6 +47,7 @@ from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier  # noqa: E402
 from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE  # noqa: E402
 from lvdm_ref.long_video import decode_frames, long_video_plan, sample_keyframes  # noqa: E402
 from lvdm_ref.lvdm import LatentVideoDiffusion  # noqa: E402
+from lvdm_ref.perturbation import default_level  # noqa: E402
 from lvdm_ref.vae3d import encode_videos  # noqa: E402
 
 HELD_OUT_CLIPS = 256  # the ablation's set; the first --num of it are used (a smaller set would be other clips)
@@ -59,7 +60,7 @@ def slug(name: str) -> str:
 
 
 def continue_clips(model: LatentVideoDiffusion, clips: np.ndarray, folder: Path, seed: int = 0,
-                   steps: int = 50) -> tuple[np.ndarray, float]:
+                   steps: int = 50, level: int | None = None) -> tuple[np.ndarray, float]:
     """uint8 (N, 16, H, W, C): each clip's first latent continued to 16 frames, batch by batch into FOLDER
     (kept batches are read back); video i draws from the streams of video i whatever the batch."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,7 +77,7 @@ def continue_clips(model: LatentVideoDiffusion, clips: np.ndarray, folder: Path,
         with torch.no_grad():
             latents = encode_videos(model.vae, clips[first:first + BATCH], progress=False)  # (B, c, 4, h, w)
             keyframes = sample_keyframes(model, plan, len(latents), seed, start=latents[:, :, :1], num_steps=steps,
-                                         guidance_scale=LONG_VIDEO_GUIDANCE, progress=False, first_video=first)
+                                         perturbation_level=level, guidance_scale=LONG_VIDEO_GUIDANCE, progress=False, first_video=first)
             videos = decode_frames(model, keyframes, FRAMES, progress=False)
         took = time.process_time() - start
         atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), videos=videos, cpu_seconds=took))
@@ -96,7 +97,8 @@ def difference(a: dict, b: dict) -> dict:
     return row
 
 
-def run(models: dict[str, Path], num: int, out: Path, work: Path, steps: int = 50) -> dict:
+def run(models: dict[str, tuple[Path, int | None]], num: int, out: Path, work: Path, steps: int = 50) -> dict:
+    """models: name -> (checkpoint, perturbation level s of the condition, None for the model's default)."""
     clips, labels = held_out(HELD_OUT_CLIPS)
     clips, labels = clips[:num], labels[:num]
     classifier = DigitClassifier.load(SHIPPED_DIGITS)
@@ -108,13 +110,15 @@ def run(models: dict[str, Path], num: int, out: Path, work: Path, steps: int = 5
     scores = {"hold the last given frame": per_clip_scores(held, clips, labels, classifier),
               "black frames": per_clip_scores(np.zeros_like(clips), clips, labels, classifier)}
     results["references"] = {name: summary_of(value) for name, value in scores.items()}
-    for name, checkpoint in models.items():
+    for name, (checkpoint, level) in models.items():
         model = LatentVideoDiffusion.load(checkpoint, kind="lvdm_pred")
-        videos, seconds = continue_clips(model, clips, work / "samples" / slug(name), steps=steps)
+        videos, seconds = continue_clips(model, clips, work / "samples" / slug(name), steps=steps, level=level)
         scores[name] = per_clip_scores(videos, clips, labels, classifier)
         config = model.hierarchy
         results["models"][name] = {"checkpoint": str(checkpoint), "max_given": config.max_given,
                                    "keyframe_stride": config.keyframe_stride, "attention": model.unet.config.attention,
+                                   "perturbation_level": default_level(config.max_perturbation_level) if level is None
+                                   else level,
                                    "sample_cpu_seconds": round(seconds, 1), **summary_of(scores[name])}
         write_json(out, results)
     first, *rest = models
@@ -144,9 +148,10 @@ def table(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0].replace("%", "%%"))
-    parser.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT",
-                        help="a prediction model with keyframes 1 latent apart; the first is the one the others are "
-                             "compared with")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT[@S]",
+                        help="a prediction model with keyframes 1 latent apart, optionally with the perturbation level "
+                             "S of its condition (default: the model's, 100 of s_max 250); the first is the one the "
+                             "others are compared with")
     parser.add_argument("--num", type=int, default=128, help=f"held-out clips, at most {HELD_OUT_CLIPS}")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
     parser.add_argument("--threads", type=int, default=None)
@@ -165,9 +170,10 @@ def main(argv: list[str] | None = None) -> dict:
     models = {}
     for spec in args.model:
         name, sep, path = spec.rpartition("=")
-        if not sep or not name or not Path(path).is_file():
-            parser.error(f"--model takes NAME=CHECKPOINT with an existing checkpoint, got {spec!r}")
-        models[name] = Path(path)
+        path, at, level = path.partition("@")
+        if not sep or not name or not Path(path).is_file() or (at and not level.isdigit()):
+            parser.error(f"--model takes NAME=CHECKPOINT[@S] with an existing checkpoint and a whole S, got {spec!r}")
+        models[name] = (Path(path), int(level) if at else None)
     if args.threads:
         torch.set_num_threads(args.threads)
     results = run(models, args.num, args.out, args.work, args.steps)

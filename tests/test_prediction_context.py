@@ -40,7 +40,7 @@ def test_continuations_are_scored_against_the_truth_paired_and_resumed(tmp_path)
     given1, given3 = tiny_chain(tmp_path / "one.safetensors", 1), tiny_chain(tmp_path / "three.safetensors", 3)
     out, work = tmp_path / "context.json", tmp_path / "work"
     argv = ["--num", "2", "--steps", "1", "--threads", "1", "--out", str(out), "--work", str(work),
-            "--model", f"given 1={given1}", "--model", f"given 1-3={given3}", "--model", f"again={given1}"]
+            "--model", f"given 1={given1}", "--model", f"given 1-3={given3}", "--model", f"again={given1}", "--model", f"s=0={given1}@0"]
     results = prediction_context.main(argv)
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
     assert results["models"]["given 1"]["max_given"] == 1 and results["models"]["given 1-3"]["max_given"] == 3
@@ -55,7 +55,8 @@ def test_continuations_are_scored_against_the_truth_paired_and_resumed(tmp_path)
     assert per_clip["given_1_3__psnr_by_latent"].shape == (2, 3)
     assert results["models"]["given 1-3"]["psnr"] == pytest.approx(per_clip["given_1_3__psnr"].mean(), abs=1e-4)
     kept = sorted((work / "samples").rglob("*.npz"))
-    assert len(kept) == 3 and np.load(kept[0])["videos"].shape == (2, 16, 64, 64, 1)
+    assert results["models"]["s=0"]["perturbation_level"] == 0 and results["models"]["again"]["perturbation_level"] == 100
+    assert len(kept) == 4 and np.load(kept[0])["videos"].shape == (2, 16, 64, 64, 1)
     stamps = [path.stat().st_mtime_ns for path in kept]
     again = prediction_context.main(argv)  # resumes: every batch read back, nothing sampled again
     assert again["models"] == results["models"] and [path.stat().st_mtime_ns for path in kept] == stamps
