@@ -228,8 +228,6 @@ def cmd_train(args: argparse.Namespace) -> dict:
         return _train_t2v(args, preset)
     if args.init is not None and args.model == "short":
         raise UsageError("--init is for --model pred, interp or t2v (a short model to warm-start from)")
-    if args.init is not None and args.parameterization:
-        raise UsageError("--init takes the short model's diffusion (its parameterisation too): drop --parameterization")
     preset = _video_data_for(preset, args.vae, args.data, args.model)  # last: it reads the video files
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -241,7 +239,8 @@ def cmd_train(args: argparse.Namespace) -> dict:
                                  max_perturbation_level=args.max_perturbation_level, resume=args.resume,
                                  device=args.device, condition_prob=args.condition_prob, compile=compile,
                                  snapshot_every=args.snapshot_every, every_start=args.every_start,
-                                 keyframe_stride=args.keyframe_stride, init=args.init, max_given=args.max_given)
+                                 keyframe_stride=args.keyframe_stride, init=args.init, max_given=args.max_given,
+                                 parameterization=args.parameterization)
 
 
 def _train_t2v(args: argparse.Namespace, preset) -> dict:
@@ -550,8 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"pred/interp: training s_max of the conditional latent perturbation (default: "
                             f"{TRAIN_MAX_LEVEL} of 1000 timesteps); 0 trains without it")
     train.add_argument("--parameterization", choices=PARAMETERIZATIONS, default=None,
-                       help="what the UNet predicts (default: the preset's, eps); v keeps a conditional model's x0 "
-                            "estimate bounded at high noise")
+                       help="what the UNet predicts (default: the preset's, eps, or --init's); v keeps a conditional "
+                            "model's x0 estimate bounded at high noise; with --init the model learns the new target "
+                            "from the old weights")
     train.add_argument("--condition-prob", type=number(0.0), default=None,
                        help="pred/interp: share of training samples given their condition (LVDM: 0.5 pred, 0.9 interp)")
     train.add_argument("--snapshot-every", type=integer(1), default=None,

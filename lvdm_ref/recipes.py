@@ -269,8 +269,8 @@ def short_model_weights(init: str | os.PathLike, vae_path: str | os.PathLike | N
 
 def build_hierarchy_model(preset: Preset, role: str, vae: nn.Module, latent_channels: int,
                           max_perturbation_level: int, *, config: HierarchyConfig | None = None,
-                          init: str | os.PathLike | None = None, vae_path: str | os.PathLike | None = None
-                          ) -> LatentVideoDiffusion:
+                          init: str | os.PathLike | None = None, vae_path: str | os.PathLike | None = None,
+                          parameterization: str | None = None) -> LatentVideoDiffusion:
     """A fresh prediction or interpolation model of the preset's size: `lvdm.LatentVideoDiffusion` with a
     hierarchy config, a UNet with the mask channel and (with perturbation) the s embedding.
 
@@ -291,6 +291,8 @@ def build_hierarchy_model(preset: Preset, role: str, vae: nn.Module, latent_chan
                                  f"is on {config.num_latents} latents {config.keyframe_stride} apart with s_max "
                                  f"{config.max_perturbation_level}: pass the same --keyframe-stride and "
                                  f"--max-perturbation-level")
+    if parameterization is not None:
+        diffusion_config = dataclasses.replace(diffusion_config, parameterization=parameterization)
     unet_config = dataclasses.replace(unet_config, in_channels=latent_channels, out_channels=latent_channels,
                                       use_mask=True, use_perturbation_embedding=max_perturbation_level > 0)
     unet = UNet(unet_config)
@@ -322,7 +324,7 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
                           compile: bool = False, snapshot_every: int | None = None, every_start: bool = False,
                           keyframe_stride: int | None = None, num_frames: int | None = None,
                           init: str | os.PathLike | None = None, latents_cache: str | os.PathLike | None = None,
-                          stop_at: int | None = None, max_given: int = 1) -> dict:
+                          stop_at: int | None = None, max_given: int = 1, parameterization: str | None = None) -> dict:
     """Train the preset's prediction (`role="pred"`) or interpolation (`"interp"`) model on a frozen
     autoencoder; write OUT/{role}.safetensors.
 
@@ -335,7 +337,8 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
     `keyframe_stride`: latents between keyframes (LVDM's 4); `num_frames`: frames of the long training clips
     (by default just enough for one sample, `long_clip_frames`). `init`: a short model to warm-start from
     (its UNet size and diffusion replace the preset's; `build_hierarchy_model`), or a prediction model of
-    the same kind to go on from with other settings (e.g. `max_given`). `max_given` k: a conditioned
+    the same kind to go on from with other settings (e.g. `max_given`); `parameterization` replaces the
+    preset's or the init's target (with `init`: the network learns it from the old weights). `max_given` k: a conditioned
     prediction sample is given its first 1..k latents (`hierarchy.training_mask`). `latents_cache`: where the
     encoded long clips are kept instead of OUT/latents.pt (several runs may share it); `stop_at`: end this call
     at that step of the `steps`-long run and write the model as it is then (`train_short_model`'s meaning).
@@ -373,7 +376,7 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
     if len(latents) < train_config.batch_size:
         raise ValueError(f"{len(latents)} training samples are fewer than one batch of {train_config.batch_size}")
     model = build_hierarchy_model(preset, role, vae, latents.shape[1], max_perturbation_level, config=config, init=init,
-                                  vae_path=vae_path)
+                                  vae_path=vae_path, parameterization=parameterization)
     if tuple(latents.shape[1:]) != model.latent_shape:
         raise ValueError(f"the encoded latents are {tuple(latents.shape[1:])}, the preset expects {model.latent_shape}")
     unet, diffusion = model.unet, model.diffusion

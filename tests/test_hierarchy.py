@@ -405,6 +405,10 @@ def test_max_given_is_checked_and_a_prediction_model_warm_starts_another(tmp_pat
     assert model.diffusion.config.parameterization == "v" and model.hierarchy.max_given == 3
     for name, tensor in pred.unet.state_dict().items():  # the same network: every weight carried over
         torch.testing.assert_close(model.unet.state_dict()[name], tensor)
+    relearn = build_hierarchy_model(preset, "pred", vae, LATENT[0], 25, config=config, init=tmp_path / "pred.safetensors",
+                                    parameterization="eps")  # the old weights, a new target to learn
+    assert relearn.diffusion.config.parameterization == "eps"
+    torch.testing.assert_close(relearn.unet.state_dict()["input_conv.weight"], pred.unet.state_dict()["input_conv.weight"])
     other = dataclasses.replace(config, keyframe_stride=1)
     with pytest.raises(ValueError, match="pass the same --keyframe-stride"):
         build_hierarchy_model(preset, "pred", vae, LATENT[0], 25, config=other, init=tmp_path / "pred.safetensors")
