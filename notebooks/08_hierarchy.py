@@ -235,7 +235,7 @@ for name, row in {**context["models"], "hold the last given frame": held}.items(
     print(f"{name:72s} {' / '.join(f'{v:5.2f}' for v in row['psnr_by_latent'])}   {row['true_digits']:.3f}")
 assert all(row["true_digits"] < 0.05 for row in context["models"].values()) and held["true_digits"] > 0.8
 for name, gap in context["differences"].items():  # past the first made latent, no change helps
-    assert all(abs(latent["mean"]) < 0.1 for latent in gap["psnr_by_latent"][1:]), name
+    assert all(abs(latent["mean"]) < 0.15 for latent in gap["psnr_by_latent"][1:]), name
 
 # %% [markdown]
 # **What to remember.** Two models of one UNet class with a mask channel and an $s$ embedding;
