@@ -41,6 +41,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
@@ -151,6 +152,25 @@ def pair_difference(scores_a: dict, scores_b: dict, features_a: np.ndarray, feat
     return row
 
 
+def kept_batches(folder: Path, num: int, make, batch: int = BATCH, progress: bool = False) -> tuple[np.ndarray, float]:
+    """`make(first)` (uint8 clips first..first + batch) for every batch of `num` clips, each kept in FOLDER as it is
+    made (with its CPU seconds) and read back on a rerun: the clips and the CPU seconds they took in all."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out, seconds = [], 0.0
+    for first in tqdm(range(0, num, batch), desc=folder.name, disable=not progress):
+        path = folder / f"{first:05d}.npz"
+        if not path.exists():
+            start = time.process_time()
+            with torch.no_grad():
+                videos = make(first)
+            took = time.process_time() - start
+            atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), videos=videos, cpu_seconds=took))
+        saved = np.load(path)
+        out.append(saved["videos"])
+        seconds += float(saved["cpu_seconds"])
+    return np.concatenate(out), seconds
+
+
 class PredictionStudy(Study):
     """The budget study's harness, scored by prediction from real latents instead of unconditional FVD."""
 
@@ -175,26 +195,14 @@ class PredictionStudy(Study):
         from lvdm_ref.vae3d import encode_videos
 
         model = LatentVideoDiffusion.load(checkpoint, kind="lvdm_pred")
-        folder, out, seconds = self.work / "samples" / key, [], 0.0
-        folder.mkdir(parents=True, exist_ok=True)
-        for first in range(0, len(self.clips), BATCH):
-            path = folder / f"{first:05d}.npz"
-            if path.exists():
-                saved = np.load(path)
-                out.append(saved["videos"])
-                seconds += float(saved["cpu_seconds"])
-                continue
-            start = time.process_time()
-            with torch.no_grad():
-                latents = encode_videos(model.vae, self.clips[first:first + BATCH], progress=False)  # (B, c, 4, h, w)
-                sampled = fill(model, latents, seed, BATCH, first_index=first, num_steps=steps,
-                               perturbation_level=None, guidance_scale=LONG_VIDEO_GUIDANCE)  # latent 0 given
-                videos = to_uint8(model.decode(sampled))  # (B, 16, H, W, C)
-            took = time.process_time() - start
-            atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), videos=videos, cpu_seconds=took))
-            out.append(videos)
-            seconds += took
-        return np.concatenate(out), seconds
+
+        def make(first: int) -> np.ndarray:
+            latents = encode_videos(model.vae, self.clips[first:first + BATCH], progress=False)  # (B, c, 4, h, w)
+            sampled = fill(model, latents, seed, BATCH, first_index=first, num_steps=steps,
+                           perturbation_level=None, guidance_scale=LONG_VIDEO_GUIDANCE)  # latent 0 given
+            return to_uint8(model.decode(sampled))  # (B, 16, H, W, C)
+
+        return kept_batches(self.work / "samples" / key, len(self.clips), make)
 
     def cached_samples(self, key: str) -> np.ndarray:
         """The clips `generate` kept for `key`, read back (every batch must be there)."""

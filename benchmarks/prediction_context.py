@@ -29,18 +29,16 @@ import json
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from attention_prediction import BATCH, held_out, interval, per_clip_scores, summary_of  # noqa: E402
+from attention_prediction import BATCH, held_out, interval, kept_batches, per_clip_scores, summary_of  # noqa: E402
 
 from lvdm_ref.checkpoint import atomic_write, write_json  # noqa: E402
 from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier  # noqa: E402
@@ -63,27 +61,16 @@ def continue_clips(model: LatentVideoDiffusion, clips: np.ndarray, folder: Path,
                    steps: int = 50, level: int | None = None) -> tuple[np.ndarray, float]:
     """uint8 (N, 16, H, W, C): each clip's first latent continued to 16 frames, batch by batch into FOLDER
     (kept batches are read back); video i draws from the streams of video i whatever the batch."""
-    folder.mkdir(parents=True, exist_ok=True)
     plan = long_video_plan(model, None, FRAMES)
-    out, seconds = [], 0.0
-    for first in tqdm(range(0, len(clips), BATCH), desc=folder.name):
-        path = folder / f"{first:05d}.npz"
-        if path.exists():
-            saved = np.load(path)
-            out.append(saved["videos"])
-            seconds += float(saved["cpu_seconds"])
-            continue
-        start = time.process_time()
-        with torch.no_grad():
-            latents = encode_videos(model.vae, clips[first:first + BATCH], progress=False)  # (B, c, 4, h, w)
-            keyframes = sample_keyframes(model, plan, len(latents), seed, start=latents[:, :, :1], num_steps=steps,
-                                         perturbation_level=level, guidance_scale=LONG_VIDEO_GUIDANCE, progress=False, first_video=first)
-            videos = decode_frames(model, keyframes, FRAMES, progress=False)
-        took = time.process_time() - start
-        atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), videos=videos, cpu_seconds=took))
-        out.append(videos)
-        seconds += took
-    return np.concatenate(out), seconds
+
+    def make(first: int) -> np.ndarray:
+        latents = encode_videos(model.vae, clips[first:first + BATCH], progress=False)  # (B, c, 4, h, w)
+        keyframes = sample_keyframes(model, plan, len(latents), seed, start=latents[:, :, :1], num_steps=steps,
+                                     perturbation_level=level, guidance_scale=LONG_VIDEO_GUIDANCE, progress=False,
+                                     first_video=first)
+        return decode_frames(model, keyframes, FRAMES, progress=False)
+
+    return kept_batches(folder, len(clips), make, progress=True)
 
 
 def difference(a: dict, b: dict) -> dict:
