@@ -208,6 +208,10 @@ class Study:
                 "eta": eta, "seed": seed}
 
     # ------------------------------------------------------------------ one recipe
+    def points(self, name: str, steps: int) -> list[tuple[str, int]]:
+        """(point, step) pairs at which a recipe of `steps` steps is scored, in order: half and all of it."""
+        return [("half", steps // 2), ("end", steps)]
+
     def run(self, name: str, describe: str, apply, train=train_short_model) -> None:
         """Calibrate, then train `apply(mmnist preset)` with `train` (`recipes.train_short_model` or a function of
         its signature, like `recipes.train_pixel_model`) to half and all of the budget, scoring FVD at each."""
@@ -225,7 +229,7 @@ class Study:
                                  "train": dataclasses.asdict(preset.train)})
             self.save()
         steps = entry["steps"]
-        for point, stop in (("half", steps // 2), ("end", steps)):
+        for point, stop in self.points(name, steps):
             if point in entry:
                 if entry[point].get("final_loss") is None:  # an older resumed call that trained nothing left none
                     entry[point]["final_loss"] = logged_loss(folder, stop)

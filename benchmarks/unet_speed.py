@@ -86,29 +86,44 @@ def optimizer_step_fn(unet: UNet, forward, diffusion: GaussianDiffusion, z0: tor
     return optimizer_step(lambda: diffusion.training_losses(forward, z0)["loss"], unet.parameters(), grad_clip)
 
 
-def compile_comparison(preset, z0: torch.Tensor, rounds: int, steps_per_round: int) -> dict:
+def compile_comparison(preset, z0: torch.Tensor, rounds: int, steps_per_round: int, bf16: bool = False) -> dict:
+    """Eager vs compiled, each with and without channels_last; with `bf16`, instead each in float32 and under
+    bfloat16 autocast (what `TrainConfig.bf16_cpu` turns on in the trainer), channels_last on (as the trainer)."""
     diffusion = GaussianDiffusion(preset.diffusion)
     steps, first = {}, {}
+    layouts = ((True, False), (True, True)) if bf16 else ((True, False), (False, False))  # (channels_last, bf16)
     for compiled in (False, True):
-        for channels_last in (True, False):  # the first to compile finds an empty inductor cache (if it was)
-            name = ("compiled" if compiled else "eager") + ("+channels_last" if channels_last else "")
+        for channels_last, autocast in layouts:  # the first to compile finds an empty inductor cache (if it was)
+            name = ("compiled" if compiled else "eager") + ("+channels_last" if channels_last else "") + \
+                   ("+bf16" if autocast else "")
             torch.manual_seed(0)
             unet = UNet(preset.unet)
             if channels_last:
                 unet = unet.to(memory_format=torch.channels_last)
             forward = torch.compile(unet) if compiled else unet
+            if autocast:
+                forward = _autocast_bf16(forward)
             steps[name] = optimizer_step_fn(unet, forward, diffusion, z0, preset.train.grad_clip)
             torch.manual_seed(1)  # the same t and noise in every variant's first step
             loss = []
             first[name] = {"first_step_seconds": round(first_call(lambda: loss.append(steps[name]())), 2)}
             first[name]["first_loss"] = loss[0]
             print(f"{name}: first step {first[name]['first_step_seconds']} s", file=sys.stderr)
-    result = interleaved(steps, rounds, steps_per_round, baseline="eager")
+    baseline = next(iter(steps)) if bf16 else "eager"  # eager float32 (with channels_last under `bf16`)
+    result = interleaved(steps, rounds, steps_per_round, baseline=baseline)
     for name, row in result["variants"].items():
         row.update(first[name])
-        row["compile_seconds"] = round(row["first_step_seconds"] - result["variants"]["eager"]
+        row["compile_seconds"] = round(row["first_step_seconds"] - result["variants"][baseline]
                                        ["seconds_per_step_median"], 1) if name.startswith("compiled") else 0.0
     return result
+
+
+def _autocast_bf16(forward):
+    """`forward` under CPU bfloat16 autocast, as the trainer runs its loss with `bf16_cpu`."""
+    def wrapped(*args, **kwargs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return forward(*args, **kwargs)
+    return wrapped
 
 
 # ----------------------------------------------------------------------------- peak memory (Linux)
@@ -175,6 +190,8 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true", help="also compare torch.compile with eager (minutes)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="with --compile: float32 vs bfloat16 autocast, eager and compiled (channels_last, as the trainer)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds for --compile")
     parser.add_argument("--steps-per-round", type=int, default=3, help="steps of each variant per round")
     args = parser.parse_args()
@@ -200,7 +217,8 @@ def main() -> None:
     times = time_steps(unet, x, t, seconds=args.seconds, min_steps=3)
     print(f"train: {len(times)} steps, median {statistics.median(times):.3f} s", file=sys.stderr)
     scaling = attention_scaling(get_preset(args.preset), args.frames, latent_hw, seconds=0.0) if args.frames else []
-    compiled = compile_comparison(get_preset(args.preset), x, args.rounds, args.steps_per_round) if args.compile \
+    compiled = compile_comparison(get_preset(args.preset), x, args.rounds, args.steps_per_round, args.bf16) \
+        if args.compile \
         else None
     matmul_after = matmul_gflops()
 

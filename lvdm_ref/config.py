@@ -53,6 +53,8 @@ class UNetConfig:
     channel_mult: tuple[int, ...] = (1, 2)
     num_res_blocks: int = 1
     attention_levels: tuple[int, ...] = (1,)  # levels (0 = full resolution) with attention
+    temporal_levels: tuple[int, ...] = ()  # levels without attention that still get temporal attention (beyond LVDM)
+    temporal_conv: bool = False  # a zero-initialised 3-tap convolution over time in every ResBlock (beyond LVDM)
     num_heads: int = 4
     attention: str = "factorized"  # "factorized", "joint" or "spatial"
     max_relative_position: int = 16  # temporal relative positions clipped to +-this

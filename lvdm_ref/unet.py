@@ -81,22 +81,44 @@ def frame_conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv, FiLM from the embedding, GroupNorm-SiLU-conv (zero-init), residual."""
+    """GroupNorm-SiLU-conv, FiLM from the embedding, GroupNorm-SiLU-conv (zero-init), residual; optionally
+    followed by a `TemporalConv` (beyond LVDM)."""
 
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float = 0.0):
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float = 0.0,
+                 temporal_conv: bool = False):
         super().__init__()
         self.in_layers = nn.Sequential(group_norm(in_channels), nn.SiLU(), frame_conv(in_channels, out_channels))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_channels))
         self.out_norm = group_norm(out_channels)
         self.out_layers = nn.Sequential(nn.SiLU(), nn.Dropout(dropout), zero_init(frame_conv(out_channels, out_channels)))
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
+        self.temporal = TemporalConv(out_channels) if temporal_conv else None
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
         """x (b f, C_in, h, w), emb (b f, E) -> (b f, C_out, h, w)."""
         hidden = self.in_layers(x)  # (b f, C_out, h, w)
         scale, shift = rearrange(self.emb_layers(emb), "n c -> n c 1 1").chunk(2, dim=1)
         hidden = self.out_layers(self.out_norm(hidden) * (1 + scale) + shift)  # FiLM scale-shift
-        return self.skip(x) + hidden
+        out = self.skip(x) + hidden
+        return out if self.temporal is None else self.temporal(out, num_frames)
+
+
+class TemporalConv(nn.Module):
+    """A residual 3-tap convolution over time at each pixel (GroupNorm-SiLU-conv, zero-initialised): the
+    "pseudo-3D" convolution of video UNets after LVDM (Make-A-Video, VideoLDM). Beyond LVDM, whose UNet
+    mixes frames only in attention; a `UNetConfig.temporal_conv` option, off by default."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = group_norm(channels)
+        self.conv = zero_init(nn.Conv1d(channels, channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """x (b f, C, h, w) -> same; frames past the ends count as zeros."""
+        height, width = x.shape[-2:]
+        series = rearrange(F.silu(self.norm(x)), "(b f) c h w -> (b h w) c f", f=num_frames)
+        out = rearrange(self.conv(series), "(b h w) c f -> (b f) c h w", h=height, w=width)
+        return x + out
 
 
 class Downsample(nn.Module):
@@ -254,6 +276,17 @@ class FactorizedAttention(nn.Module):
         return self.temporal(self.spatial(x, num_frames), num_frames)
 
 
+def level_attention(level: int, channels: int, config: UNetConfig) -> list[nn.Module]:
+    """The attention layer after each ResBlock of `level`: the configured kind at `attention_levels`, temporal
+    attention alone at `temporal_levels` (beyond LVDM: mixes frames at resolutions too large for spatial
+    attention), none elsewhere."""
+    if level in config.attention_levels:
+        return [attention_block(config.attention, channels, config)]
+    if level in config.temporal_levels:
+        return [TemporalAttention(channels, config.num_heads, config.max_relative_position)]
+    return []
+
+
 def attention_block(kind: str, channels: int, config: UNetConfig) -> nn.Module:
     if kind == "spatial":
         return SpatialAttention(channels, config.num_heads)
@@ -270,7 +303,7 @@ class EmbedSequential(nn.ModuleList):
     def forward(self, x: torch.Tensor, emb: torch.Tensor, num_frames: int) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
-                x = layer(x, emb)
+                x = layer(x, emb, num_frames)
             elif isinstance(layer, (Downsample, Upsample)):
                 x = layer(x)
             else:
@@ -309,26 +342,24 @@ class UNet(nn.Module):
         self.down, skip_channels = nn.ModuleList(), [channels]
         for level, mult in enumerate(config.channel_mult):
             for _ in range(config.num_res_blocks):
-                layers = [ResBlock(channels, config.model_channels * mult, emb_dim, config.dropout)]
+                layers = [ResBlock(channels, config.model_channels * mult, emb_dim, config.dropout, config.temporal_conv)]
                 channels = config.model_channels * mult
-                if level in config.attention_levels:
-                    layers.append(attention_block(config.attention, channels, config))
+                layers += level_attention(level, channels, config)
                 self.down.append(EmbedSequential(layers))
                 skip_channels.append(channels)
             if level < len(config.channel_mult) - 1:
                 self.down.append(EmbedSequential([Downsample(channels)]))
                 skip_channels.append(channels)
-        self.middle = EmbedSequential([ResBlock(channels, channels, emb_dim, config.dropout),
+        self.middle = EmbedSequential([ResBlock(channels, channels, emb_dim, config.dropout, config.temporal_conv),
                                        attention_block(config.attention, channels, config),
-                                       ResBlock(channels, channels, emb_dim, config.dropout)])
+                                       ResBlock(channels, channels, emb_dim, config.dropout, config.temporal_conv)])
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(config.channel_mult))):
             for index in range(config.num_res_blocks + 1):
                 layers = [ResBlock(channels + skip_channels.pop(), config.model_channels * mult, emb_dim,
-                                   config.dropout)]
+                                   config.dropout, config.temporal_conv)]
                 channels = config.model_channels * mult
-                if level in config.attention_levels:
-                    layers.append(attention_block(config.attention, channels, config))
+                layers += level_attention(level, channels, config)
                 if level > 0 and index == config.num_res_blocks:
                     layers.append(Upsample(channels))
                 self.up.append(EmbedSequential(layers))

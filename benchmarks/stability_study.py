@@ -1,0 +1,279 @@
+"""Which short-model design keeps its digits? Designs at one CPU budget, ranked by digit stability.
+
+    python benchmarks/stability_study.py --minutes 60 --num 256 --threads 1 [--only NAME ...]
+    python benchmarks/stability_study.py --models data/checkpoints/mmnist_short.safetensors ...  # score files
+    python benchmarks/stability_study.py --table
+
+FVD does not see whether a generated clip keeps its digits: a 3 that turns into a 6 halfway through moves
+plausibly. Digit stability does: the share of clips whose digits, read by the shipped classifier
+(`lvdm_ref/digits.py`), are the same in frames 0-7 and in frames 8-15 (real test clips: about 0.95, the
+autoencoder's reconstructions of them 0.93; two unrelated clips agree with probability 0.02).
+
+Each design changes one thing from `baseline` (the `mmnist` preset) and trains with the budget-study
+harness of `recipe_study.py` (the same encoded clips, seed and optimiser; a calibration fixes the number
+of steps from the CPU seconds per step), here under bfloat16 autocast and `torch.compile`, which the
+trainer uses by default on CPUs with AVX512-BF16. At half and at all of its steps a design is scored on
+2N samples (DDIM 50, eta 1, EMA weights, one noise stream per clip): stability on two disjoint seed sets of
+N clips each (clips 0..N-1 and N..2N-1), with a 90 % bootstrap interval over all 2N, and FVD of the
+first N against the fixed real set. `baseline` is also scored at step 3,434, where the float32 eager run
+of the attention ablation (`mmnist_attention_factorized`, the same preset, seed and clips) ended: with
+the same noise streams, the two are a paired check of bfloat16 training.
+
+Designs are compared by paired differences (the same noise streams give each design's clip i):
+`differences` holds each design's end point minus `baseline`'s, per seed set and pooled, with 90 %
+intervals. Resumable: the JSON is rewritten after every finished piece, training runs resume from their
+state files, samples are kept batch by batch in `--work`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from recipe_study import Study, add_study_arguments, reconstruct, run_study, sample_in_batches  # noqa: E402
+
+from lvdm_ref.data import generate_moving_mnist  # noqa: E402
+from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier, chance_of_same_digits  # noqa: E402
+from lvdm_ref.metrics import fvd_from_features  # noqa: E402
+from lvdm_ref.recipes import train_short_model  # noqa: E402
+
+FP32_MATCH_STEP = 3434  # where the attention ablation's float32 factorised run (45 CPU-minutes eager) ended
+MORE_CLIPS = 16_384  # the data design: 8x the preset's 2,048 encoded clips
+
+
+def keeps_per_clip(classifier, videos: np.ndarray) -> np.ndarray:
+    """bool (N,): the digits read in frames 0-7 equal those read in frames 8-15."""
+    from lvdm_ref.digits import keeps_digits
+
+    return keeps_digits(classifier, videos, first=slice(0, 8), last=slice(8, 16), per_video=True).numpy()
+
+
+def interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> list[float]:
+    """90 % percentile interval of the mean of per-clip `values` over resampled clips."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(1)
+    return [round(float(q), 4) for q in np.percentile(means, [5, 95])]
+
+
+def bits(keeps: np.ndarray) -> str:
+    return "".join("1" if keep else "0" for keep in keeps)
+
+
+def from_bits(text: str) -> np.ndarray:
+    return np.array([char == "1" for char in text], dtype=float)
+
+
+def stability_summary(keeps: np.ndarray) -> dict:
+    """Pooled share, the share in each half (the two seed sets), the interval and the per-clip bits."""
+    half = len(keeps) // 2
+    return {"keeps": round(float(keeps.mean()), 4),
+            "keeps_seed_sets": [round(float(keeps[:half].mean()), 4), round(float(keeps[half:].mean()), 4)],
+            "keeps_interval": interval(keeps.astype(float)), "keeps_bits": bits(keeps)}
+
+
+# ----------------------------------------------------------------------------- the designs
+def train_compiled(preset, vae, folder, **kwargs) -> dict:
+    """`train_short_model` through `torch.compile`, as the `train` command trains."""
+    return train_short_model(preset, vae, folder, compile=True, **kwargs)
+
+
+def train_more_clips(preset, vae, folder, *, num_clips, latents_cache, **kwargs) -> dict:
+    """The same on `MORE_CLIPS` encoded clips (a cache of their own beside the shared one)."""
+    cache = Path(latents_cache).with_name(f"latents_{MORE_CLIPS}.pt")
+    return train_short_model(preset, vae, folder, compile=True, num_clips=MORE_CLIPS, latents_cache=cache, **kwargs)
+
+
+def designs() -> dict:
+    """name -> (what changes, Preset -> Preset, train function). bfloat16 autocast in all of them."""
+    def change(**fields_of):
+        def apply(preset):
+            groups = {"train": {"bf16_cpu": True}, **fields_of}
+            if "train" in fields_of:
+                groups["train"] = {"bf16_cpu": True, **fields_of["train"]}
+            return dataclasses.replace(preset, **{group: dataclasses.replace(getattr(preset, group), **fields)
+                                                  for group, fields in groups.items()})
+        return apply
+
+    return {
+        "baseline": ("the mmnist preset: factorised attention at 8x8 and 4x4, per-frame convolutions",
+                     change(), train_compiled),
+        "temporal16": ("+ temporal attention at 16x16 (the full latent resolution, where LVDM's UNet has none)",
+                       change(unet={"temporal_levels": (0,)}), train_compiled),
+        "temporal_conv": ("+ a 3-tap temporal convolution in every ResBlock",
+                          change(unet={"temporal_conv": True}), train_compiled),
+        "joint": ("joint attention over all frames and pixels instead of factorised",
+                  change(unet={"attention": "joint"}), train_compiled),
+        "clips_16k": (f"{MORE_CLIPS:,} encoded training clips instead of 2,048",
+                      change(), train_more_clips),
+    }
+
+
+class StabilityStudy(Study):
+    """The budget study scored by digit stability on 2N samples, FVD beside it."""
+    classifier = None
+
+    def points(self, name: str, steps: int) -> list[tuple[str, int]]:
+        points = super().points(name, steps)
+        if name == "baseline" and FP32_MATCH_STEP < steps:  # the bfloat16 check against the float32 run
+            points = sorted(points + [(f"step_{FP32_MATCH_STEP}", FP32_MATCH_STEP)], key=lambda point: point[1])
+        return points
+
+    def stability(self, videos: np.ndarray) -> dict:
+        if self.classifier is None:
+            self.classifier = DigitClassifier.load(SHIPPED_DIGITS).eval()
+        return stability_summary(keeps_per_clip(self.classifier, videos))
+
+    def reference(self) -> np.ndarray:
+        real = super().reference()
+        reference = self.results["reference"]
+        if "stability_real" not in reference:  # the second real set (seed 2) and its reconstructions
+            clips = generate_moving_mnist(2 * self.args.num, 16, 64, 2, "test", seed=2)
+            reference["stability_real"] = self.stability(clips)
+            reference["stability_reconstructed"] = self.stability(reconstruct(self.args.vae, clips))
+            reference["stability_chance"] = round(chance_of_same_digits(), 4)
+            self.save()
+        return real
+
+    def evaluate(self, checkpoint: Path, key: str, sampler: str = "ddim", steps: int = 50, eta: float = 1.0,
+                 seed: int = 0) -> dict:
+        real, num = self.reference(), self.args.num
+        videos, sample_cpu = sample_in_batches(checkpoint, 2 * num, self.work / "samples" / key, sampler, steps,
+                                               eta, seed)
+        fvd = fvd_from_features(real, self.features(key, lambda: videos[:num]))
+        return {"fvd": round(fvd, 2), **self.stability(videos), "sample_cpu_seconds": round(sample_cpu, 1),
+                "sampler": sampler, "steps": steps, "eta": eta, "seed": seed}
+
+    def score_models(self, paths: list[Path]) -> None:
+        """Score checkpoints trained elsewhere (shipped files) the same way, under `models`."""
+        from lvdm_ref.utils import file_sha256
+
+        for path in paths:
+            models = self.results.setdefault("models", {})
+            entry = models.get(path.stem)
+            if entry is None or entry.get("sha256") != file_sha256(path):
+                models[path.stem] = {"checkpoint": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+                                     "sha256": file_sha256(path), **self.evaluate(path, f"model_{path.stem}")}
+                self.save()
+            print(f"{path.stem}: keeps {self.results['models'][path.stem]['keeps']}", file=sys.stderr)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
+    """mean(a - b) over clips paired by noise stream, pooled and per seed set, with 90 % intervals."""
+    half = len(a) // 2
+    gap = a - b
+    return {"difference": round(float(gap.mean()), 4), "interval": interval(gap, resamples, seed),
+            "seed_sets": [round(float(gap[:half].mean()), 4), round(float(gap[half:].mean()), 4)],
+            "seed_set_intervals": [interval(gap[:half], resamples, seed), interval(gap[half:], resamples, seed)]}
+
+
+def differences(results: dict) -> dict:
+    """Each design's end point minus `baseline`'s end; `baseline` at step 3,434 minus the float32 run."""
+    designs_done = {name: entry for name, entry in results.get("designs", {}).items() if "end" in entry}
+    out = {}
+    if "baseline" in designs_done:
+        base = from_bits(designs_done["baseline"]["end"]["keeps_bits"])
+        for name, entry in designs_done.items():
+            if name != "baseline":
+                out[f"{name} - baseline"] = paired_difference(from_bits(entry["end"]["keeps_bits"]), base)
+    match = results.get("designs", {}).get("baseline", {}).get(f"step_{FP32_MATCH_STEP}")
+    fp32 = results.get("models", {}).get("mmnist_attention_factorized")
+    if match and fp32:
+        out[f"baseline bf16 - float32, step {FP32_MATCH_STEP}"] = paired_difference(
+            from_bits(match["keeps_bits"]), from_bits(fp32["keeps_bits"]))
+    return out
+
+
+def table(results: dict) -> str:
+    """The study as the README's Markdown table, from the JSON alone."""
+    lines = ["| design | CPU-min | steps | stability (seed sets) [90 %] | FVD |", "|---|---|---|---|---|"]
+
+    def row(name: str, point: dict, minutes) -> str:
+        sets = ", ".join(f"{value:.3f}" for value in point["keeps_seed_sets"])
+        low, high = point["keeps_interval"]
+        return (f"| {name} | {minutes} | {point.get('step', '')} | {point['keeps']:.3f} ({sets}) "
+                f"[{low:.3f}, {high:.3f}] | {point['fvd']:.1f} |")
+
+    for name, entry in results.get("designs", {}).items():
+        for key in (key for key in entry if isinstance(entry[key], dict) and "keeps" in entry[key]):
+            lines.append(row(f"{name} ({key})", entry[key], entry[key].get("cpu_minutes", "")))
+    for name, entry in results.get("models", {}).items():
+        lines.append(row(f"`{name}`", entry, "shipped"))
+    reference = results.get("reference", {})
+    for key in ("stability_real", "stability_reconstructed"):
+        if key in reference:
+            point = reference[key]
+            lines.append(f"| *{key.split('_')[1]} clips* | | | {point['keeps']:.3f} | |")
+    for name, gap in results.get("differences", {}).items():
+        lines.append(f"\n{name}: {gap['difference']:+.3f} [{gap['interval'][0]:+.3f}, {gap['interval'][1]:+.3f}]; "
+                     f"per seed set {gap['seed_sets'][0]:+.3f}, {gap['seed_sets'][1]:+.3f}")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> list[Path]:
+    """Stability (with its interval) and FVD against training CPU-minutes, real and reconstructed as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lvdm_ref.viz import save_figure
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, entry in results.get("designs", {}).items():
+        points = [entry[key] for key in ("half", "end") if key in entry]
+        if points:
+            minutes = [p["cpu_minutes"] for p in points]
+            keeps = np.array([p["keeps"] for p in points])
+            errors = np.abs(np.array([p["keeps_interval"] for p in points]).T - keeps)
+            left.errorbar(minutes, keeps, yerr=errors, marker="o", capsize=3, label=name)
+            right.plot(minutes, [p["fvd"] for p in points], "o-", label=name)
+    reference = results.get("reference", {})
+    for key, style in (("stability_real", ":"), ("stability_reconstructed", "-.")):
+        if key in reference:
+            left.axhline(reference[key]["keeps"], color="gray", ls=style, lw=1,
+                         label=f"{key.split('_')[1]} clips ({reference[key]['keeps']:.2f})")
+    if "autoencoder_ceiling" in reference:
+        right.axhline(reference["autoencoder_ceiling"], color="gray", ls="-.", lw=1, label="autoencoder ceiling")
+    num = results["setting"]["num"]
+    left.set(xlabel="training CPU-minutes (one thread, bf16)", ylabel=f"digit stability (N = {2 * num})",
+             ylim=(0, 1), title="keeps its two digits through 16 frames")
+    right.set(xlabel="training CPU-minutes (one thread, bf16)", ylabel=f"FVD (N = {num})", yscale="log",
+              title="FVD")
+    left.legend(fontsize=7)
+    right.legend(fontsize=7)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_study_arguments(parser, minutes=60.0, num=256, out=ROOT / "benchmarks" / "results" / "stability_study.json",
+                        work=ROOT / "runs" / "stability_study", what="design")
+    parser.add_argument("--models", type=Path, nargs="*", default=[],
+                        help="also score these short-model checkpoints (e.g. the shipped ones)")
+    parser.add_argument("--table", action="store_true", help="only print the JSON as a Markdown table")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return {}
+    for path in args.models:
+        if not path.exists():
+            parser.error(f"--models {path} does not exist")
+    only_models = args.models and args.only == []  # `--only` with no names: score the files alone
+    study = run_study(parser, args, {} if only_models else designs(), "designs", StabilityStudy)
+    study.score_models([path.resolve() for path in args.models])
+    study.results["differences"] = differences(study.results)
+    study.save()
+    plot(study.results, args.out.with_suffix(".png"))
+    print(table(study.results), file=sys.stderr)
+    return study.results
+
+
+if __name__ == "__main__":
+    main()
