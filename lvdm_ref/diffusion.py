@@ -6,7 +6,7 @@ References (equation numbers are used in comments below):
 - Cosine schedule: Nichol & Dhariwal 2021, "Improved DDPM" (Eq. 17); v-target: Salimans & Ho 2022.
 - Min-SNR-gamma loss weighting: Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting".
 - LVDM (He et al. 2022) uses T = 1000 "scaled linear" betas, eps-prediction, an L1 loss, DDPM for
-  short clips and DDIM (50 steps, eta = 1) for long videos (LVDM_NOTES.md section 3).
+  short clips and DDIM (50 steps, eta = 1) for long videos (the official sampling scripts).
 
 The names follow DDPM/improved-diffusion: `betas`, `alphas_cumprod`, `q_sample`,
 `predict_start_from_noise`, `q_posterior`, `p_sample`, `ddim_sample`.
@@ -47,7 +47,7 @@ LOSSES = ("l1", "l2")
 SAMPLERS = ("ddpm", "ddim")
 TIMESTEP_SPACINGS = ("uniform", "leading")
 LONG_VIDEO_DDIM_STEPS = 50  # LVDM's long-video script: DDIM, 50 steps ...
-LONG_VIDEO_DDIM_ETA = 1.0  # ... with eta = 1 (LVDM_NOTES.md section 3)
+LONG_VIDEO_DDIM_ETA = 1.0  # ... with eta = 1 (the official long-video script)
 
 
 def make_beta_schedule(schedule: str, num_timesteps: int, linear_start: float = 0.0015,

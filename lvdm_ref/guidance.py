@@ -1,4 +1,4 @@
-"""Unconditional guidance (LVDM Sec. 3.3, LVDM_NOTES.md section 6; classifier-free guidance, Ho & Salimans 2022).
+"""Unconditional guidance (LVDM Sec. 3.3; classifier-free guidance, Ho & Salimans 2022).
 
 One network trained with condition dropout gives both a conditional prediction eps(x_t | c) and an
 unconditional one eps(x_t). LVDM pushes the long-video prediction away from the unconditional one,

@@ -1,4 +1,4 @@
-"""Conditioning for LVDM's hierarchy (Sec. 3.3; LVDM_NOTES.md sections 4-6): masks, the loss, the denoiser.
+"""Conditioning for LVDM's hierarchy (Sec. 3.3): masks, the loss, the denoiser.
 
 Two latent diffusion models of the same UNet class, each with a condition-mask input channel and,
 with perturbation on, an embedding of the perturbation level s:

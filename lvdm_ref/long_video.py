@@ -1,4 +1,4 @@
-"""LVDM's long-video sampler (Sec. 3.3; LVDM_NOTES.md sections 4-6): keyframes, then interpolation.
+"""LVDM's long-video sampler (Sec. 3.3): keyframes, then interpolation.
 
 Two conditional models of the same UNet class (`hierarchy.py` says how a condition is given and
 trained) make a video of any length, in latent space, then the autoencoder decodes it:

@@ -1,4 +1,4 @@
-"""Conditional latent perturbation (LVDM Sec. 3.3; LVDM_NOTES.md section 5).
+"""Conditional latent perturbation (LVDM Sec. 3.3).
 
 An autoregressive video model conditions on its own earlier outputs, which are never quite like the
 real latents it was trained on; the errors compound into drift. LVDM's remedy is to never show the

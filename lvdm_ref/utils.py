@@ -102,7 +102,7 @@ def is_main_process() -> bool:
 
 
 def print_result(result: dict) -> None:
-    """End a command: one JSON object on the last line of stdout (DESIGN.md, command line); under
+    """End a command: one JSON object on the last line of stdout (docs/ARCHITECTURE.md, the command line); under
     `torchrun` only rank 0 prints, so N processes still give one result."""
     if not is_main_process():
         return

@@ -1,4 +1,4 @@
-"""Viewers: inline videos, grids of clips, frame strips, and saving (STYLE.md: show, don't print).
+"""Viewers: inline videos, grids of clips, frame strips, and saving (show, don't print).
 
 `show_video` embeds a looping GIF, base64-encoded, in an HTML <img> tag. That one output plays
 in JupyterLab, classic Jupyter, VS Code, Colab and in notebooks rendered on GitHub, with no
