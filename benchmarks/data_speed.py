@@ -65,12 +65,12 @@ def ucf_like_clips_per_second(num_videos: int = 8, repeats: int = 3) -> float:
         return repeats * len(dataset) / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num", type=int, default=4096, help="clips per timed call")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cold", action="store_true", help="also time a first digit load with an empty cache")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
     start = time.perf_counter()
@@ -92,6 +92,7 @@ def main() -> None:
     if args.cold:
         result["digit_load_seconds_cold_csv"] = round(cold_digit_load_seconds(), 3)
     print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

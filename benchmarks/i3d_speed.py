@@ -14,7 +14,7 @@ into (N, 400) features, preprocessing included, as `lvdm_ref.metrics.i3d_feature
   `freezing`: weights become constants, so batch norm folds into the convs), at `--batch`.
 
 Each variant's features are compared with the baseline's (`max_relative_difference`: max |difference| /
-max |baseline feature|). The variants run interleaved in one process (benchmarks/timing.py); the ratio
+max |baseline feature|). The variants run interleaved in one process (`lvdm_ref.profiling.interleaved`); the ratio
 is baseline / variant time for the N clips, median over rounds; `first_call_seconds` of a compiled
 variant includes the compilation.
 """
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from lvdm_ref.data import generate_moving_mnist  # noqa: E402
 from lvdm_ref.i3d import load_i3d  # noqa: E402
 from lvdm_ref.metrics import preprocess  # noqa: E402
-from timing import first_call, interleaved, machine  # noqa: E402  (benchmarks/timing.py)
+from lvdm_ref.profiling import first_call, interleaved, machine  # noqa: E402
 
 BEFORE = "b8cbaab~1"  # the last revision before the pools and paddings were made faster
 
@@ -62,7 +62,7 @@ def features(model, clips: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--clips", type=int, default=16, help="clips per timed call")
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2, help="batch of the layout and compile variants")
     parser.add_argument("--before", default=BEFORE, help="git revision of the baseline lvdm_ref/i3d.py")
     parser.add_argument("--compile", action="store_true", help="also torch.compile (minutes)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     clips = generate_moving_mnist(args.clips, num_frames=16, size=64, num_digits=2, split="test", seed=0)
@@ -100,8 +100,10 @@ def main() -> None:
         row["clips_per_second"] = round(args.clips / row["seconds_per_step_median"], 3)
         row["first_call_seconds"] = first[name]
         row["max_relative_difference"] = float(np.abs(outputs[name] - reference).max() / np.abs(reference).max())
-    print(json.dumps({**machine(), "clips": [args.clips, 16, 64, 64, 1], "before": args.before,
-                      "timed_call": f"features of {args.clips} clips, preprocessing included", **result}))
+    result = {**machine(), "clips": [args.clips, 16, 64, 64, 1], "before": args.before,
+              "timed_call": f"features of {args.clips} clips, preprocessing included", **result}
+    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 - `long_video`: one `--frames`-frame 64x64 video with the hierarchy (DDIM `--steps`, guidance 0.1 on
   the prediction stage, s = 100): seconds per stage (keyframes, interpolation, decoding) and in total.
 - `interpolation`: the same `--pairs` keyframe pairs filled all in one batch and one pair at a time,
-  interleaved in one process (benchmarks/timing.py); the ratio is pair-at-a-time / batched time.
+  interleaved in one process (`lvdm_ref.profiling.interleaved`); the ratio is pair-at-a-time / batched time.
 - `memory`: peak resident memory (ru_maxrss of a fresh child process) of sampling 256, 1024 and 4096
   frames with 2 DDIM steps (memory does not depend on the number of steps), to show it is flat in length.
 
@@ -34,18 +34,17 @@ from lvdm_ref.config import get_preset  # noqa: E402
 from lvdm_ref.diffusion import LONG_VIDEO_DDIM_STEPS  # noqa: E402
 from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE  # noqa: E402
 from lvdm_ref.long_video import LongVideoPlan, decode_frames, interpolate, long_video_plan, sample_keyframes  # noqa: E402
-from lvdm_ref.lvdm import LatentVideoDiffusion  # noqa: E402
 from lvdm_ref.perturbation import SAMPLE_LEVEL, TRAIN_MAX_LEVEL  # noqa: E402
+from lvdm_ref.profiling import interleaved  # noqa: E402
 from lvdm_ref.recipes import build_hierarchy_model  # noqa: E402
+from lvdm_ref.studies import load_pair  # noqa: E402
 from lvdm_ref.vae3d import VideoAutoencoder  # noqa: E402
-from timing import interleaved  # noqa: E402  (benchmarks/timing.py)
 
 
 def load_models(pred_path: Path, interp_path: Path, vae_path: Path):
     """(pred, interp, description): the checkpoints when both exist, else untrained models of the preset's size."""
     if pred_path.exists() and interp_path.exists():
-        pred = LatentVideoDiffusion.load(pred_path, kind="lvdm_pred")
-        interp = LatentVideoDiffusion.load(interp_path, kind="lvdm_interp", vae=pred.vae)
+        pred, interp = load_pair(pred_path, interp_path)
         return pred, interp, f"checkpoints {pred_path.name}, {interp_path.name}"
     vae = VideoAutoencoder.load(vae_path)
     preset = get_preset("mmnist")
@@ -81,7 +80,7 @@ def peak_memory_child(args: argparse.Namespace, num_frames: int) -> dict:
     return {"frames": num_frames, "peak_rss_mib": round(peak_kib / 1024, 1)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=LONG_VIDEO_DDIM_STEPS)
@@ -94,7 +93,7 @@ def main() -> None:
     parser.add_argument("--vae", type=Path, default=SHIPPED_DIR / "mmnist_vae.safetensors")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for name in ("frames", "steps", "pairs", "rounds", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -103,8 +102,9 @@ def main() -> None:
 
     if args.memory_child is not None:  # the child of peak_memory_child
         time_long_video(pred, interp, args.memory_child, steps=2)
-        print(json.dumps({"peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
-        return
+        result = {"peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+        print(json.dumps(result))
+        return result
 
     result = {"models": models, "threads": args.threads, "steps": args.steps, "guidance": LONG_VIDEO_GUIDANCE,
               "perturbation_level": SAMPLE_LEVEL, "device": "cpu", "torch": torch.__version__}
@@ -123,6 +123,7 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
     print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -44,11 +44,11 @@ def trace(model: torch.nn.Module, loss_fn) -> tuple[float, float]:
     return counter.get_total_flops() / 1e9, sum(saved.values()) / 2**30
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tflops", type=float, default=100.0, help="assumed sustained TFLOP/s of the GPU")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     preset = get_preset("ucf101")
     data = preset.data
     with torch.device("meta"):
@@ -88,6 +88,7 @@ def main() -> None:
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(text)
+    return result
 
 
 if __name__ == "__main__":

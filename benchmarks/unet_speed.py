@@ -13,7 +13,7 @@
   Attention here is a fused kernel, so joint attention never stores its (t h w)^2 weights.
 - `compile` (with `--compile`): a full training step as the trainer takes it (diffusion loss, backward,
   gradient clipping, AdamW) for eager and `torch.compile(unet)` (inductor), each also with channels_last
-  weights; the variants run interleaved in one process (benchmarks/timing.py) and each ratio is
+  weights; the variants run interleaved in one process (`lvdm_ref.profiling.interleaved`) and each ratio is
   eager / variant step time, median over rounds. `first_step_seconds` includes the compilation.
 
 OpenMP threads that wait by spinning collapse when other jobs share the cores: on this 2-core machine, with
@@ -38,9 +38,8 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from lvdm_ref.config import get_preset  # noqa: E402
 from lvdm_ref.diffusion import GaussianDiffusion  # noqa: E402
-from lvdm_ref.profiling import flop_counter  # noqa: E402
+from lvdm_ref.profiling import INDUCTOR_CACHE, first_call, flop_counter, interleaved, optimizer_step  # noqa: E402
 from lvdm_ref.unet import UNet  # noqa: E402
-from timing import INDUCTOR_CACHE, first_call, interleaved, optimizer_step  # noqa: E402  (benchmarks/timing.py)
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
@@ -181,7 +180,7 @@ def attention_scaling(preset, frames_list, latent_hw, seconds) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="mmnist")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's training batch")
@@ -194,7 +193,7 @@ def main() -> None:
                         help="with --compile: float32 vs bfloat16 autocast, eager and compiled (channels_last, as the trainer)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds for --compile")
     parser.add_argument("--steps-per-round", type=int, default=3, help="steps of each variant per round")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
@@ -249,6 +248,7 @@ def main() -> None:
         result["compile"] = {"step": "diffusion loss + backward + grad clip + AdamW", "inductor_cache": INDUCTOR_CACHE,
                              **compiled}
     print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ batch of fresh Moving MNIST clips (mmnist: 4 clips of (1, 16, 64, 64)):
 - `compiled+...`: the same with `torch.compile(model)` (inductor). The module is compiled, not the
   step: its forward returns a dict of python floats, which dynamo cannot trace into a graph.
 
-The variants run interleaved in one process (benchmarks/timing.py); each ratio is baseline /
+The variants run interleaved in one process (`lvdm_ref.profiling.interleaved`); each ratio is baseline /
 variant step time, median over rounds. `first_step_seconds` of a compiled variant includes the
 compilation. Set OMP_WAIT_POLICY=PASSIVE on a shared machine (this script does, unless set).
 """
@@ -30,8 +30,8 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from lvdm_ref.config import get_preset  # noqa: E402
 from lvdm_ref.data import FreshMovingMNIST  # noqa: E402
+from lvdm_ref.profiling import first_call, interleaved, machine, optimizer_step  # noqa: E402
 from lvdm_ref.vae3d import AutoencoderWithLoss  # noqa: E402
-from timing import first_call, interleaved, machine, optimizer_step  # noqa: E402  (benchmarks/timing.py)
 
 
 def optimizer_step_fn(model: AutoencoderWithLoss, forward, batch: torch.Tensor, grad_clip: float):
@@ -39,14 +39,14 @@ def optimizer_step_fn(model: AutoencoderWithLoss, forward, batch: torch.Tensor, 
     return optimizer_step(lambda: forward(batch, 0)[0], model.parameters(), grad_clip)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="mmnist")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
     parser.add_argument("--steps-per-round", type=int, default=2, help="steps of each variant per round")
     parser.add_argument("--no-compile", action="store_true", help="only eager: the memory formats")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = get_preset(args.preset)
@@ -76,9 +76,11 @@ def main() -> None:
         row.update(first[name])
         row["compile_seconds"] = round(row["first_step_seconds"] - result["variants"]["eager+channels_last_3d"]
                                        ["seconds_per_step_median"], 1) if name.startswith("compiled") else 0.0
-    print(json.dumps({**machine(), "preset": args.preset, "batch_shape": list(clips.shape),
-                      "parameters_millions": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-                      "step": "AutoencoderWithLoss + backward + grad clip + AdamW", **result}))
+    result = {**machine(), "preset": args.preset, "batch_shape": list(clips.shape),
+              "parameters_millions": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+              "step": "AutoencoderWithLoss + backward + grad clip + AdamW", **result}
+    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":
