@@ -58,6 +58,10 @@ class UNetConfig:
     num_heads: int = 4
     attention: str = "factorized"  # "factorized", "joint" or "spatial"
     max_relative_position: int = 16  # temporal relative positions clipped to +-this
+    # The official code's behaviour, for its released weights (unet.py says what each does): ResBlock and output
+    # GroupNorm statistics "frame" (per frame) or "clip" (pooled over the clip); temporal attention "shaw" or "lvdm".
+    norm: str = "frame"
+    temporal_attention: str = "shaw"
     use_mask: bool = False  # hierarchy: a condition-mask channel is concatenated to the input
     use_perturbation_embedding: bool = False  # hierarchy: embed the perturbation level s
     # The inputs of class-conditional (UCF-101, no recipe yet) and text-to-video models (unet.py, text_to_video.py).

@@ -27,6 +27,7 @@ from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.pixel import PixelSpace
 from lvdm_ref.unet import UNet
 from lvdm_ref.utils import file_sha256, stream, to_uint8
+from lvdm_ref.official.autoencoder import OfficialAutoencoder
 from lvdm_ref.vae3d import VideoAutoencoder
 
 KIND = "lvdm_short"  # hierarchy models: "lvdm_pred", "lvdm_interp"
@@ -119,6 +120,8 @@ class LatentVideoDiffusion(nn.Module):
             raise ValueError(f"{path} holds a {meta.get('kind')!r} checkpoint, not a {kind!r} one")
         if meta.get("space") == "pixel":  # the pixel-space ablation (pixel.py): no autoencoder
             vae = PixelSpace(meta["latent_shape"][0]).to(device)
+        if vae is None and meta.get("vae", {}).get("embedded"):  # a converted official model: its autoencoder inside
+            vae = OfficialAutoencoder.from_weights(unprefixed(tensors, "vae"), meta["vae"]["config"], device)
         if vae is None:
             vae = _find_autoencoder(Path(path), meta["vae"])
         if not isinstance(vae, nn.Module):

@@ -5,6 +5,15 @@
 - Inside, activations are kept as frames, `(b f) c h w`, so convolutions and GroupNorm are 2D and per
   frame; the interface is `(B, c, f, h, w)` (f latent frames; `t` is always the diffusion timestep). GroupNorm statistics are per frame (the official code pools
   them over the clip), so frames meet only in attention and `"spatial"` is exactly an image model.
+- Two options reproduce the official code (its released Sky/TaiChi weights, `official/`), defaults unchanged:
+  `norm="clip"`: ResBlock and output GroupNorm statistics pooled over the whole clip, (C/G, f, h, w), as the
+               official 5D GroupNorm does; frames then interact through the statistics too, not only in
+               attention. The paper's intent is the factorised design (frames meet in temporal attention);
+               per-frame statistics ("frame") keep it exact.
+  `temporal_attention="lvdm"`: the official temporal attention: its GroupNorm per pixel over (C/G, f), and a
+               relative-key term computed transposed, logit_ij += q_j . a^K_clip(i-j) / d^(1/4), where Shaw et al.
+               (Eq. 4, the paper's citation and the default "shaw") have q_i . a^K_clip(j-i) / sqrt(d). The value
+               term is Shaw's in both.
 - ResBlocks take the timestep embedding as a FiLM scale and shift (as in improved-diffusion / LDM).
 - Attention `kind`:
   `"factorized"` spatial self-attention over (h w) in each frame, then temporal self-attention over the f
@@ -36,6 +45,8 @@ from torch import nn
 from lvdm_ref.config import UNetConfig
 
 ATTENTION_KINDS = ("factorized", "joint", "spatial")
+NORMS = ("frame", "clip")  # GroupNorm statistics of ResBlocks and the output layer: per frame, or over the clip
+TEMPORAL_ATTENTIONS = ("shaw", "lvdm")  # Shaw et al.'s relative positions, or the official code's (above)
 
 
 # ----------------------------------------------------------------------------- attention weights
@@ -69,6 +80,14 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(32, channels), channels)  # 32 groups as in LDM, fewer for narrow layers
 
 
+def frame_group_norm(norm: nn.GroupNorm, x: torch.Tensor, num_frames: int, over_clip: bool) -> torch.Tensor:
+    """GroupNorm of frames (b f, C, h, w) with statistics per frame, or pooled over each clip's f frames."""
+    if not over_clip:
+        return norm(x)
+    clip = rearrange(x, "(b f) c h w -> b c f h w", f=num_frames)  # a 5D GroupNorm pools over (C/G, f, h, w)
+    return rearrange(norm(clip), "b c f h w -> (b f) c h w")
+
+
 def zero_init(module: nn.Module) -> nn.Module:
     for parameter in module.parameters():
         nn.init.zeros_(parameter)
@@ -82,11 +101,12 @@ def frame_conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2
 
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, FiLM from the embedding, GroupNorm-SiLU-conv (zero-init), residual; optionally
-    followed by a `TemporalConv` (beyond LVDM)."""
+    followed by a `TemporalConv` (beyond LVDM). `clip_norm`: GroupNorm statistics over the clip (official)."""
 
     def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float = 0.0,
-                 temporal_conv: bool = False):
+                 temporal_conv: bool = False, clip_norm: bool = False):
         super().__init__()
+        self.clip_norm = clip_norm
         self.in_layers = nn.Sequential(group_norm(in_channels), nn.SiLU(), frame_conv(in_channels, out_channels))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_channels))
         self.out_norm = group_norm(out_channels)
@@ -96,9 +116,11 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
         """x (b f, C_in, h, w), emb (b f, E) -> (b f, C_out, h, w)."""
-        hidden = self.in_layers(x)  # (b f, C_out, h, w)
+        norm, activation, conv = self.in_layers
+        hidden = conv(activation(frame_group_norm(norm, x, num_frames, self.clip_norm)))  # (b f, C_out, h, w)
         scale, shift = rearrange(self.emb_layers(emb), "n c -> n c 1 1").chunk(2, dim=1)
-        hidden = self.out_layers(self.out_norm(hidden) * (1 + scale) + shift)  # FiLM scale-shift
+        hidden = frame_group_norm(self.out_norm, hidden, num_frames, self.clip_norm)
+        hidden = self.out_layers(hidden * (1 + scale) + shift)  # FiLM scale-shift
         out = self.skip(x) + hidden
         return out if self.temporal is None else self.temporal(out, num_frames)
 
@@ -189,11 +211,16 @@ class TemporalAttention(SelfAttention):
     e_ij = q_i . (k_j + a^K_ij) / sqrt(d),  z_i = sum_j softmax(e)_ij (v_j + a^V_ij),  a_ij = w_clip(j - i, K).
     The weights are formed explicitly: they are only (f, f) per pixel, and the a^V term needs them,
     which a fused kernel does not return. One a^K, a^V table shared by the heads, as in Shaw et al.
+    `variant="lvdm"` is the official code's (module docstring): GroupNorm per pixel over time and the
+    transposed key term e_ij += q_j . a^K_clip(i-j) / d^(1/4).
     """
     kind = "temporal"
 
-    def __init__(self, channels: int, num_heads: int, max_relative_position: int):
+    def __init__(self, channels: int, num_heads: int, max_relative_position: int, variant: str = "shaw"):
         super().__init__(channels, num_heads)
+        if variant not in TEMPORAL_ATTENTIONS:
+            raise ValueError(f"temporal_attention must be one of {TEMPORAL_ATTENTIONS}, got {variant!r}")
+        self.variant = variant
         self.max_relative_position = max_relative_position
         head_dim = channels // num_heads
         self.relative_key = nn.Parameter(torch.randn(2 * max_relative_position + 1, head_dim) * 0.02)
@@ -205,11 +232,18 @@ class TemporalAttention(SelfAttention):
         positions = (torch.arange(num_frames, device=x.device) if frame_positions is None
                      else frame_positions.to(x.device))
         index = relative_index(positions, self.max_relative_position)
-        a_key, a_value = self.relative_key[index], self.relative_value[index]  # (f, f, d)
-        tokens = rearrange(self.norm(x), "(b f) c h w -> (b h w) f c", f=num_frames)
-        q, k, v = self.heads(tokens)  # (b h w, heads, f, d)
-        scores = (q @ k.transpose(-1, -2) + torch.einsum("nhid,ijd->nhij", q, a_key)) / math.sqrt(q.shape[-1])
-        weights = torch.softmax(scores, dim=-1)  # (b h w, heads, f, f); Shaw Eq. 4, then Eq. 2
+        a_key, a_value = self.relative_key[index], self.relative_value[index]  # (f, f, d): [i, j] = a_clip(j - i)
+        head_dim = self.qkv.in_features // self.num_heads
+        if self.variant == "shaw":
+            tokens = rearrange(self.norm(x), "(b f) c h w -> (b h w) f c", f=num_frames)
+            q, k, v = self.heads(tokens)  # (b h w, heads, f, d)
+            scores = (q @ k.transpose(-1, -2) + torch.einsum("nhid,ijd->nhij", q, a_key)) / math.sqrt(head_dim)  # Eq. 4
+        else:  # the official code: norm over (C/G, f) at each pixel; q_j . a_clip(i - j), scaled by d^-1/4
+            series = rearrange(x, "(b f) c h w -> (b h w) c f", f=num_frames)
+            q, k, v = self.heads(rearrange(self.norm(series), "n c f -> n f c"))  # (b h w, heads, f, d)
+            scores = (q @ k.transpose(-1, -2) / math.sqrt(head_dim)
+                      + torch.einsum("nhjd,jid->nhij", q, a_key) / head_dim ** 0.25)
+        weights = torch.softmax(scores, dim=-1)  # (b h w, heads, f, f); Shaw Eq. 2
         return weights, weights @ v + torch.einsum("nhij,ijd->nhid", weights, a_value)  # Shaw Eq. 3
 
     def forward(self, x: torch.Tensor, num_frames: int, frame_positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -267,10 +301,10 @@ class JointAttention(SelfAttention):
 class FactorizedAttention(nn.Module):
     """LVDM's attention block: spatial self-attention in each frame, then temporal at each pixel."""
 
-    def __init__(self, channels: int, num_heads: int, max_relative_position: int):
+    def __init__(self, channels: int, num_heads: int, max_relative_position: int, temporal_attention: str = "shaw"):
         super().__init__()
         self.spatial = SpatialAttention(channels, num_heads)
-        self.temporal = TemporalAttention(channels, num_heads, max_relative_position)
+        self.temporal = TemporalAttention(channels, num_heads, max_relative_position, temporal_attention)
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         return self.temporal(self.spatial(x, num_frames), num_frames)
@@ -283,7 +317,7 @@ def level_attention(level: int, channels: int, config: UNetConfig) -> list[nn.Mo
     if level in config.attention_levels:
         return [attention_block(config.attention, channels, config)]
     if level in config.temporal_levels:
-        return [TemporalAttention(channels, config.num_heads, config.max_relative_position)]
+        return [TemporalAttention(channels, config.num_heads, config.max_relative_position, config.temporal_attention)]
     return []
 
 
@@ -291,7 +325,7 @@ def attention_block(kind: str, channels: int, config: UNetConfig) -> nn.Module:
     if kind == "spatial":
         return SpatialAttention(channels, config.num_heads)
     if kind == "factorized":
-        return FactorizedAttention(channels, config.num_heads, config.max_relative_position)
+        return FactorizedAttention(channels, config.num_heads, config.max_relative_position, config.temporal_attention)
     if kind == "joint":
         return JointAttention(channels, config.num_heads, config.max_relative_position)
     raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {kind!r}")
@@ -320,6 +354,10 @@ class UNet(nn.Module):
         config = config or UNetConfig()
         if config.attention not in ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {config.attention!r}")
+        if config.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {config.norm!r}")
+        if config.temporal_attention not in TEMPORAL_ATTENTIONS:
+            raise ValueError(f"temporal_attention must be one of {TEMPORAL_ATTENTIONS}, got {config.temporal_attention!r}")
         self.config = config
         channels = config.model_channels
         emb_dim = 4 * channels
@@ -334,6 +372,7 @@ class UNet(nn.Module):
         self.class_embed = nn.Embedding(config.num_classes, emb_dim) if config.num_classes else None
         self.context_embed = nn.Linear(config.context_dim, emb_dim) if config.context_dim else None
 
+        clip_norm = config.norm == "clip"  # the official code's GroupNorm statistics (module docstring)
         in_channels = config.in_channels + (1 if config.use_mask else 0)  # + the condition-mask channel
         self.input_conv = frame_conv(in_channels, channels)
         if config.use_mask:
@@ -342,7 +381,8 @@ class UNet(nn.Module):
         self.down, skip_channels = nn.ModuleList(), [channels]
         for level, mult in enumerate(config.channel_mult):
             for _ in range(config.num_res_blocks):
-                layers = [ResBlock(channels, config.model_channels * mult, emb_dim, config.dropout, config.temporal_conv)]
+                layers = [ResBlock(channels, config.model_channels * mult, emb_dim, config.dropout, config.temporal_conv,
+                                   clip_norm)]
                 channels = config.model_channels * mult
                 layers += level_attention(level, channels, config)
                 self.down.append(EmbedSequential(layers))
@@ -350,14 +390,14 @@ class UNet(nn.Module):
             if level < len(config.channel_mult) - 1:
                 self.down.append(EmbedSequential([Downsample(channels)]))
                 skip_channels.append(channels)
-        self.middle = EmbedSequential([ResBlock(channels, channels, emb_dim, config.dropout, config.temporal_conv),
+        self.middle = EmbedSequential([ResBlock(channels, channels, emb_dim, config.dropout, config.temporal_conv, clip_norm),
                                        attention_block(config.attention, channels, config),
-                                       ResBlock(channels, channels, emb_dim, config.dropout, config.temporal_conv)])
+                                       ResBlock(channels, channels, emb_dim, config.dropout, config.temporal_conv, clip_norm)])
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(config.channel_mult))):
             for index in range(config.num_res_blocks + 1):
                 layers = [ResBlock(channels + skip_channels.pop(), config.model_channels * mult, emb_dim,
-                                   config.dropout, config.temporal_conv)]
+                                   config.dropout, config.temporal_conv, clip_norm)]
                 channels = config.model_channels * mult
                 layers += level_attention(level, channels, config)
                 if level > 0 and index == config.num_res_blocks:
@@ -406,7 +446,9 @@ class UNet(nn.Module):
         hidden = self.middle(hidden, emb, num_frames)
         for block in self.up:
             hidden = block(torch.cat([hidden, skips.pop()], dim=1), emb, num_frames)  # (B f, C + C_skip, h', w')
-        return rearrange(self.out(hidden), "(b f) c h w -> b c f h w", f=num_frames)
+        norm, activation, conv = self.out
+        out = conv(activation(frame_group_norm(norm, hidden, num_frames, cfg.norm == "clip")))  # (B f, c, h, w)
+        return rearrange(out, "(b f) c h w -> b c f h w", f=num_frames)
 
 
 def _check_input(name: str, value, enabled, flag: str, required: bool = False) -> None:
