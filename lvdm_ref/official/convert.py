@@ -245,41 +245,49 @@ def split_official(state: dict[str, torch.Tensor], downsample: tuple[int, int, i
             "vae_config": vae_config, "vae": vae}
 
 
-def convert_official(path: str | Path, dataset: str, weights: str, out: str | Path) -> dict:
-    """Write the released official short model at `path` as one project checkpoint at `out` (kind "lvdm_short",
-    the UNet's `weights` and the autoencoder inside): `LatentVideoDiffusion.load(out)` and `sample` use it as is."""
+def read_official(path: str | Path, dataset: str, weights: str) -> dict:
+    """Read and check a released short model (seconds: the file is memory-mapped); `write_official` writes it."""
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {tuple(DATASETS)} (the released short models; no UCF-101 weights "
                          f"exist), got {dataset!r}")
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
-    table = DATASETS[dataset]
     state, info = read_checkpoint(path)
-    parts = split_official(state, table["downsample"])
-    config = parts["unet_config"]
-    if config.use_mask or config.num_classes:
+    parts = split_official(state, DATASETS[dataset]["downsample"])
+    if parts["unet_config"].use_mask or parts["unet_config"].num_classes:
         raise ValueError("this is a prediction or interpolation UNet (mask input, noise-level embedding): no such "
                          "weights were released, and only the short models are supported")
     if weights == "ema" and parts["ema"] is None:
         raise ValueError(f"{path} holds no EMA weights (model_ema.*); use --weights raw")
-    vae = OfficialAutoencoder.from_weights(parts["vae"], to_dict(parts["vae_config"]))
+    return {**parts, **info, "path": Path(path), "dataset": dataset, "weights": weights}
+
+
+def write_official(official: dict, out: str | Path) -> dict:
+    """Write what `read_official` read as one project checkpoint at `out` (kind "lvdm_short": the UNet's chosen
+    weights and, inside, the autoencoder with the dataset's scale and shift); `LatentVideoDiffusion.load(out)` and
+    `sample` use it as is. Returns the command's result."""
+    table, config = DATASETS[official["dataset"]], official["unet_config"]
+    vae = OfficialAutoencoder.from_weights(official["vae"], to_dict(official["vae_config"]))
     vae.latent_scale.fill_(1 / table["scale_factor"])  # official z = scale_factor (z_raw + shift_factor)
     vae.latent_shift.fill_(-table["shift_factor"])
-    unet_state = parts[weights]  # names and shapes checked against the project's UNet (convert_unet)
+    unet_state = official[official["weights"]]  # names and shapes checked against the project's UNet (convert_unet)
     ft, fs = table["downsample"][0], table["downsample"][1]
-    latent_shape = [parts["vae_config"].latent_channels, table["num_frames"] // ft, table["size"] // fs,
-                    table["size"] // fs]
-    official = {"source": Path(path).name, "source_bytes": Path(path).stat().st_size, "dataset": dataset,
-                "weights": weights, "scale_factor": table["scale_factor"], "shift_factor": table["shift_factor"],
-                "ema_num_updates": parts["ema_num_updates"], "global_step": info["global_step"],
-                "epoch": info["epoch"]}
+    latent_shape = [vae.config.latent_channels, table["num_frames"] // ft, table["size"] // fs, table["size"] // fs]
+    source = {"source": official["path"].name, "source_bytes": official["path"].stat().st_size,
+              "dataset": official["dataset"], "weights": official["weights"], "scale_factor": table["scale_factor"],
+              "shift_factor": table["shift_factor"], "ema_num_updates": official["ema_num_updates"],
+              "global_step": official["global_step"], "epoch": official["epoch"]}
     metadata = {"kind": "lvdm_short", "unet": to_dict(config), "diffusion": to_dict(OFFICIAL_DIFFUSION),
-                "latent_shape": latent_shape, "official": official,
+                "latent_shape": latent_shape, "official": source,
                 "vae": {"embedded": True, "kind": AUTOENCODER_KIND, "config": to_dict(vae.config), "sha256": None}}
-    tensors = {**prefixed(unet_state, "unet"), **prefixed(vae.state_dict(), "vae")}
-    save_weights(out, tensors, metadata)
-    parameters = sum(math.prod(t.shape) for t in unet_state.values())
-    return {"out": str(out), "dataset": dataset, "weights": weights, "unet_parameters": parameters,
-            "autoencoder_parameters": sum(t.numel() for t in parts["vae"].values()), "latent_shape": latent_shape,
-            "frames": table["num_frames"], "size": table["size"], "ema_num_updates": parts["ema_num_updates"],
-            "bytes": Path(out).stat().st_size}
+    save_weights(out, {**prefixed(unet_state, "unet"), **prefixed(vae.state_dict(), "vae")}, metadata)
+    return {"out": str(out), "dataset": official["dataset"], "weights": official["weights"],
+            "unet_parameters": sum(math.prod(t.shape) for t in unet_state.values()),
+            "autoencoder_parameters": sum(math.prod(t.shape) for t in official["vae"].values()),
+            "latent_shape": latent_shape, "frames": table["num_frames"], "size": table["size"],
+            "ema_num_updates": official["ema_num_updates"], "bytes": Path(out).stat().st_size}
+
+
+def convert_official(path: str | Path, dataset: str, weights: str, out: str | Path) -> dict:
+    """`read_official`, then `write_official`: the released short model at `path` as one project checkpoint."""
+    return write_official(read_official(path, dataset, weights), out)
