@@ -357,7 +357,8 @@ class UNet(nn.Module):
         if config.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {config.norm!r}")
         if config.temporal_attention not in TEMPORAL_ATTENTIONS:
-            raise ValueError(f"temporal_attention must be one of {TEMPORAL_ATTENTIONS}, got {config.temporal_attention!r}")
+            raise ValueError(f"temporal_attention must be one of {TEMPORAL_ATTENTIONS}, "
+                             f"got {config.temporal_attention!r}")
         self.config = config
         channels = config.model_channels
         emb_dim = 4 * channels
@@ -390,9 +391,10 @@ class UNet(nn.Module):
             if level < len(config.channel_mult) - 1:
                 self.down.append(EmbedSequential([Downsample(channels)]))
                 skip_channels.append(channels)
-        self.middle = EmbedSequential([ResBlock(channels, channels, emb_dim, config.dropout, config.temporal_conv, clip_norm),
-                                       attention_block(config.attention, channels, config),
-                                       ResBlock(channels, channels, emb_dim, config.dropout, config.temporal_conv, clip_norm)])
+        self.middle = EmbedSequential([
+            ResBlock(channels, channels, emb_dim, config.dropout, config.temporal_conv, clip_norm),
+            attention_block(config.attention, channels, config),
+            ResBlock(channels, channels, emb_dim, config.dropout, config.temporal_conv, clip_norm)])
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(config.channel_mult))):
             for index in range(config.num_res_blocks + 1):

@@ -138,7 +138,8 @@ def test_ddim_trajectory_matches_the_official_sampler():
                                        noise=tensors["ddim_x_T"].clone(), return_trajectory=True)
     assert trajectory.timesteps == [801, 601, 401, 201, 1]
     assert max_error(trajectory.x_t[1], tensors["ddim_x_first_step"]) < TOLERANCE
-    assert max_error(x_0, tensors["ddim_x_0"]) < TOLERANCE * float(tensors["ddim_x_0"].abs().max())  # relative: |x_0| ~ 20
+    scale = float(tensors["ddim_x_0"].abs().max())  # relative to the size of the values (up to ~36)
+    assert max_error(x_0, tensors["ddim_x_0"]) < TOLERANCE * scale
 
 
 # ----------------------------------------------------------------------------- the autoencoder
@@ -298,7 +299,8 @@ def test_clip_norm_makes_frames_interact_and_frame_norm_does_not():
         for parameter in unet.parameters():  # zero-initialised output layers would hide everything
             torch.nn.init.normal_(parameter, std=0.1)
         with torch.no_grad():
-            difference = float((unet(changed, torch.tensor([10]))[:, :, 3] - unet(x, torch.tensor([10]))[:, :, 3]).abs().max())
+            last_frame = unet(changed, torch.tensor([10]))[:, :, 3] - unet(x, torch.tensor([10]))[:, :, 3]
+        difference = float(last_frame.abs().max())
         assert (difference > 1e-3) == interacts, (norm, difference)
 
 

@@ -65,7 +65,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise ValueError(f"{path} is not a PyTorch checkpoint (no zip directory at its end: another kind of file, "
                          f"or a truncated download)")
     if not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):
-        raise ValueError(f"reading Lightning checkpoints without Lightning needs torch >= 2.5, this is {torch.__version__}")
+        raise ValueError(f"reading Lightning checkpoints without Lightning needs torch >= 2.5, this is "
+                         f"{torch.__version__}")
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception as error:  # a broken zip member or pickle: say so in one line
@@ -120,8 +121,8 @@ def infer_unet_config(state: dict[str, torch.Tensor]) -> UNetConfig:
     width = state["time_embed.0.weight"].shape[1]
     input_conv, output_conv = state["input_blocks.0.0.weight"], state["out.2.weight"]
     if input_conv.ndim != 5 or input_conv.shape[2] != 1:
-        raise ValueError(f"the UNet's convolutions have temporal kernels {tuple(input_conv.shape[2:])}: not the released "
-                         f"short model (1 x 3 x 3), which is the only kind the project's UNet reproduces")
+        raise ValueError(f"the UNet's convolutions have temporal kernels {tuple(input_conv.shape[2:])}: not the "
+                         f"released short model (1 x 3 x 3), which is the only kind the project's UNet reproduces")
     if any(name.endswith("emb_layers.1.weight") and t.shape[0] != 2 * state[name.replace("emb_layers.1", "in_layers.2")
                                                                        ].shape[0] for name, t in state.items()):
         raise ValueError("the UNet's ResBlocks add the timestep embedding instead of a FiLM scale and shift "
@@ -139,7 +140,8 @@ def infer_unet_config(state: dict[str, torch.Tensor]) -> UNetConfig:
         if f"input_blocks.{index}.1.norm_s.weight" in state:
             attention_levels.add(level)
     if len(set(blocks_per_level.values())) != 1:
-        raise ValueError(f"the UNet has {blocks_per_level} ResBlocks per level: expected the same number at every level")
+        raise ValueError(f"the UNet has {blocks_per_level} ResBlocks per level: expected the same number at "
+                         f"every level")
     tables = {n: t for n, t in state.items() if n.endswith("relative_position_k.embeddings_table")}
     if not tables:
         raise ValueError("the UNet's temporal attention has no relative positions: not the released short model")
