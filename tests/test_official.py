@@ -13,6 +13,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -311,3 +312,4 @@ def test_defaults_are_unchanged():
         UNet(UNetConfig(model_channels=32, norm="batch"))
     with pytest.raises(ValueError, match="temporal_attention must be one of"):
         UNet(UNetConfig(model_channels=32, temporal_attention="rope"))
+

@@ -255,7 +255,10 @@ def read_official(path: str | Path, dataset: str, weights: str) -> dict:
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     state, info = read_checkpoint(path)
-    parts = split_official(state, DATASETS[dataset]["downsample"])
+    try:
+        parts = split_official(state, DATASETS[dataset]["downsample"])
+    except KeyError as missing:  # a tensor every released short model has
+        raise ValueError(f"{path} lacks the tensor {missing}: not a released LVDM short model") from None
     if parts["unet_config"].use_mask or parts["unet_config"].num_classes:
         raise ValueError("this is a prediction or interpolation UNet (mask input, noise-level embedding): no such "
                          "weights were released, and only the short models are supported")
