@@ -1,10 +1,13 @@
 """Small helpers used across lvdm_ref. Nothing clever lives here."""
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +119,21 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def scratch_dir(prefix: str = "lvdm_") -> Path:
+    """A new temporary folder, removed when the process exits (a notebook's kernel: when it shuts down), so
+    the checkpoints and latents a notebook writes there do not pile up in the temp directory."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def check_quoted(value: float, quoted: str) -> float:
+    """Assert that `quoted`, a number as a notebook's text writes it ("0.65", "1,656", "+0.062", "12.4x"), is
+    `value` rounded to the digits it shows; returns `value`. Notebooks check the numbers in their prose with it."""
+    text = quoted.replace(",", "").rstrip("x%").strip()
+    digits = len(text.split(".")[1]) if "." in text else 0
+    if abs(value - float(text)) > 0.5 * 10 ** -digits + 1e-9:
+        raise AssertionError(f"the text says {quoted}, the data give {value:.{digits + 3}f}")
+    return value
