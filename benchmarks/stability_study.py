@@ -1,6 +1,6 @@
 """Which short-model design keeps its digits? Designs at one CPU budget, ranked by digit stability.
 
-    python benchmarks/stability_study.py --minutes 60 --num 256 --threads 1 [--only NAME ...]
+    python benchmarks/stability_study.py --minutes 45 --num 256 --threads 1 [--only NAME ...]
     python benchmarks/stability_study.py --models data/checkpoints/mmnist_short.safetensors ...  # score files
     python benchmarks/stability_study.py --table
 
@@ -13,11 +13,12 @@ Each design changes one thing from `baseline` (the `mmnist` preset) and trains w
 harness of `recipe_study.py` (the same encoded clips, seed and optimiser; a calibration fixes the number
 of steps from the CPU seconds per step), here under bfloat16 autocast and `torch.compile`, which the
 trainer uses by default on CPUs with AVX512-BF16. At half and at all of its steps a design is scored on
-2N samples (DDIM 50, eta 1, EMA weights, one noise stream per clip): stability on two disjoint seed sets of
-N clips each (clips 0..N-1 and N..2N-1), with a 90 % bootstrap interval over all 2N, and FVD of the
-first N against the fixed real set. `baseline` is also scored at step 3,434, where the float32 eager run
+2N samples at its end (DDIM 50, eta 1, EMA weights, one noise stream per clip): stability on two
+disjoint seed sets of N clips each (clips 0..N-1 and N..2N-1), with a 90 % bootstrap interval over all
+2N, and FVD of the first N against the fixed real set; at half its steps, on the first N only. `baseline` is also scored at step 3,434, where the float32 eager run
 of the attention ablation (`mmnist_attention_factorized`, the same preset, seed and clips) ended: with
-the same noise streams, the two are a paired check of bfloat16 training.
+the same noise streams, the two are a paired check of bfloat16 training. The default budget, 45
+CPU-minutes, is that run's: at equal CPU, `baseline` shows what bfloat16 and compiling buy.
 
 Designs are compared by paired differences (the same noise streams give each design's clip i):
 `differences` holds each design's end point minus `baseline`'s, per seed set and pooled, with 90 %
@@ -69,11 +70,10 @@ def from_bits(text: str) -> np.ndarray:
     return np.array([char == "1" for char in text], dtype=float)
 
 
-def stability_summary(keeps: np.ndarray) -> dict:
-    """Pooled share, the share in each half (the two seed sets), the interval and the per-clip bits."""
-    half = len(keeps) // 2
-    return {"keeps": round(float(keeps.mean()), 4),
-            "keeps_seed_sets": [round(float(keeps[:half].mean()), 4), round(float(keeps[half:].mean()), 4)],
+def stability_summary(keeps: np.ndarray, num: int) -> dict:
+    """Pooled share, the share in each seed set of `num` clips, the interval and the per-clip bits."""
+    sets = [keeps[first:first + num] for first in range(0, len(keeps), num)]
+    return {"keeps": round(float(keeps.mean()), 4), "keeps_seed_sets": [round(float(part.mean()), 4) for part in sets],
             "keeps_interval": interval(keeps.astype(float)), "keeps_bits": bits(keeps)}
 
 
@@ -127,7 +127,7 @@ class StabilityStudy(Study):
     def stability(self, videos: np.ndarray) -> dict:
         if self.classifier is None:
             self.classifier = DigitClassifier.load(SHIPPED_DIGITS).eval()
-        return stability_summary(keeps_per_clip(self.classifier, videos))
+        return stability_summary(keeps_per_clip(self.classifier, videos), self.args.num)
 
     def reference(self) -> np.ndarray:
         real = super().reference()
@@ -142,8 +142,11 @@ class StabilityStudy(Study):
 
     def evaluate(self, checkpoint: Path, key: str, sampler: str = "ddim", steps: int = 50, eta: float = 1.0,
                  seed: int = 0) -> dict:
+        """FVD of the first N samples; stability of 2N at a design's end and of a shipped model, of the first
+        N (one seed set) at the points along the way (sampling costs about as much CPU as training)."""
         real, num = self.reference(), self.args.num
-        videos, sample_cpu = sample_in_batches(checkpoint, 2 * num, self.work / "samples" / key, sampler, steps,
+        count = num if key.rsplit("_", 1)[-1] in ("half", str(FP32_MATCH_STEP)) else 2 * num
+        videos, sample_cpu = sample_in_batches(checkpoint, count, self.work / "samples" / key, sampler, steps,
                                                eta, seed)
         fvd = fvd_from_features(real, self.features(key, lambda: videos[:num]))
         return {"fvd": round(fvd, 2), **self.stability(videos), "sample_cpu_seconds": round(sample_cpu, 1),
@@ -165,7 +168,8 @@ class StabilityStudy(Study):
 
 def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
     """mean(a - b) over clips paired by noise stream, pooled and per seed set, with 90 % intervals."""
-    half = len(a) // 2
+    half = min(len(a), len(b)) // 2
+    a, b = a[:2 * half], b[:2 * half]  # the clips both were scored on
     gap = a - b
     return {"difference": round(float(gap.mean()), 4), "interval": interval(gap, resamples, seed),
             "seed_sets": [round(float(gap[:half].mean()), 4), round(float(gap[half:].mean()), 4)],
@@ -253,7 +257,7 @@ def plot(results: dict, path: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_study_arguments(parser, minutes=60.0, num=256, out=ROOT / "benchmarks" / "results" / "stability_study.json",
+    add_study_arguments(parser, minutes=45.0, num=256, out=ROOT / "benchmarks" / "results" / "stability_study.json",
                         work=ROOT / "runs" / "stability_study", what="design")
     parser.add_argument("--models", type=Path, nargs="*", default=[],
                         help="also score these short-model checkpoints (e.g. the shipped ones)")
