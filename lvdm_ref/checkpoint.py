@@ -8,6 +8,7 @@ a broken file behind (rename is atomic on POSIX and Windows).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -18,6 +19,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 METADATA_KEY = "lvdm_ref"
+# What a checkpoint holds, recorded as its metadata's "kind" (the loaders and the commands check it).
+VAE_KIND = "vae3d"  # the 3D autoencoder (vae3d.py)
+SHORT_KIND = "lvdm_short"  # the short LVDM (lvdm.py)
+PRED_KIND, INTERP_KIND = "lvdm_pred", "lvdm_interp"  # the hierarchy's two models (hierarchy.py)
+T2V_KIND = "lvdm_t2v"  # the caption-conditioned model (text_to_video.py)
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "checkpoints"  # weights trained by this project
 
 
@@ -40,16 +46,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+def strict(value):
+    """`value` with every float that is not finite (NaN, Infinity) replaced by None: strict JSON parsers refuse
+    the `NaN` and `Infinity` that Python's json writes by default."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: strict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(item) for item in value]
+    return value
+
+
+def dumps(value, **options) -> str:
+    """Strict JSON text of `value` (`strict`): what every file and result line of the project holds."""
+    return json.dumps(strict(value), allow_nan=False, **options)
+
+
 def write_json(path: str | os.PathLike, data: dict) -> Path:
     """`data` as indented JSON at `path`, written atomically (a run of record is never left half-written)."""
-    text = json.dumps(data, indent=1) + "\n"
+    text = dumps(data, indent=1) + "\n"
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict) -> Path:
     """Write `tensors` (contiguous CPU copies) and `metadata` (JSON-able) to a .safetensors file."""
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    header = {METADATA_KEY: json.dumps(metadata)}
+    header = {METADATA_KEY: dumps(metadata)}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from lvdm_ref.perturbation import TRAIN_MAX_LEVEL
-
 PRESET_NAMES = ("quick", "mmnist", "ucf101")
 
 
@@ -26,6 +24,7 @@ class DataConfig:
     channels: int = 1
     num_digits: int = 2  # Moving MNIST only
     frame_stride: int = 1  # UCF-101 / folders: take every k-th frame (the official loaders ignore it)
+    split: str = "train"  # UCF-101: the videos trained on, "train" (split list 1) or "all" (test videos too)
     num_train: int = 10_000  # Moving MNIST clips generated for training (a fixed, seeded set)
     seed: int = 0
 
@@ -92,12 +91,14 @@ class HierarchyConfig:
     num_latents: int = 4  # latent frames per sample: 4 keyframes (pred) or 5 latents, ends given (interp)
     keyframe_stride: int = 4  # keyframes are every 4th latent: 16 frames apart with x4 temporal compression
     condition_prob: float = 0.5  # training samples that get the condition; the rest are unconditional (guidance)
-    max_perturbation_level: int = TRAIN_MAX_LEVEL  # training s ~ U{0, ..., s_max - 1}; 0 turns perturbation off
+    # training s ~ U{0, ..., s_max - 1}; 0 turns perturbation off; None: LVDM's T/4 (250 of 1000 timesteps),
+    # resolved where the chain is known (`perturbation.train_max_level`)
+    max_perturbation_level: int | None = None
     every_start: bool = False  # train on windows starting at every latent, not only at keyframes (LVDM's)
     max_given: int = 1  # pred: a conditioned sample is given its first k latents, k ~ U{1..max_given} (LVDM: 1)
 
 
-def hierarchy_config(role: str, max_perturbation_level: int = TRAIN_MAX_LEVEL) -> HierarchyConfig:
+def hierarchy_config(role: str, max_perturbation_level: int | None = None) -> HierarchyConfig:
     """LVDM's two models: prediction on 4 keyframes (condition in 50 %), interpolation of 5 latents (90 %)."""
     if role == "pred":
         return HierarchyConfig("pred", num_latents=4, condition_prob=0.5, max_perturbation_level=max_perturbation_level)
@@ -234,6 +235,12 @@ def with_recipe(preset: Preset, recipe: str) -> Preset:
         preset, diffusion=dataclasses.replace(preset.diffusion, parameterization="eps", loss="l1", min_snr_gamma=None),
         train=dataclasses.replace(preset.train, lr=6e-5, **lvdm),
         hierarchy_train=dataclasses.replace(preset.hierarchy_train, lr=8e-5, **lvdm))
+
+
+def differences(given, expected) -> str:
+    """The fields where two configs of one dataclass differ, "name given vs expected, ...", for an error message."""
+    return ", ".join(f"{f.name} {getattr(given, f.name)!r} vs {getattr(expected, f.name)!r}"
+                     for f in dataclasses.fields(expected) if getattr(given, f.name) != getattr(expected, f.name))
 
 
 def to_dict(config) -> dict:

@@ -23,6 +23,9 @@ import torch
 LONG_VIDEO_GUIDANCE = 0.1  # w on the prediction stage of LVDM's long-video script (official)
 
 
-def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
-    """(1 + w) * cond - w * uncond: the guided prediction (any parameterisation: it is linear)."""
-    return (1 + scale) * cond - scale * uncond
+def guide(cond: torch.Tensor, uncond: torch.Tensor, weight: float) -> torch.Tensor:
+    """(1 + w) * cond - w * uncond: the guided prediction (any parameterisation: it is linear).
+
+    Names: `guidance_weight` is this w, LVDM's (0 = the conditional model); `guidance_scale` is g = w + 1 as in
+    diffusers and classifier-free guidance papers (1 = the conditional model), used by `text_to_video.py`."""
+    return (1 + weight) * cond - weight * uncond

@@ -29,7 +29,7 @@ from torch import nn
 from lvdm_ref.config import HierarchyConfig
 from lvdm_ref.diffusion import LONG_VIDEO_DDIM_ETA, LONG_VIDEO_DDIM_STEPS, GaussianDiffusion
 from lvdm_ref.guidance import guide
-from lvdm_ref.perturbation import perturb, sampling_levels, training_levels
+from lvdm_ref.perturbation import perturb, sampling_levels, train_max_level, training_levels
 from lvdm_ref.utils import randn
 
 ROLES = ("pred", "interp")
@@ -70,7 +70,8 @@ def hierarchy_loss(diffusion: GaussianDiffusion, config: HierarchyConfig):
         if z0.shape[2] != config.num_latents:
             raise ValueError(f"a {config.role} model trains on {config.num_latents} latent frames, got {z0.shape[2]}")
         mask = training_mask(config, batch, z0.device)  # (B, 1, f, 1, 1)
-        level = training_levels(batch, config.max_perturbation_level, z0.device)  # s (B,) or None
+        max_level = train_max_level(diffusion.num_timesteps, config.max_perturbation_level)
+        level = training_levels(batch, max_level, z0.device)  # s (B,) or None
         given = perturb(diffusion, z0, level)  # z_c^s, with its own noise
         t = torch.randint(0, diffusion.num_timesteps, (batch,), device=z0.device)
         noise = torch.randn_like(z0)
@@ -110,37 +111,38 @@ class ConditionalDenoiser:
     """
 
     def __init__(self, unet: nn.Module, mask: torch.Tensor, perturbed: torch.Tensor, level: torch.Tensor | None,
-                 guidance_scale: float = 0.0):
+                 guidance_weight: float = 0.0):
         self.unet, self.mask, self.perturbed, self.level = unet, mask, perturbed, level
-        self.guidance_scale = guidance_scale
+        self.guidance_weight = guidance_weight
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         mask = self.mask.expand(len(x_t), -1, -1, -1, -1)  # (B, 1, f, 1, 1)
         x_cond = x_t * (1 - mask) + self.perturbed * mask  # the given latents written in, for this branch only
-        if self.guidance_scale == 0:
+        if self.guidance_weight == 0:
             return self.unet(x_cond, t, mask=mask, perturbation_level=self.level)
         level = None if self.level is None else torch.cat([self.level, self.level])
         both = self.unet(torch.cat([x_cond, x_t]), torch.cat([t, t]),  # one batched call for both branches
                          mask=torch.cat([mask, torch.zeros_like(mask)]), perturbation_level=level)
         cond, uncond = both.chunk(2)
-        return guide(cond, uncond, self.guidance_scale) * (1 - mask) + uncond * mask
+        return guide(cond, uncond, self.guidance_weight) * (1 - mask) + uncond * mask
 
 
 @torch.no_grad()
 def sample_conditional(unet: nn.Module, diffusion: GaussianDiffusion, config: HierarchyConfig,
                        given: torch.Tensor, mask: torch.Tensor, generators: list[torch.Generator], *,
                        num_steps: int = LONG_VIDEO_DDIM_STEPS, eta: float = LONG_VIDEO_DDIM_ETA,
-                       perturbation_level: int | None = None, guidance_scale: float = 0.0,
+                       perturbation_level: int | None = None, guidance_weight: float = 0.0,
                        timestep_spacing: str | None = None) -> torch.Tensor:
     """Latents (B, c, f, h, w) with `given` kept exactly where mask (B, 1, f, 1, 1) is 1, the rest sampled.
 
     The condition is perturbed once, with noise from each sample's own generator, to the fixed level s.
     """
     batch, device = len(given), given.device
-    level = sampling_levels(batch, perturbation_level, config.max_perturbation_level, device)
+    max_level = train_max_level(diffusion.num_timesteps, config.max_perturbation_level)
+    level = sampling_levels(batch, perturbation_level, max_level, device)
     noise = randn(tuple(given.shape), generators, device)  # each sample's own stream
     perturbed = perturb(diffusion, given, level, noise)
-    denoiser = ConditionalDenoiser(unet, mask, perturbed, level, guidance_scale)
+    denoiser = ConditionalDenoiser(unet, mask, perturbed, level, guidance_weight)
     latents = diffusion.sample(denoiser, tuple(given.shape), sampler="ddim", num_steps=num_steps, eta=eta,
                                generator=generators, device=device, timestep_spacing=timestep_spacing)
     return latents * (1 - mask) + given * mask  # the given latents come back as they were

@@ -119,7 +119,7 @@ def check_pair(pred_config: HierarchyConfig, interp_config: HierarchyConfig | No
 @torch.no_grad()
 def sample_keyframes(pred, plan: LongVideoPlan, num_videos: int, seed: int, *, start: torch.Tensor | None = None,
                      num_steps: int = LONG_VIDEO_DDIM_STEPS, eta: float = LONG_VIDEO_DDIM_ETA, perturbation_level: int | None = None,
-                     guidance_scale: float = LONG_VIDEO_GUIDANCE, progress: bool = True, first_video: int = 0) -> torch.Tensor:
+                     guidance_weight: float = LONG_VIDEO_GUIDANCE, progress: bool = True, first_video: int = 0) -> torch.Tensor:
     """Keyframe latents (N, c, K, h, w) by autoregressive prediction; `start` (N, c, 1, h, w) gives the first.
     Video i draws from the streams of video `first_video + i`: N videos in one batch equal N batches of one.
 
@@ -141,7 +141,7 @@ def sample_keyframes(pred, plan: LongVideoPlan, num_videos: int, seed: int, *, s
         generators = [stream(seed, first_video + video, 0, step) for video in range(num_videos)]
         clip = sample_conditional(pred.unet, pred.diffusion, config, given, mask, generators, num_steps=num_steps,
                                   eta=eta, perturbation_level=perturbation_level,
-                                  guidance_scale=guidance_scale if known else 0.0)  # nothing to guide from
+                                  guidance_weight=guidance_weight if known else 0.0)  # nothing to guide from
         new = clip[:, :, known:known + advance] if known else clip
         keyframes = new if keyframes is None else torch.cat([keyframes, new], dim=2)
         bar.update(min(new.shape[2], bar.total - bar.n))
@@ -153,7 +153,7 @@ def sample_keyframes(pred, plan: LongVideoPlan, num_videos: int, seed: int, *, s
 @torch.no_grad()
 def interpolate(interp, keyframes: torch.Tensor, seed: int, *, pairs: list[int] | None = None,
                 batch_size: int = 64, num_steps: int = LONG_VIDEO_DDIM_STEPS, eta: float = LONG_VIDEO_DDIM_ETA, perturbation_level: int | None = None,
-                guidance_scale: float = 0.0, progress: bool = True, first_video: int = 0) -> torch.Tensor:
+                guidance_weight: float = 0.0, progress: bool = True, first_video: int = 0) -> torch.Tensor:
     """Fill keyframe pairs: (N, c, K, h, w) keyframes -> (N, c, (K - 1) * stride + 1, h, w) latents.
 
     All pairs of all videos go through the model together, `batch_size` at a time. With `pairs`, only
@@ -176,7 +176,7 @@ def interpolate(interp, keyframes: torch.Tensor, seed: int, *, pairs: list[int] 
         generators = [stream(seed, first_video + video, 1, pair) for video, pair in chunk]
         filled = sample_conditional(interp.unet, interp.diffusion, config, given, mask.expand(len(chunk), -1, -1, -1, -1),
                                     generators, num_steps=num_steps, eta=eta, perturbation_level=perturbation_level,
-                                    guidance_scale=guidance_scale)
+                                    guidance_weight=guidance_weight)
         for row, (video, pair) in enumerate(chunk):
             latents[video, :, pair * stride:(pair + 1) * stride + 1] = filled[row]
     return latents
@@ -185,8 +185,8 @@ def interpolate(interp, keyframes: torch.Tensor, seed: int, *, pairs: list[int] 
 @torch.no_grad()
 def sample_long(pred, interp, num_frames: int, num_videos: int = 1, *, seed: int = 0,
                 start: torch.Tensor | None = None, num_steps: int = LONG_VIDEO_DDIM_STEPS, eta: float = LONG_VIDEO_DDIM_ETA,
-                perturbation_level: int | None = None, guidance_scale: float = LONG_VIDEO_GUIDANCE,
-                interp_perturbation_level: int | None = None, interp_guidance_scale: float = 0.0,
+                perturbation_level: int | None = None, guidance_weight: float = LONG_VIDEO_GUIDANCE,
+                interp_perturbation_level: int | None = None, interp_guidance_weight: float = 0.0,
                 batch_size: int = 64, decode_chunk: int = 32, progress: bool = True) -> np.ndarray:
     """`num_videos` videos of exactly `num_frames` frames, uint8 (N, F, H, W, C).
 
@@ -200,10 +200,10 @@ def sample_long(pred, interp, num_frames: int, num_videos: int = 1, *, seed: int
         raise ValueError(f"num_frames and num_videos must be >= 1, got {num_frames} and {num_videos}")
     plan = long_video_plan(pred, interp, num_frames)
     keyframes = sample_keyframes(pred, plan, num_videos, seed, start=start, num_steps=num_steps, eta=eta,
-                                 perturbation_level=perturbation_level, guidance_scale=guidance_scale,
+                                 perturbation_level=perturbation_level, guidance_weight=guidance_weight,
                                  progress=progress)
     latents = interpolate(interp, keyframes, seed, batch_size=batch_size, num_steps=num_steps, eta=eta,
-                          perturbation_level=interp_perturbation_level, guidance_scale=interp_guidance_scale,
+                          perturbation_level=interp_perturbation_level, guidance_weight=interp_guidance_weight,
                           progress=progress) if plan.fills_pairs else keyframes[:, :, :plan.num_latents]
     return decode_frames(pred, latents, num_frames, decode_chunk, progress)
 
@@ -211,8 +211,8 @@ def sample_long(pred, interp, num_frames: int, num_videos: int = 1, *, seed: int
 @torch.no_grad()
 def sample_windows(pred, interp, num_frames: int, starts: list[int], window: int = 16, num_videos: int = 1, *,
                    seed: int = 0, start: torch.Tensor | None = None, num_steps: int = LONG_VIDEO_DDIM_STEPS, eta: float = LONG_VIDEO_DDIM_ETA,
-                   perturbation_level: int | None = None, guidance_scale: float = LONG_VIDEO_GUIDANCE,
-                   interp_perturbation_level: int | None = None, interp_guidance_scale: float = 0.0,
+                   perturbation_level: int | None = None, guidance_weight: float = LONG_VIDEO_GUIDANCE,
+                   interp_perturbation_level: int | None = None, interp_guidance_weight: float = 0.0,
                    batch_size: int = 64, progress: bool = True, first_video: int = 0) -> np.ndarray:
     """Only the `window`-frame windows starting at `starts` of the videos `sample_long` would make:
     uint8 (N, len(starts), window, H, W, C). With `first_video`, they are videos first_video.. of that seed.
@@ -226,12 +226,12 @@ def sample_windows(pred, interp, num_frames: int, starts: list[int], window: int
     if any(s < 0 or s + window > num_frames for s in starts):
         raise ValueError(f"every window [start, start + {window}) must lie in [0, {num_frames}), got starts {starts}")
     keyframes = sample_keyframes(pred, plan, num_videos, seed, start=start, num_steps=num_steps, eta=eta,
-                                 perturbation_level=perturbation_level, guidance_scale=guidance_scale,
+                                 perturbation_level=perturbation_level, guidance_weight=guidance_weight,
                                  progress=progress, first_video=first_video)
     halo, ft = pred.vae.decoder.temporal_halo(), plan.frames_per_latent
     pairs = sorted({pair for s in starts for pair in plan.pairs_for_frames(s, s + window, halo)})
     latents = interpolate(interp, keyframes, seed, pairs=pairs, batch_size=batch_size, num_steps=num_steps, eta=eta,
-                          perturbation_level=interp_perturbation_level, guidance_scale=interp_guidance_scale,
+                          perturbation_level=interp_perturbation_level, guidance_weight=interp_guidance_weight,
                           progress=progress, first_video=first_video) if plan.fills_pairs else keyframes[:, :, :plan.num_latents]
     windows = []
     for s in starts:

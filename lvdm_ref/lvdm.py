@@ -14,6 +14,8 @@ UNet and diffusion configs, the latent shape and the autoencoder file it expects
 """
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from pathlib import Path
 
@@ -21,16 +23,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from lvdm_ref.checkpoint import load_weights, prefixed, save_weights, unprefixed
+from lvdm_ref.checkpoint import SHORT_KIND, load_weights, prefixed, save_weights, unprefixed
 from lvdm_ref.config import DiffusionConfig, HierarchyConfig, UNetConfig, from_dict, to_dict
 from lvdm_ref.diffusion import GaussianDiffusion
+from lvdm_ref.perturbation import train_max_level
 from lvdm_ref.pixel import PixelSpace
 from lvdm_ref.unet import UNet
 from lvdm_ref.utils import file_sha256, stream, to_uint8
 from lvdm_ref.official.autoencoder import OfficialAutoencoder
 from lvdm_ref.vae3d import VideoAutoencoder
 
-KIND = "lvdm_short"  # hierarchy models: "lvdm_pred", "lvdm_interp"
+KIND = SHORT_KIND  # hierarchy models: PRED_KIND, INTERP_KIND
 
 
 def diffusion_loss(diffusion: GaussianDiffusion):
@@ -52,6 +55,8 @@ class LatentVideoDiffusion(nn.Module):
         self.unet = unet
         self.diffusion = diffusion
         self.latent_shape = tuple(latent_shape)  # (c, f, h, w)
+        if hierarchy is not None and hierarchy.max_perturbation_level is None:  # LVDM's T/4, now that T is known
+            hierarchy = dataclasses.replace(hierarchy, max_perturbation_level=train_max_level(diffusion.num_timesteps))
         self.hierarchy = hierarchy  # None: the short model; else a prediction or interpolation model
         self.vae_sha256: str | None = None  # the autoencoder file it was trained on, when known
         if unet.config.in_channels != latent_shape[0] or unet.config.out_channels != latent_shape[0]:
@@ -123,7 +128,7 @@ class LatentVideoDiffusion(nn.Module):
         if vae is None and meta.get("vae", {}).get("embedded"):  # a converted official model: its autoencoder inside
             vae = OfficialAutoencoder.from_weights(unprefixed(tensors, "vae"), meta["vae"]["config"], device)
         if vae is None:
-            vae = _find_autoencoder(Path(path), meta["vae"])
+            vae = find_autoencoder(Path(path), meta["vae"])
         if not isinstance(vae, nn.Module):
             vae = VideoAutoencoder.load(vae, device)
         given = getattr(vae, "file_sha256", None)  # None: built in memory, the caller vouches for it
@@ -142,7 +147,7 @@ class LatentVideoDiffusion(nn.Module):
         return model.eval()
 
 
-def _find_autoencoder(path: Path, recorded: dict) -> Path:
+def find_autoencoder(path: Path, recorded: dict) -> Path:
     """The autoencoder file a checkpoint was trained with: the recorded path, else a file beside the
     checkpoint with the recorded sha256 (shipped models keep the autoencoder they were trained on, even
     after a newer one takes the default name)."""

@@ -118,12 +118,13 @@ def i3d_features(videos: np.ndarray, batch_size: int = BATCH_SIZE, model: Incept
     return np.concatenate(features) if features else np.zeros((0, 400))
 
 
-def load_clips(path: str | Path, num: int | None = None) -> np.ndarray:
+def load_clips(path: str | Path, num: int | None = None, skipped: dict[str, str] | None = None) -> np.ndarray:
     """uint8 (N, F, H, W, C) clips, the first `num` of them: an .npz's array `videos`, or the consecutive
-    16-frame clips of a video file or of each video file in a folder (`video_io.read_clips`, RGB)."""
+    16-frame clips of a video file or of each video file in a folder (`video_io.read_clips`, RGB; a broken or
+    too short file is skipped and listed in `skipped`)."""
     path = Path(path)
     if path.is_dir() or path.suffix.lower() != ".npz":
-        videos = read_clips(path, NUM_FRAMES)  # (N, 16, H, W, 3)
+        videos = read_clips(path, NUM_FRAMES, skipped)  # (N, 16, H, W, 3)
     else:
         with np.load(path) as archive:
             if "videos" not in archive.files:
@@ -190,7 +191,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     root1 = _sqrtm_psd(sigma1)
     middle = root1 @ sigma2 @ root1
     trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
-    return float(np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
+    distance = np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt
+    # A distance is >= 0: round-off in the two square roots leaves about -4e-4 for a set against itself.
+    return max(float(distance), 0.0)
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -222,10 +225,9 @@ def kvd_from_features(real: np.ndarray, fake: np.ndarray) -> float:
 
 def compute_fvd(real: np.ndarray, fake: np.ndarray, batch_size: int = BATCH_SIZE, model: InceptionI3d | None = None,
                 progress: bool = True) -> dict:
-    """FVD and KVD between two sets of uint8 (N, 16, H, W, C) clips of the same shape."""
+    """FVD and KVD between two sets of uint8 (N, 16, H, W, C) clips; the sets may differ in frame size and
+    channels (I3D sees every clip resized to 224x224, gray repeated to RGB)."""
     real, fake = check_clips(real, "real"), check_clips(fake, "fake")
-    if real.shape[1:] != fake.shape[1:]:
-        raise ValueError(f"real and fake clips differ in shape: {real.shape[1:]} vs {fake.shape[1:]} (F, H, W, C)")
     model = model if model is not None else load_i3d()
     real_features = i3d_features(real, batch_size, model, progress=progress)
     fake_features = i3d_features(fake, batch_size, model, progress=progress)

@@ -9,7 +9,8 @@ forward process,
 
 and s is given to the network as an embedding (added to the timestep embedding, `unet.py`).
 
-- Training: s ~ U{0, ..., s_max - 1} per sample, s_max = 250 (official).
+- Training: s ~ U{0, ..., s_max - 1} per sample, s_max = 250 of T = 1000 (official): T/4 for any chain
+  (`train_max_level`), resolved where T is known (`hierarchy.py`, the recipes).
 - Sampling: one fixed s (100 in the official long-video script); the condition is noised once, with
   fixed noise, and the same z_c^s is written into the input at every denoising step.
 - s_max = 0 turns perturbation off entirely: conditions are written in clean and the model has no
@@ -21,11 +22,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:  # only for annotations: config.py imports the constants below, and diffusion.py imports config.py
+if TYPE_CHECKING:  # only for annotations
     from lvdm_ref.diffusion import GaussianDiffusion
 
-TRAIN_MAX_LEVEL = 250  # s ~ U{0, ..., 249} in training (official)
+TRAIN_MAX_LEVEL = 250  # s ~ U{0, ..., 249} in training (official, T = 1000)
 SAMPLE_LEVEL = 100  # the fixed s at sampling (official long-video script): 2/5 of s_max
+
+
+def train_max_level(num_timesteps: int, given: int | None = None) -> int:
+    """The training s_max of a chain of `num_timesteps`: `given` (a config's `max_perturbation_level`), or by
+    default LVDM's 250 of 1000, the same share (T/4) of another chain."""
+    return num_timesteps * TRAIN_MAX_LEVEL // 1000 if given is None else given
 
 
 def perturb(diffusion: GaussianDiffusion, given: torch.Tensor, level: torch.Tensor | None,

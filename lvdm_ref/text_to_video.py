@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from lvdm_ref.captions import CAPTION_DIM, encode_captions, null_captions
+from lvdm_ref.captions import CAPTION_DIM, encode_captions
+from lvdm_ref.checkpoint import T2V_KIND
 from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.guidance import guide
 from lvdm_ref.lvdm import LatentVideoDiffusion
 from lvdm_ref.utils import stream, to_uint8
 
-T2V_KIND = "lvdm_t2v"
 CAPTION_DROP_PROB = 0.1  # share of training samples whose caption is dropped (the null caption)
 DEFAULT_GUIDANCE = 3.0  # g of `sample --cfg`; benchmarks/caption_guidance.py measures the range
 DIGIT_SHARES = {1: 0.25, 2: 0.5, 3: 0.25}  # training clips by number of digits; 2 as the short model's data

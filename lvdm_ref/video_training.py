@@ -45,14 +45,16 @@ from lvdm_ref.video_datasets import IMAGE_EXTENSIONS, VideoClipDataset, is_ucf10
 from lvdm_ref.video_io import READ_EXTENSIONS
 
 
-def video_preset(preset: Preset, root: str | Path) -> Preset:
-    """`preset` reading the real videos under `root`, in RGB: the official UCF-101 layout (split lists
-    honoured) when `root` has it, else every video file and frame folder under it (`VideoFolderDataset`).
-    Sizes, frames, stride and models stay the preset's; only the input channels become 3."""
+def video_preset(preset: Preset, root: str | Path, split: str = "train", channels: int = 3) -> Preset:
+    """`preset` reading the real videos under `root`: the official UCF-101 layout (its `split`, "train" or
+    "all": `video_datasets.open_video_dataset`) when `root` has it, else every video file and frame folder
+    under it (`VideoFolderDataset`, recorded as split "all": a folder has no held-out videos). Frames are
+    read in RGB (`channels` 3) or gray (1); sizes, frames, stride and models stay the preset's."""
     root = Path(root).expanduser().resolve()
     kind = "ucf101" if is_ucf101_layout(root) else "folder"
-    data = dataclasses.replace(preset.data, dataset=kind, root=str(root), channels=3)
-    return dataclasses.replace(preset, data=data, vae=dataclasses.replace(preset.vae, in_channels=3))
+    data = dataclasses.replace(preset.data, dataset=kind, root=str(root), channels=channels,
+                               split=split if kind == "ucf101" else "all")
+    return dataclasses.replace(preset, data=data, vae=dataclasses.replace(preset.vae, in_channels=channels))
 
 
 def default_workers() -> int:
@@ -184,7 +186,7 @@ def encode_video_clips(vae: VideoAutoencoder, dataset: VideoClipDataset, num_cli
 def encode_video_data(vae: VideoAutoencoder, data: DataConfig, num_clips: int, num_frames: int | None = None,
                       progress: bool = True, num_workers: int | None = None) -> torch.Tensor:
     """The latent set of a video `DataConfig` (its training split): what `recipes.encoded_training_set` caches."""
-    dataset = open_video_dataset(data, "train", random_start=True, num_frames=num_frames)
+    dataset = open_video_dataset(data, random_start=True, num_frames=num_frames)
     check_channels(data, vae.config.in_channels)
     return encode_video_clips(vae, dataset, num_clips, seed=data.seed, num_workers=num_workers, progress=progress)
 
@@ -213,20 +215,17 @@ def video_files_fingerprint(data: DataConfig) -> str:
 def train_video_autoencoder(preset: Preset, out: str | Path, train_config, *, init: str | Path | None = None,
                             resume: bool = False, device: str = "auto", stats_clips: int = 256, callbacks=(),
                             progress: bool = True, num_workers: int | None = None) -> dict:
-    """`recipes.train_autoencoder` on a video data set: random clips of the training split every step
+    """`recipes.train_autoencoder` on a video data set: random clips of its split (`data.split`) every step
     (`VideoClipBatches`); the latent shift/scale from `stats_clips` other clips. Writes OUT/vae.safetensors."""
     data = preset.data
     check_channels(data, preset.vae.in_channels)
-    dataset = open_video_dataset(data, "train", random_start=True)
+    dataset = open_video_dataset(data, random_start=True)
     torch.manual_seed(train_config.seed)
     model = AutoencoderWithLoss(preset.vae)
     metadata = {"preset": preset.name, "data": to_dict(data), "num_videos": len(dataset),
                 "skipped_videos": len(dataset.skipped)}
-    if init is not None:
+    if init is not None:  # checked against the preset by `recipes.resolve_autoencoder_run`
         start = VideoAutoencoder.load(init)
-        if start.config != preset.vae:
-            raise ValueError(f"--init {init} has autoencoder config {start.config}, the preset {preset.name!r} "
-                             f"{preset.vae}: they must match")
         if not resume:
             model.autoencoder.load_state_dict(start.state_dict())
         metadata.update(init=str(init), init_sha256=file_sha256(init), init_steps=start.metadata.get("steps"))
@@ -249,6 +248,6 @@ def train_video_autoencoder(preset: Preset, out: str | Path, train_config, *, in
         autoencoder.save(path, {**metadata, "train": to_dict(train_config), "steps": summary["steps"],
                                 "train_seconds": summary["seconds"], "final_loss": summary["final_loss"],
                                 "stats_clips": stats_clips, "failed_videos": len(batches.failed)})
-    return {**summary, "ckpt": str(path), **stats, "num_videos": len(dataset),
+    return {**summary, "ckpt": str(path), **stats, "num_videos": len(dataset), "split": data.split,
             "skipped_videos": len(dataset.skipped), "failed_videos": len(batches.failed),
             "compression_ratio": autoencoder.compression_ratio(data.num_frames, data.size, data.size)}

@@ -146,7 +146,7 @@ def test_given_latents_come_back_unchanged(models):
     given = torch.randn(2, 4, 5, 8, 8)
     mask = given_frames("interp", 5).reshape(1, 1, 5, 1, 1).expand(2, -1, -1, -1, -1)
     out = sample_conditional(interp.unet, interp.diffusion, interp.hierarchy, given, mask,
-                             [stream(0, i) for i in range(2)], num_steps=3, guidance_scale=0.1)
+                             [stream(0, i) for i in range(2)], num_steps=3, guidance_weight=0.1)
     assert torch.equal(out[:, :, [0, 4]], given[:, :, [0, 4]])
     assert not torch.allclose(out[:, :, 1:4], given[:, :, 1:4])
 

@@ -236,7 +236,7 @@ def test_fvd_command_set_with_itself_is_zero_and_cached(i3d, tmp_path, monkeypat
 
 @pytest.mark.parametrize("fake, message", [
     (np.zeros((1, 16, 8, 8, 1), np.uint8), "at least 2"),
-    (np.zeros((3, 16, 8, 9, 1), np.uint8), "differ in shape"),
+    (np.zeros((3, 16, 8, 8, 2), np.uint8), "C = 1 or 3"),
     (np.zeros((3, 8, 8, 8, 1), np.uint8), "16"),
     (np.full((3, 16, 8, 8, 1), 300, np.int32), "uint8"),
     (np.zeros((3, 16, 8, 8, 1), np.float32), "uint8"),

@@ -170,8 +170,10 @@ def test_rgb_autoencoder_and_short_model_train_on_a_folder_of_videos(small_folde
     meta = read_metadata(tmp_path / "vae" / "vae.safetensors")
     assert meta["vae"]["in_channels"] == 3 and meta["data"]["dataset"] == "folder"
     assert meta["data"]["root"] == str(small_folder.resolve())
-    scores = run(["eval-vae", "--ckpt", tmp_path / "vae" / "vae.safetensors", "--num", 2], capsys)  # its own videos
+    scores = run(["eval-vae", "--ckpt", tmp_path / "vae" / "vae.safetensors", "--num", 2, "--split", "all"],
+                 capsys)  # its own videos: a folder has no held-out split, so it must be asked for
     assert scores["dataset"] == "folder" and scores["num_videos"] == 2 and np.isfinite(scores["psnr"])
+    assert scores["split"] == "all"
 
     args = ["train", "--quick", "--data", small_folder, "--vae", tmp_path / "vae" / "vae.safetensors",
             "--num-clips", 4, "--threads", 1, "--out", tmp_path / "short"]

@@ -181,9 +181,9 @@ def test_a_quick_model_trained_two_steps_samples_captions_from_the_command_line(
     meta = read_metadata(trained["checkpoint"])
     assert meta["kind"] == "lvdm_t2v" and meta["unet"]["context_dim"] == CAPTION_DIM
     assert meta["digit_counts"] == {"1": 2, "2": 4, "3": 2}
-    sampled = result(cli("sample", "--ckpt", trained["checkpoint"], "--caption", "a 3 and a 7", "--cfg", "3",
+    sampled = result(cli("sample", "--ckpt", trained["checkpoint"], "--caption", "a 3 and a 7", "--guidance-scale", "3",
                          "--num", "3", "--sampler", "ddim", "--steps", "2", "--out", folder / "samples.npz"))
-    assert sampled["shape"] == [3, 8, 32, 32, 1] and sampled["caption"] == "3 and 7" and sampled["cfg"] == 3.0
+    assert sampled["shape"] == [3, 8, 32, 32, 1] and sampled["caption"] == "3 and 7" and sampled["guidance_scale"] == 3.0
     assert np.load(folder / "samples.npz")["videos"].shape == (3, 8, 32, 32, 1)
     # a text-to-video checkpoint needs a caption; errors are one line, exit status 2
     done = cli("sample", "--ckpt", trained["checkpoint"], "--num", "1", "--out", folder / "none.npz")
@@ -194,7 +194,7 @@ def test_a_quick_model_trained_two_steps_samples_captions_from_the_command_line(
 @pytest.mark.parametrize("args, words", [
     (["--caption", "3 and 12"], ["--caption", "12 is not a digit"]),
     (["--caption", "1 2 3 4"], ["--caption", "names 4 digits", "at most 3"]),
-    (["--caption", "3 and 7"], ["--caption and --cfg need a text-to-video checkpoint", "'lvdm_short'"]),
+    (["--caption", "3 and 7"], ["--caption and --guidance-scale need a text-to-video checkpoint", "'lvdm_short'"]),
 ])
 def test_a_bad_caption_or_a_short_checkpoint_stops_sample_at_once(tmp_path, args, words):
     if not SHORT.exists():

@@ -1,29 +1,31 @@
 """Argument checks for the command line: each finds a bad argument before any work starts.
 
-The argparse `type=` functions (`integer`, `number`, `input_file`, `caption`, `clip_source`, `start_source`,
-`video_root`, `output_file`, `output_folder`, `url`, `device`) check one argument as argparse reads it;
-argparse then stops with `lvdm <command>: error: argument --x: <problem and fix>` and exit status 2. The `check_*`
-functions cover what needs two arguments, a checkpoint's header or an input's contents; they raise
-`UsageError`, which `cli.main` prints as one line, `error: ...`, with exit status 2. A new command uses
-the same functions, and raises `UsageError` for its own checks. A library error about a file the user
-passed (a checkpoint of the wrong kind, clips of the wrong shape) becomes one where the command loads
-that file, inside `with user_input():`; any other exception is a bug and keeps its traceback.
+Two kinds. The argparse `type=` functions (`integer`, `number`, `input_file`, `caption`, `clip_source`,
+`start_source`, `video_root`, `output_file`, `output_folder`, `url`, `device`) check one argument as argparse
+reads it; argparse then stops with `lvdm <command>: error: argument --x: <problem and fix>` and exit status 2.
+Everything that needs two arguments, a checkpoint's header or an input's contents is checked by the
+command's `resolve` step (`lvdm_ref/cli/__init__.py`), which calls the `check_*` functions here and the
+library's own resolve steps (`recipes.resolve_*`): their `UsageError` or `ValueError` becomes one line,
+`error: ...`, with exit status 2, before any model loads. While a command runs, only the loading of a file
+the user passed is wrapped (`with user_input():`); any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import math
+import tarfile
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from lvdm_ref.captions import parse_caption
-from lvdm_ref.checkpoint import read_metadata
+from lvdm_ref.checkpoint import INTERP_KIND, PRED_KIND, VAE_KIND, read_metadata
 from lvdm_ref.config import HierarchyConfig, from_dict
 from lvdm_ref.long_video import check_pair
 from lvdm_ref.metrics import NUM_FRAMES
-from lvdm_ref.train import STATE_FILE
 from lvdm_ref.video_io import READ_EXTENSIONS
 
 
@@ -31,19 +33,30 @@ class UsageError(ValueError):
     """A bad argument or input file: `cli.main` prints the message as one line and exits with status 2."""
 
 
+# What reading a file the user passed may raise about its contents: a ValueError (the library's checks, PyAV's
+# InvalidDataError), a missing file, a broken archive.
+INPUT_ERRORS = (ValueError, FileNotFoundError, zipfile.BadZipFile, tarfile.TarError)
+
+
 @contextmanager
 def user_input():
-    """Re-raise a ValueError or FileNotFoundError from reading what the user passed as a `UsageError`.
+    """Re-raise an `INPUT_ERRORS` error from reading what the user passed as a `UsageError`.
 
-    Wrap only the loading of user-given files (checkpoints, clips, downloads): an error there is about
-    the input. The same error types raised while training or sampling are bugs and keep their traceback.
+    Wrap only resolve steps and the loading of user-given files (checkpoints, clips, downloads): an error
+    there is about the input. The same error types raised while training or sampling are bugs and keep
+    their traceback.
     """
     try:
         yield
     except UsageError:
         raise
-    except (ValueError, FileNotFoundError) as error:
-        raise UsageError(str(error)) from error
+    except zipfile.BadZipFile as error:
+        raise UsageError(f"not a readable zip archive ({error})") from error
+    except tarfile.TarError as error:
+        raise UsageError(f"not a readable tar archive ({error})") from error
+    except INPUT_ERRORS as error:
+        raise UsageError(" ".join(line.strip() for line in str(error).splitlines()) or type(error).__name__) \
+            from error  # one line
 
 
 def header(path: Path) -> dict:
@@ -69,16 +82,20 @@ def integer(minimum: int, maximum: int | None = None):
     return parse
 
 
-def number(minimum: float):
-    """argparse type: a real number >= minimum."""
+def number(minimum: float, maximum: float | None = None, *, above: bool = False, below: bool = False):
+    """argparse type: a finite real number in [minimum, maximum] (`above`/`below`: the bound itself excluded)."""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not value >= minimum:  # also refuses nan
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        low_ok = value > minimum if above else value >= minimum
+        high_ok = maximum is None or (value < maximum if below else value <= maximum)
+        if not (math.isfinite(value) and low_ok and high_ok):  # also refuses nan and inf
+            low = f"{'above' if above else 'at least'} {minimum:g}"
+            allowed = low if maximum is None else f"{low} and {'below' if below else 'at most'} {maximum:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite number, {allowed}; got {text}")
         return value
 
     return parse
@@ -188,32 +205,37 @@ def url(text: str) -> str:
 
 
 def device(text: str) -> str:
-    """argparse type: "auto", or a torch device that this machine has."""
-    if text == "auto":
+    """argparse type: "auto", "cpu", or a CUDA device that this machine has (other kinds are not supported)."""
+    if text in ("auto", "cpu"):
         return text
     try:
         parsed = torch.device(text)
     except RuntimeError:
         raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda or cuda:N") from None
-    if parsed.type == "cuda" and not (torch.cuda.is_available() and (parsed.index or 0) < torch.cuda.device_count()):
+    if parsed.type != "cuda":
+        raise argparse.ArgumentTypeError(f"{text}: device type {parsed.type!r} is not supported here; use auto, cpu, "
+                                         f"cuda or cuda:N")
+    if not (torch.cuda.is_available() and (parsed.index or 0) < torch.cuda.device_count()):
         raise argparse.ArgumentTypeError(f"{text}: no such CUDA device here ({torch.cuda.device_count()} found); "
                                          f"use --device cpu or auto")
     return text
 
 
 # ----------------------------------------------------------------------------- across arguments
-def check_resumable(out: Path) -> None:
-    """--resume needs the state file of an earlier run in --out."""
-    if not (out / STATE_FILE).is_file():
-        raise UsageError(f"--resume: no {STATE_FILE} in {out}; pass the folder of an earlier run, "
-                                f"or drop --resume to start a new one")
+def check_not_overwriting(outputs: dict[str, Path | None], inputs: dict[str, Path | str | None]) -> None:
+    """No file a command writes is one of the files it reads (e.g. `sample-long --start x.npz --out x.npz`)."""
+    read = {Path(path).resolve(): option for option, path in inputs.items() if isinstance(path, Path)}
+    for option, path in outputs.items():
+        if path is not None and Path(path).resolve() in read:
+            raise UsageError(f"{option} {path} is also {read[Path(path).resolve()]}: the command would overwrite its "
+                             f"input; write to another file")
 
 
 def check_autoencoder(path: Path, option: str) -> None:
     """`option` (--vae, --init, --ckpt) names an autoencoder checkpoint (reads only the header)."""
     kind = header(path).get("kind")
-    if kind != "vae3d":
-        raise UsageError(f"{option} {path} holds a {kind!r} checkpoint, not an autoencoder ('vae3d'); pass one "
+    if kind != VAE_KIND:
+        raise UsageError(f"{option} {path} holds a {kind!r} checkpoint, not an autoencoder ({VAE_KIND!r}); pass one "
                          f"written by `train-vae`, e.g. {option} data/checkpoints/mmnist_vae.safetensors")
 
 
@@ -251,7 +273,7 @@ def check_hierarchy_pair(pred: Path, interp: Path | None, steps: int, perturbati
     their chains and the perturbation level fits the prediction model (reads only the headers). --interp is
     left out for a prediction model whose keyframes are 1 latent apart."""
     headers = {}
-    given = [("--pred", pred, "lvdm_pred")] + ([("--interp", interp, "lvdm_interp")] if interp is not None else [])
+    given = [("--pred", pred, PRED_KIND)] + ([("--interp", interp, INTERP_KIND)] if interp is not None else [])
     for name, path, kind in given:
         meta = header(path)
         if meta.get("kind") != kind:
@@ -272,3 +294,12 @@ def check_hierarchy_pair(pred: Path, interp: Path | None, steps: int, perturbati
     if perturbation_level is not None and max_level and perturbation_level >= max_level:
         raise UsageError(f"--perturbation-level must be below the training s_max {max_level}, got {perturbation_level}")
     return headers
+
+
+def renamed(new: str, meaning: str):
+    """argparse type of a flag's old spelling: always an error that names the new one."""
+
+    def parse(text: str):
+        raise argparse.ArgumentTypeError(f"this flag is now {new} ({meaning}); pass {new} {text}")
+
+    return parse
