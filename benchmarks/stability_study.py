@@ -107,6 +107,8 @@ def designs() -> dict:
                        change(unet={"temporal_levels": (0,)}), train_compiled),
         "temporal_conv": ("+ a 3-tap temporal convolution in every ResBlock",
                           change(unet={"temporal_conv": True}), train_compiled),
+        "pooled_norm": ("GroupNorm statistics pooled over the clip (the official code's) instead of per frame",
+                        change(unet={"norm": "clip"}), train_compiled),
         "joint": ("joint attention over all frames and pixels instead of factorised",
                   change(unet={"attention": "joint"}), train_compiled),
         "clips_16k": (f"{MORE_CLIPS:,} encoded training clips instead of 2,048",
