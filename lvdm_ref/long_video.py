@@ -119,9 +119,9 @@ def check_pair(pred_config: HierarchyConfig, interp_config: HierarchyConfig | No
 @torch.no_grad()
 def sample_keyframes(pred, plan: LongVideoPlan, num_videos: int, seed: int, *, start: torch.Tensor | None = None,
                      num_steps: int = LONG_VIDEO_DDIM_STEPS, eta: float = LONG_VIDEO_DDIM_ETA, perturbation_level: int | None = None,
-                     guidance_weight: float = LONG_VIDEO_GUIDANCE, progress: bool = True, first_video: int = 0) -> torch.Tensor:
+                     guidance_weight: float = LONG_VIDEO_GUIDANCE, progress: bool = True, first_index: int = 0) -> torch.Tensor:
     """Keyframe latents (N, c, K, h, w) by autoregressive prediction; `start` (N, c, 1, h, w) gives the first.
-    Video i draws from the streams of video `first_video + i`: N videos in one batch equal N batches of one.
+    Video i draws from the streams of video `first_index + i`: N videos in one batch equal N batches of one.
 
     Each conditioned sample is given the last `max_given` keyframes made so far (LVDM: the last one) and
     keeps the next `num_latents - max_given` (LVDM: 3), also while fewer are known: a model given up to
@@ -138,7 +138,7 @@ def sample_keyframes(pred, plan: LongVideoPlan, num_videos: int, seed: int, *, s
         known = 0 if keyframes is None else min(config.max_given, keyframes.shape[2])
         if known:  # condition on the last keyframes: LVDM's autoregressive step
             given[:, :, :known], mask[:, :, :known] = keyframes[:, :, -known:], 1
-        generators = [stream(seed, first_video + video, 0, step) for video in range(num_videos)]
+        generators = [stream(seed, first_index + video, 0, step) for video in range(num_videos)]
         clip = sample_conditional(pred.unet, pred.diffusion, config, given, mask, generators, num_steps=num_steps,
                                   eta=eta, perturbation_level=perturbation_level,
                                   guidance_weight=guidance_weight if known else 0.0)  # nothing to guide from
@@ -153,7 +153,7 @@ def sample_keyframes(pred, plan: LongVideoPlan, num_videos: int, seed: int, *, s
 @torch.no_grad()
 def interpolate(interp, keyframes: torch.Tensor, seed: int, *, pairs: list[int] | None = None,
                 batch_size: int = 64, num_steps: int = LONG_VIDEO_DDIM_STEPS, eta: float = LONG_VIDEO_DDIM_ETA, perturbation_level: int | None = None,
-                guidance_weight: float = 0.0, progress: bool = True, first_video: int = 0) -> torch.Tensor:
+                guidance_weight: float = 0.0, progress: bool = True, first_index: int = 0) -> torch.Tensor:
     """Fill keyframe pairs: (N, c, K, h, w) keyframes -> (N, c, (K - 1) * stride + 1, h, w) latents.
 
     All pairs of all videos go through the model together, `batch_size` at a time. With `pairs`, only
@@ -173,7 +173,7 @@ def interpolate(interp, keyframes: torch.Tensor, seed: int, *, pairs: list[int] 
         given = torch.zeros(len(chunk), channels, config.num_latents, height, width, device=device)
         for row, (video, pair) in enumerate(chunk):
             given[row, :, 0], given[row, :, -1] = keyframes[video, :, pair], keyframes[video, :, pair + 1]
-        generators = [stream(seed, first_video + video, 1, pair) for video, pair in chunk]
+        generators = [stream(seed, first_index + video, 1, pair) for video, pair in chunk]
         filled = sample_conditional(interp.unet, interp.diffusion, config, given, mask.expand(len(chunk), -1, -1, -1, -1),
                                     generators, num_steps=num_steps, eta=eta, perturbation_level=perturbation_level,
                                     guidance_weight=guidance_weight)
@@ -213,9 +213,9 @@ def sample_windows(pred, interp, num_frames: int, starts: list[int], window: int
                    seed: int = 0, start: torch.Tensor | None = None, num_steps: int = LONG_VIDEO_DDIM_STEPS, eta: float = LONG_VIDEO_DDIM_ETA,
                    perturbation_level: int | None = None, guidance_weight: float = LONG_VIDEO_GUIDANCE,
                    interp_perturbation_level: int | None = None, interp_guidance_weight: float = 0.0,
-                   batch_size: int = 64, progress: bool = True, first_video: int = 0) -> np.ndarray:
+                   batch_size: int = 64, progress: bool = True, first_index: int = 0) -> np.ndarray:
     """Only the `window`-frame windows starting at `starts` of the videos `sample_long` would make:
-    uint8 (N, len(starts), window, H, W, C). With `first_video`, they are videos first_video.. of that seed.
+    uint8 (N, len(starts), window, H, W, C). With `first_index`, they are videos first_index.. of that seed.
 
     All keyframes are predicted (each depends on the ones before), but only the keyframe pairs whose
     latents a window's frames depend on are interpolated, with the decoder's temporal halo, and only
@@ -227,12 +227,12 @@ def sample_windows(pred, interp, num_frames: int, starts: list[int], window: int
         raise ValueError(f"every window [start, start + {window}) must lie in [0, {num_frames}), got starts {starts}")
     keyframes = sample_keyframes(pred, plan, num_videos, seed, start=start, num_steps=num_steps, eta=eta,
                                  perturbation_level=perturbation_level, guidance_weight=guidance_weight,
-                                 progress=progress, first_video=first_video)
+                                 progress=progress, first_index=first_index)
     halo, ft = pred.vae.decoder.temporal_halo(), plan.frames_per_latent
     pairs = sorted({pair for s in starts for pair in plan.pairs_for_frames(s, s + window, halo)})
     latents = interpolate(interp, keyframes, seed, pairs=pairs, batch_size=batch_size, num_steps=num_steps, eta=eta,
                           perturbation_level=interp_perturbation_level, guidance_weight=interp_guidance_weight,
-                          progress=progress, first_video=first_video) if plan.fills_pairs else keyframes[:, :, :plan.num_latents]
+                          progress=progress, first_index=first_index) if plan.fills_pairs else keyframes[:, :, :plan.num_latents]
     windows = []
     for s in starts:
         low = max(0, s // ft - halo)

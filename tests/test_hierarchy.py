@@ -122,6 +122,28 @@ def test_guidance_endpoints_and_linearity(models):
     assert not torch.allclose(cond, uncond, atol=1e-3)  # the condition matters, so the checks above have teeth
 
 
+def test_the_given_frames_get_the_unconditional_output_not_the_guided_one(models):
+    """With guidance (w != 0) the output at the given frames is the unconditional branch's, exactly: the
+    conditional branch's output there is never used (`ConditionalDenoiser`), so x_t at those frames stays an
+    honest sample of what the unconditional branch saw in training. A denoiser that gave them the guided
+    output (or the conditional one) fails here."""
+    pred, _ = models
+    torch.manual_seed(1)
+    x_t, t = torch.randn(2, 4, 4, 8, 8), torch.tensor([30, 60])
+    mask = torch.zeros(2, 1, 4, 1, 1)
+    mask[:, :, 0] = 1  # the first latent is given
+    given, level = torch.randn(2, 4, 4, 8, 8), torch.tensor([100, 100])
+    given_frames_ = mask.bool().expand_as(x_t)
+    with torch.no_grad():
+        cond = pred.unet(x_t * (1 - mask) + given * mask, t, mask=mask, perturbation_level=level)
+        uncond = pred.unet(x_t, t, mask=torch.zeros_like(mask), perturbation_level=level)
+        for w in (0.1, 2.0):
+            out = ConditionalDenoiser(pred.unet, mask, given, level, w)(x_t, t)
+            torch.testing.assert_close(out[given_frames_], uncond[given_frames_], atol=1e-5, rtol=1e-5)
+            guided = guide(cond, uncond, w)
+            assert (guided - uncond)[given_frames_].abs().max() > 1e-2  # the guided output differs there
+
+
 def test_unconditional_branch_never_sees_the_given_latents():
     calls = []
 
@@ -154,8 +176,9 @@ def test_given_latents_come_back_unchanged(models):
 @pytest.mark.parametrize("num_frames", [1, 16, 17, 100, 1024, 1060])
 def test_plan_fills_every_pair_and_covers_exactly_the_frames(num_frames):
     plan = LongVideoPlan(num_frames, frames_per_latent=4, keyframe_stride=4, clip_keyframes=4)
-    assert plan.num_latents * 4 >= num_frames > (plan.num_latents - 4) * 4 or plan.num_latents == 1
-    assert plan.num_latents == (plan.num_keyframes - 1) * 4 + 1
+    # oracle by search: the fewest latents that cover the frames and end on a keyframe (latents 0, 4, 8, ...)
+    fewest = next(n for n in range(1, 10_000) if n * 4 >= num_frames and (n - 1) % 4 == 0)
+    assert plan.num_latents == fewest and plan.num_keyframes == len(range(0, fewest, 4))
     assert plan.num_keyframes <= 4 + 3 * (plan.prediction_steps - 1)  # enough keyframes predicted
     assert plan.frame_is_keyframe().shape == (num_frames,) and plan.frame_is_keyframe()[0]
     assert plan.pairs_for_frames(0, num_frames) == list(range(plan.num_pairs))
@@ -294,7 +317,7 @@ def test_sparse_windows_equal_the_full_videos_windows(models):
     for index, start in enumerate(starts):
         difference = np.abs(windows[:, index].astype(int) - full[:, start:start + 16].astype(int))
         assert difference.max() <= 1 and difference.mean() < 0.01  # equal up to float rounding at uint8 edges
-    second = sample_windows(pred, interp, 160, starts, num_videos=1, seed=5, num_steps=2, progress=False, first_video=1)
+    second = sample_windows(pred, interp, 160, starts, num_videos=1, seed=5, num_steps=2, progress=False, first_index=1)
     assert np.abs(second[0].astype(int) - windows[1].astype(int)).max() <= 1  # a batch of two = two batches of one
     with pytest.raises(ValueError, match="must lie in"):
         sample_windows(pred, interp, 160, [150], num_steps=1, progress=False)

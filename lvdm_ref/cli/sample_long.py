@@ -99,7 +99,7 @@ def run_sample_long(resolved) -> dict:
     if args.start == "real":  # continue real test clips (Moving MNIST: the true continuation is known)
         data = pred.vae.metadata.get("data", {})
         real = generate_moving_mnist(args.num, args.frames, data.get("size", 64), data.get("num_digits", 2), "test",
-                                     seed=args.seed)  # uint8 (N, F, H, W, C)
+                                     seed=args.seed, per_clip=True)  # uint8 (N, F, H, W, C); clip i whatever --num
         first = real[:, :pred.vae.config.temporal_downsample]
         truth = real_twin(args.out)
         result["real"] = str(write_videos(truth, real))
