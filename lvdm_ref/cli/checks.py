@@ -50,13 +50,11 @@ def user_input():
         yield
     except UsageError:
         raise
-    except zipfile.BadZipFile as error:
-        raise UsageError(f"not a readable zip archive ({error})") from error
-    except tarfile.TarError as error:
-        raise UsageError(f"not a readable tar archive ({error})") from error
     except INPUT_ERRORS as error:
-        raise UsageError(" ".join(line.strip() for line in str(error).splitlines()) or type(error).__name__) \
-            from error  # one line
+        text = " ".join(line.strip() for line in str(error).splitlines()) or type(error).__name__  # one line
+        if isinstance(error, (zipfile.BadZipFile, tarfile.TarError)):
+            text = f"not a readable {'zip' if isinstance(error, zipfile.BadZipFile) else 'tar'} archive ({text})"
+        raise UsageError(text) from error
 
 
 def header(path: Path) -> dict:
