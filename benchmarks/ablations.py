@@ -6,7 +6,7 @@ diffusion in the autoencoder's latent space vs in pixel space.
 
 The short model of the `mmnist` preset with only `UNetConfig.attention` changed, trained on the same
 encoded latents with the same seed, optimiser and schedule for the same CPU budget (calibrated per
-variant from its CPU seconds per step, as in benchmarks/recipe_study.py, whose harness this reuses),
+variant from its CPU seconds per step: the budget-study harness, lvdm_ref/budget_study.py),
 then scored by FVD at N = `--num` against one real set, next to the real-vs-real floor, real first
 frames held still and the autoencoder's ceiling at the same N. Both attention kinds use learned
 relative temporal positions (joint: a bias per head; factorised: Shaw's key/value vectors), so what
@@ -23,7 +23,7 @@ batch by batch); each variant's calibration also records the peak resident memor
 only trains it. Besides OUT (the JSON, with each finished variant's loss against CPU-minutes)
 and OUT.png (FVD against CPU-minutes): OUT_samples.npz (4 clips per variant, DDIM 50, seed 0) and
 OUT_summary.png/svg (`viz.plot_budget_study`: FVD bars with floor and ceiling, loss curves, sample strips).
-`--table` prints the JSON as the README's Markdown table.
+`--table` prints the JSON as the Markdown table of docs/studies/ablations.md.
 """
 from __future__ import annotations
 
@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from recipe_study import add_study_arguments, plot, run_study, study_setting  # noqa: E402  (benchmarks/recipe_study.py)
-
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+from lvdm_ref.budget_study import add_study_arguments, plot_budget_curves, run_study, study_setting  # noqa: E402
 from lvdm_ref.checkpoint import atomic_write  # noqa: E402
 from lvdm_ref.pixel import pixel_preset  # noqa: E402
 from lvdm_ref.recipes import train_pixel_model  # noqa: E402
+from lvdm_ref.studies import markdown_table  # noqa: E402
 
 SHARED = "factorized"  # the preset's latent model: a variant of both ablations
 
@@ -109,15 +109,16 @@ def add_curves_and_samples(study, only: list[str] | None = None, num_samples: in
 
 
 def table(results: dict) -> str:
-    """An ablation as a Markdown table (what the README shows), from the JSON alone."""
+    """An ablation as a Markdown table (what docs/studies/ablations.md shows), from the JSON alone."""
     reference, num = results.get("reference", {}), results["setting"]["num"]
-    lines = ["| variant | steps | CPU-s/step | peak RSS (MiB) | sampling CPU-s/clip | FVD at half | FVD at end |",
-             "|---|---|---|---|---|---|---|"]
+    rows = []
     for name, entry in results["variants"].items():
         fvd = [f"{entry[p]['fvd']:.1f}" if p in entry else "" for p in ("half", "end")]
         sampling = f"{entry['end']['sample_cpu_seconds'] / num:.2f}" if "end" in entry else ""
-        lines.append(f"| {name} | {entry.get('steps', '')} | {entry.get('cpu_seconds_per_step', '')} | "
-                     f"{entry.get('peak_rss_mib', '')} | {sampling} | {fvd[0]} | {fvd[1]} |")
+        rows.append([name, f"{entry.get('steps', '')}", f"{entry.get('cpu_seconds_per_step', '')}",
+                     f"{entry.get('peak_rss_mib', '')}", sampling, fvd[0], fvd[1]])
+    lines = markdown_table(["variant", "steps", "CPU-s/step", "peak RSS (MiB)", "sampling CPU-s/clip", "FVD at half",
+                            "FVD at end"], rows)
     for key in ("real_vs_real", "autoencoder_ceiling", "static_first_frames"):
         if key in reference:
             lines.append(f"| *{key.replace('_', ' ')}* (N = {num}) | | | | | | {reference[key]:.1f} |")
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
                 share_finished(args.out, args.out.with_name(f"{other}.json"), study_setting(args))
     study = run_study(parser, args, variants(), "variants")
     add_curves_and_samples(study, args.only)
-    plot(study.results, args.out.with_suffix(".png"), section="variants", title=title)
+    plot_budget_curves(study.results, args.out.with_suffix(".png"), section="variants", title=title)
     plot_summary(study.results, args.out)
     print(json.dumps(study.results))
     return study.results

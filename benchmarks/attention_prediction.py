@@ -11,7 +11,7 @@ the truth, clip by clip, which is far less noisy than FVD:
   the design the probes chose (`hierarchy_probes.py`): v-prediction, keyframes one latent (4 frames) apart, so it
   is given the first latent of a 16-frame clip and makes the next three. Only `UNetConfig.attention` differs;
   the same encoded 64-frame clips, seed and recipe, each for the same CPU budget (`--minutes`, calibrated from
-  its CPU seconds per step, as in `recipe_study.py`, whose harness this reuses), scored at half and all of it.
+  its CPU seconds per step: the budget-study harness, `lvdm_ref/budget_study.py`), scored at half and all of it.
 - the score, on N = `--num` held-out test clips (seed 20,000, with their digit labels): the latent of frames
   0-3 given (perturbed to the model's default s, guidance 0.1, DDIM 50, eta 1: the long-video settings), the
   16 frames decoded together, and frames 4-15 compared with the truth: PSNR and SSIM per clip; the share of
@@ -26,7 +26,7 @@ the truth, clip by clip, which is far less noisy than FVD:
 
 Resumable like the other studies (training state every 250 steps and at each evaluation point; generated clips
 batch by batch). Writes OUT (JSON), OUT.png/svg (the figure), OUT_samples.npz (4 clips per variant and the truth,
-for notebook 06) and OUT_scores.npz (every per-clip score behind the JSON). `--table` prints the README's table from the JSON.
+for notebook 06) and OUT_scores.npz (every per-clip score behind the JSON). `--table` prints the table of docs/studies/ablations.md from the JSON.
 """
 from __future__ import annotations
 
@@ -35,37 +35,29 @@ import dataclasses
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from hierarchy_card import fill  # noqa: E402  (benchmarks/hierarchy_card.py)
-from recipe_study import Study, add_study_arguments, reconstruct, run_study  # noqa: E402  (benchmarks/recipe_study.py)
-
+from lvdm_ref.budget_study import Study, add_study_arguments, run_study  # noqa: E402
 from lvdm_ref.checkpoint import atomic_write  # noqa: E402
 from lvdm_ref.config import get_preset  # noqa: E402
-from lvdm_ref.data import generate_moving_mnist  # noqa: E402
-from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier, clip_digits  # noqa: E402
+from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier  # noqa: E402
 from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE  # noqa: E402
-from lvdm_ref.metrics import fvd_from_features, psnr, ssim  # noqa: E402
+from lvdm_ref.metrics import fvd_from_features  # noqa: E402
 from lvdm_ref.recipes import train_hierarchy_model  # noqa: E402
-from lvdm_ref.utils import from_uint8, to_uint8  # noqa: E402
+from lvdm_ref.studies import (HELD_OUT_SEED, fill, fvd_interval, held_out, interval, kept_batches,  # noqa: E402, F401
+                              paired_differences, per_clip_scores, reconstruct, summary_of)
+from lvdm_ref.utils import to_uint8  # noqa: E402
 
 KINDS = {"factorized": "LVDM's factorised attention: spatial, then temporal with Shaw relative positions",
          "joint": "one attention over all frames and pixels, relative temporal bias per head",
          "spatial": "spatial attention only: the given latent cannot reach the other frames (the floor)"}
 PAIRS = (("factorized", "joint"), ("factorized", "spatial"), ("joint", "spatial"))
-HELD_OUT_SEED = 20_000  # the hierarchy model card's held-out clips
-GIVEN = 1  # latents given: frames 0-3
-SCORED = slice(4, 16)  # the frames made from the generated latents
-CONTENT = slice(8, 16)  # where the digits are read: frames made only from generated latents, 4+ frames after the given ones
+GIVEN = 1  # latents given: frames 0-3 (`studies.per_clip_scores` scores frames 4-15 and reads digits in 8-15)
 BATCH = 16
 KEPT_SAMPLES = 4
 # Scored like the models: the autoencoder's reconstruction (the ceiling), frame 3 held still (the trivial guess), and
@@ -95,80 +87,14 @@ def variants() -> dict:
             for kind, describe in KINDS.items()}
 
 
-def held_out(num: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (N, 16, 64, 64, 1) test clips and their digit labels (N, 2)."""
-    return generate_moving_mnist(num, 16, 64, 2, "test", seed=HELD_OUT_SEED, return_labels=True)
-
-
-def per_clip_scores(videos: np.ndarray, truth: np.ndarray, labels: np.ndarray, classifier) -> dict:
-    """Per clip: PSNR (dB) and SSIM of frames 4-15 (means over frames), PSNR of each generated latent's 4 frames
-    (4-7, 8-11, 12-15: how far from the given latent the condition still shows), and whether frames 8-15 show
-    the true digits."""
-    fake, real = from_uint8(videos[:, SCORED]), from_uint8(truth[:, SCORED])  # (N, C, 12, H, W) in [-1, 1]
-    fake01, real01 = (fake + 1) / 2, (real + 1) / 2
-    per_frame = psnr(fake01, real01)  # (N, 12)
-    read = clip_digits(classifier, videos[:, CONTENT])
-    true = (read == torch.as_tensor(labels).sort(dim=1).values).all(dim=1)
-    return {"psnr": per_frame.mean(1).numpy(), "ssim": ssim(fake01, real01).mean(1).numpy(),
-            "psnr_by_latent": per_frame.unflatten(1, (-1, 4)).mean(2).numpy(), "true_digits": true.numpy().astype(float)}
-
-
-def summary_of(scores: dict) -> dict:
-    """The means over clips (a list for a per-clip array of several values, like `psnr_by_latent`)."""
-    return {name: (np.round(np.mean(values, axis=0), 4).tolist() if np.ndim(values) > 1 else round(float(np.mean(values)), 4))
-            for name, values in scores.items()}
-
-
-def interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> list[float]:
-    """90 % percentile interval of the mean of `values` (per clip) over resampled clips."""
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(1)
-    return [round(float(q), 4) for q in np.percentile(means, [5, 95])]
-
-
-def fvd_interval(reference: np.ndarray, a: np.ndarray, b: np.ndarray, resamples: int = 200, seed: int = 0) -> list[float]:
-    """90 % interval of FVD(a) - FVD(b) over resampled clips: the same picks for both (paired), reference fixed."""
-    rng = np.random.default_rng(seed)
-    gaps = []
-    for _ in range(resamples):
-        pick = rng.integers(0, len(a), len(a))
-        gaps.append(fvd_from_features(reference, a[pick]) - fvd_from_features(reference, b[pick]))
-    return [round(float(q), 2) for q in np.percentile(gaps, [5, 95])]
-
-
 def pair_difference(scores_a: dict, scores_b: dict, features_a: np.ndarray, features_b: np.ndarray,
                     reference: np.ndarray, fvd_resamples: int = 200) -> dict:
     """Variant a minus variant b on the same clips: the mean of the per-clip differences of PSNR, SSIM and the
     true-digit share, and the FVD difference, each with its 90 % interval over resampled clips."""
-    row = {}
-    for measure in ("psnr", "ssim", "true_digits"):
-        gap = np.asarray(scores_a[measure]) - np.asarray(scores_b[measure])
-        row[measure] = {"mean": round(float(gap.mean()), 4), "interval_90": interval(gap)}
-    if "psnr_by_latent" in scores_a and "psnr_by_latent" in scores_b:  # (N, 3): each generated latent's frames
-        gaps = np.asarray(scores_a["psnr_by_latent"]) - np.asarray(scores_b["psnr_by_latent"])
-        row["psnr_by_latent"] = [{"mean": round(float(gap.mean()), 4), "interval_90": interval(gap)} for gap in gaps.T]
+    row = paired_differences(scores_a, scores_b)  # PSNR, SSIM, true digits, PSNR per generated latent
     row["fvd"] = {"mean": round(fvd_from_features(reference, features_a) - fvd_from_features(reference, features_b), 2),
                   "interval_90": fvd_interval(reference, features_a, features_b, fvd_resamples)}
     return row
-
-
-def kept_batches(folder: Path, num: int, make, batch: int = BATCH, progress: bool = False) -> tuple[np.ndarray, float]:
-    """`make(first)` (uint8 clips first..first + batch) for every batch of `num` clips, each kept in FOLDER as it is
-    made (with its CPU seconds) and read back on a rerun: the clips and the CPU seconds they took in all."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out, seconds = [], 0.0
-    for first in tqdm(range(0, num, batch), desc=folder.name, disable=not progress):
-        path = folder / f"{first:05d}.npz"
-        if not path.exists():
-            start = time.process_time()
-            with torch.no_grad():
-                videos = make(first)
-            took = time.process_time() - start
-            atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), videos=videos, cpu_seconds=took))
-        saved = np.load(path)
-        out.append(saved["videos"])
-        seconds += float(saved["cpu_seconds"])
-    return np.concatenate(out), seconds
 
 
 class PredictionStudy(Study):
@@ -199,10 +125,10 @@ class PredictionStudy(Study):
         def make(first: int) -> np.ndarray:
             latents = encode_videos(model.vae, self.clips[first:first + BATCH], progress=False)  # (B, c, 4, h, w)
             sampled = fill(model, latents, seed, BATCH, first_index=first, num_steps=steps,
-                           perturbation_level=None, guidance_scale=LONG_VIDEO_GUIDANCE)  # latent 0 given
+                           perturbation_level=None, guidance_weight=LONG_VIDEO_GUIDANCE)  # latent 0 given
             return to_uint8(model.decode(sampled))  # (B, 16, H, W, C)
 
-        return kept_batches(self.work / "samples" / key, len(self.clips), make)
+        return kept_batches(self.work / "samples" / key, len(self.clips), make, BATCH)
 
     def cached_samples(self, key: str) -> np.ndarray:
         """The clips `generate` kept for `key`, read back (every batch must be there)."""
@@ -329,7 +255,7 @@ def plot(results: dict, path: Path) -> list[Path]:
 
 
 def table(results: dict) -> str:
-    """The README's table in Markdown, from the JSON alone."""
+    """The table of docs/studies/ablations.md in Markdown, from the JSON alone."""
     lines = ["| variant | UNet weights | steps | CPU-s/step | peak RSS (MiB) | PSNR (dB) | PSNR of frames 4-7 / 8-11 / 12-15 "
              "| SSIM | true digits | FVD |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, entry in results["variants"].items():

@@ -31,7 +31,6 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
@@ -39,7 +38,8 @@ from lvdm_ref.captions import chance_of_caption, random_labels  # noqa: E402
 from lvdm_ref.checkpoint import atomic_write, write_json  # noqa: E402
 from lvdm_ref.data import generate_moving_mnist  # noqa: E402
 from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier, digit_accuracy  # noqa: E402
-from lvdm_ref.metrics import NUM_FRAMES, fvd_from_features, i3d_features  # noqa: E402
+from lvdm_ref.metrics import NUM_FRAMES, fvd_from_features  # noqa: E402
+from lvdm_ref.studies import FeatureCache, set_threads  # noqa: E402
 from lvdm_ref.text_to_video import TextToVideo  # noqa: E402
 from lvdm_ref.utils import file_sha256, stream  # noqa: E402
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.num < 2:
         parser.error("--num must be at least 2 (FVD needs a covariance)")
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     model, sha = TextToVideo.load(args.ckpt), file_sha256(args.ckpt)
     channels, latent_frames, height, _ = model.latent_shape
@@ -144,28 +144,15 @@ def main(argv: list[str] | None = None) -> dict:
         "reference": reference_fvd(args.num), "scales": {}}
     if frames != NUM_FRAMES:
         results["fvd_note"] = f"no FVD: the model makes {frames}-frame clips, the protocol scores {NUM_FRAMES}"
-    i3d = None
-
-    def features(name: str, videos: np.ndarray) -> np.ndarray:
-        nonlocal i3d
-        path = args.work / "features" / f"{name}.npy"
-        if not path.exists():
-            from lvdm_ref.i3d import load_i3d
-
-            i3d = i3d or load_i3d()
-            values = i3d_features(videos, model=i3d)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), values))
-        return np.load(path)
-
-    real_features = features(f"real_{args.num}_{args.digits}d_seed{args.real_seed}", real) \
+    features = FeatureCache(args.work / "features")
+    real_features = features(f"real_{args.num}_{args.digits}d_seed{args.real_seed}", lambda: real) \
         if frames == NUM_FRAMES else None
     for scale in args.scales:
         videos, cpu = sample_scale(model, sha, labels, scale, args.work / "samples" / f"g{scale:g}", args.steps,
                                    args.eta, args.seed, args.batch_size)
         entry = {"accuracy": digit_accuracy(classifier, videos, labels), "sampling_cpu_seconds": round(cpu, 1)}
         if real_features is not None:
-            fake = features(f"g{scale:g}_{args.num}_{sha[:12]}_ddim{args.steps}_seed{args.seed}", videos)
+            fake = features(f"g{scale:g}_{args.num}_{sha[:12]}_ddim{args.steps}_seed{args.seed}", lambda: videos)
             entry["fvd"] = round(fvd_from_features(real_features, fake), 2)
         results["scales"][f"{scale:g}"] = entry
         results["goal"] = goal(results)

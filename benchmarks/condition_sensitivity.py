@@ -4,7 +4,7 @@
         --num 32 --threads 1 --out benchmarks/results/condition_sensitivity.json
 
 For each checkpoint: the card's held-out clips (`hierarchy_card.py`), sampled twice with the same noise, once
-given their own latents and once given the next clip's (`hierarchy_card.condition_sensitivity`; DDIM 50,
+given their own latents and once given the next clip's (`lvdm_ref.studies.condition_sensitivity`; DDIM 50,
 and for a prediction model s = 100 and guidance 0.1, the long-video settings). The ratio per generated latent
 frame is 0 for a model whose output is set by the noise alone and about 1 when two conditions lead as far
 apart as the true clips are. Entries already in --out are kept (a checkpoint is measured again only when its
@@ -19,18 +19,14 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
-import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from hierarchy_card import condition_sensitivity  # noqa: E402
-
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from lvdm_ref.checkpoint import load_weights, write_json  # noqa: E402
-from lvdm_ref.data import generate_moving_mnist  # noqa: E402
 from lvdm_ref.diffusion import LONG_VIDEO_DDIM_STEPS  # noqa: E402
 from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE  # noqa: E402
 from lvdm_ref.lvdm import LatentVideoDiffusion  # noqa: E402
+from lvdm_ref.studies import condition_sensitivity, held_out, set_threads  # noqa: E402
 from lvdm_ref.utils import file_sha256  # noqa: E402
 from lvdm_ref.vae3d import encode_videos  # noqa: E402
 
@@ -41,10 +37,10 @@ def measure(path: Path, num: int, seed: int = 0) -> dict:
         raise SystemExit(f"{path} holds a {meta.get('kind')!r} checkpoint, not a prediction or interpolation model")
     model = LatentVideoDiffusion.load(path, kind=meta["kind"])
     config, vae = model.hierarchy, model.vae
-    clips = generate_moving_mnist(num, 64, 64, 2, "test", seed=20_000)  # the card's held-out clips
+    clips = held_out(num, 64, labels=False)  # the card's held-out clips
     if config.role == "pred":  # keyframes: every keyframe_stride-th latent
         latents = encode_videos(vae, clips, progress=False)[:, :, ::config.keyframe_stride][:, :, :config.num_latents]
-        settings = dict(perturbation_level=None, guidance_scale=LONG_VIDEO_GUIDANCE)
+        settings = dict(perturbation_level=None, guidance_weight=LONG_VIDEO_GUIDANCE)
     else:  # consecutive latents of the first frames
         latents = encode_videos(vae, clips[:, :config.num_latents * vae.config.temporal_downsample], progress=False)
         settings = {}
@@ -62,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "condition_sensitivity.json")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     for path in args.checkpoints:
         key = str(path)

@@ -32,12 +32,12 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-from lvdm_ref.checkpoint import atomic_write, load_weights, write_json  # noqa: E402
-from lvdm_ref.data import generate_moving_mnist  # noqa: E402
+from lvdm_ref.checkpoint import load_weights, write_json  # noqa: E402
 from lvdm_ref.diffusion import LONG_VIDEO_DDIM_STEPS  # noqa: E402
 from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier, chance_of_same_digits, clip_digits  # noqa: E402
 from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE  # noqa: E402
 from lvdm_ref.lvdm import LatentVideoDiffusion  # noqa: E402
+from lvdm_ref.studies import kept_clips, real_clips, set_threads  # noqa: E402
 from lvdm_ref.utils import file_sha256  # noqa: E402
 
 FIRST, LAST = slice(0, 8), slice(8, 16)  # the two halves of a 16-frame window
@@ -55,22 +55,6 @@ def stability(classifier, videos: np.ndarray, labels: np.ndarray | None = None) 
     return result
 
 
-def cached(path: Path, sha: str, make) -> np.ndarray:
-    """The uint8 clips in `path` when they were made by the checkpoint `sha`, else make and keep them."""
-    if path.exists():
-        saved = np.load(path)
-        if str(saved["sha256"]) == sha:
-            return saved["videos"]
-    videos = make()
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, videos=videos, sha256=np.str_(sha))
-
-    atomic_write(path, write)
-    return videos
-
-
 def continuations(model: LatentVideoDiffusion, clips: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """The first 16 frames of `sample-long --start` continuations of `clips` (N, >=4, H, W, C): uint8 (N, 16, ...)."""
     from lvdm_ref.long_video import sample_windows
@@ -82,7 +66,7 @@ def continuations(model: LatentVideoDiffusion, clips: np.ndarray, batch_size: in
         start = encode_videos(model.vae, part[:, :ft], progress=False)  # (b, c, 1, h, w): the given latent
         windows.append(sample_windows(model, None, 16, [0], num_videos=len(part), seed=0, first_video=first,
                                       start=start, num_steps=LONG_VIDEO_DDIM_STEPS,
-                                      guidance_scale=LONG_VIDEO_GUIDANCE, progress=False)[:, 0])
+                                      guidance_weight=LONG_VIDEO_GUIDANCE, progress=False)[:, 0])
     return np.concatenate(windows)
 
 
@@ -96,20 +80,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "digit_stability")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "digit_stability.json")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     for path in args.pred:
         meta = load_weights(path, "cpu")[1]
         if meta.get("kind") != "lvdm_pred":
             parser.error(f"--pred {path} holds a {meta.get('kind')!r} checkpoint, not a prediction model")
     classifier = DigitClassifier.load(SHIPPED_DIGITS).eval()
-    clips, labels = generate_moving_mnist(args.num, 16, 64, 2, "test", seed=1, return_labels=True)
+    clips, labels = real_clips(args.num, labels=True)
     results = {"command": "python benchmarks/digit_stability.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "num": args.num, "chance": round(chance_of_same_digits(), 4),  # two unrelated digit pairs agree
                "real": stability(classifier, clips, labels)}
     for path in args.short:
         sha = file_sha256(path)
         model = LatentVideoDiffusion.load(path)
-        videos = cached(args.work / f"short_{sha[:12]}.npz", sha,
+        videos = kept_clips(args.work / f"short_{sha[:12]}.npz", sha,
                         lambda: model.sample(args.num, "ddim", 50, 1.0, seed=0, progress=True))
         results[f"short {path.name}"] = {"checkpoint": str(path), "sha256": sha, **stability(classifier, videos)}
         write_json(args.out, results)
@@ -119,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         if model.hierarchy.keyframe_stride != 1:
             parser.error(f"--pred {path} has keyframes {model.hierarchy.keyframe_stride} latents apart; its first "
                          "window needs an interpolation model too: give a model trained with --keyframe-stride 1")
-        videos = cached(args.work / f"pred_{sha[:12]}.npz", sha, lambda: continuations(model, clips))
+        videos = kept_clips(args.work / f"pred_{sha[:12]}.npz", sha, lambda: continuations(model, clips))
         results[f"pred {path.name}"] = {"checkpoint": str(path), "sha256": sha,
                                         **stability(classifier, videos, labels)}
         write_json(args.out, results)

@@ -46,6 +46,7 @@ from lvdm_ref.checkpoint import atomic_write  # noqa: E402
 from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier, clip_digits  # noqa: E402
 from lvdm_ref.diffusion import LONG_VIDEO_DDIM_STEPS  # noqa: E402
 from lvdm_ref.guidance import LONG_VIDEO_GUIDANCE as W  # noqa: E402
+from lvdm_ref.studies import load_pair, markdown_table, set_threads, slug  # noqa: E402
 
 # name -> (prediction model: "perturbed" or "unperturbed", perturbation level s, guidance w);
 # s None = the model's sampling level, 100 for s_max = 250 (perturbation.sampling_levels); W = LVDM's 0.1
@@ -114,12 +115,11 @@ def table(results: dict) -> str:
         rows.append((name, entry["model"], str(entry["perturbation_level"]), f"{entry['guidance']:g}", entry))
     if "real_start" in results:
         rows.append((REAL_START, "perturbed", "", f"{W:g}", results["real_start"]))
-    lines = ["| curve | prediction model | s | w | first | last | last / first (90 %) | slope per 100 frames (90 %) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, model, level, guidance, entry in rows:
-        lines.append(f"| {name} | {model} | {level} | {guidance} | {entry['first']:.1f} | {entry['last']:.1f} | "
-                     f"{cell(entry, 'last_over_first', 2)} | {cell(entry, 'slope_per_100_frames', 2)} |")
-    return "\n".join(lines)
+    header = ["curve", "prediction model", "s", "w", "first", "last", "last / first (90 %)", "slope per 100 frames (90 %)"]
+    return "\n".join(markdown_table(header, [
+        [name, model, level, guidance, f"{entry['first']:.1f}", f"{entry['last']:.1f}",
+         cell(entry, "last_over_first", 2), cell(entry, "slope_per_100_frames", 2)]
+        for name, model, level, guidance, entry in rows]))
 
 
 def plot(results: dict, path: Path) -> list[Path]:
@@ -140,9 +140,7 @@ class Drift:
         self.starts = window_starts(args.frames, args.window_every)
         self.out = args.out
         device = torch.device("cpu")
-        pred = LatentVideoDiffusion.load(args.pred, kind="lvdm_pred", device=device)
-        interp = None if args.interp is None else LatentVideoDiffusion.load(args.interp, kind="lvdm_interp",
-                                                                            vae=pred.vae, device=device)
+        pred, interp = load_pair(args.pred, args.interp, device)
         self.models = {"perturbed": pred}
         if args.pred_noperturb is not None:
             self.models["unperturbed"] = LatentVideoDiffusion.load(args.pred_noperturb, kind="lvdm_pred", vae=pred.vae)
@@ -221,7 +219,7 @@ class Drift:
             # one batch; video i draws from the streams of video first + i, so chunking does not change it
             windows = sample_windows(self.models[model], self.interp, self.args.frames, self.starts, num_videos=count,
                                      seed=self.args.seed, first_video=first, start=start, num_steps=self.args.steps,
-                                     perturbation_level=level, guidance_scale=guidance, progress=False)
+                                     perturbation_level=level, guidance_weight=guidance, progress=False)
             result = {"windows": windows, "last_window": windows[:, -1]}  # uint8 (count, 16, H, W, C): for strips
             if real_start:
                 truth = self.real_windows(first, count)
@@ -295,10 +293,6 @@ class Drift:
         plot(results, path)
 
 
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pred", type=Path, help="prediction model trained with perturbation (required to run)")
@@ -333,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
     for path in (args.pred,) + tuple(p for p in (args.interp, args.pred_noperturb) if p):
         if not path.exists():
             parser.error(f"{path} does not exist")
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     results = Drift(args).run()
     print(json.dumps(results))
     return results

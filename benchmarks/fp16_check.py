@@ -7,7 +7,7 @@ Both are loaded as float32 models (the fp16 file's weights rounded), sample the 
 eta 1, seed 0), and are scored by FVD against one set of real test clips (the studies' set: seed 1), in one
 run. Also the pixel difference between their clips: with the same noise, rounding the weights moves each
 sample only a little, or the sampler's trajectory diverges. Ship fp16 only if the FVD does not move by
-more than the seed-to-seed spread (benchmarks/recipe_study.py --samplers).
+more than the seed-to-seed spread (benchmarks/seed_spread.py).
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
@@ -27,10 +26,10 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 def main(argv: list[str] | None = None) -> dict:
     from lvdm_ref.checkpoint import export_for_sampling
-    from lvdm_ref.data import generate_moving_mnist
     from lvdm_ref.i3d import load_i3d
     from lvdm_ref.lvdm import LatentVideoDiffusion
     from lvdm_ref.metrics import fvd_from_features, i3d_features
+    from lvdm_ref.studies import real_clips, set_threads
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", type=Path, required=True, help="a diffusion checkpoint (float32)")
@@ -48,9 +47,9 @@ def main(argv: list[str] | None = None) -> dict:
     if load_weights(args.ckpt)[1].get("storage") == "float16":
         parser.error(f"--ckpt {args.ckpt} is already stored as float16: pass the float32 checkpoint it was "
                      f"exported from (the run folder's short.safetensors)")
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     i3d = load_i3d()
-    real = i3d_features(generate_moving_mnist(args.num, 16, 64, 2, "test", seed=1), model=i3d)
+    real = i3d_features(real_clips(args.num), model=i3d)  # the studies' real set
     results = {"ckpt": str(args.ckpt), "num": args.num, "sampler": f"DDIM {args.steps}, eta 1, seed 0",
                "command": " ".join(["python", *sys.argv])}
     clips = {}

@@ -5,7 +5,7 @@
 
 Each probe trains one model of the `mmnist` preset with one change (its `overrides`) for the same number
 of steps, from scratch, on the same encoded long clips and seed, then scores it with the model card's
-protocol (`hierarchy_card.py`, held-out clips, DDIM 50, N = --num): PSNR/SSIM of the generated latents
+protocol (`hierarchy_card.py`: `lvdm_ref.studies.prediction_card`, held-out clips, DDIM 50, N = --num): PSNR/SSIM of the generated latents
 against the true frames, next to the trivial guess and the autoencoder's ceiling. The CPU seconds of
 training come from the trainer's clock.
 
@@ -26,15 +26,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its Op
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from hierarchy_card import interpolation_card, prediction_card  # noqa: E402
-
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from lvdm_ref.checkpoint import write_json  # noqa: E402
 from lvdm_ref.config import get_preset  # noqa: E402
-from lvdm_ref.data import generate_moving_mnist  # noqa: E402
 from lvdm_ref.lvdm import LatentVideoDiffusion  # noqa: E402
 from lvdm_ref.recipes import train_hierarchy_model  # noqa: E402
+from lvdm_ref.studies import held_out, interpolation_card, markdown_table, prediction_card, slug  # noqa: E402
 
 # name -> (role, overrides). Overrides: parameterization, attention_levels, attention, condition_prob, every_start,
 # keyframe_stride, max_perturbation_level.
@@ -56,10 +53,6 @@ PROBES = {
 }
 
 
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_")[:60]
-
-
 def probe_preset(overrides: dict):
     preset = get_preset("mmnist")
     diffusion = dataclasses.replace(preset.diffusion, parameterization=overrides.get("parameterization", "eps"))
@@ -71,7 +64,7 @@ def probe_preset(overrides: dict):
 
 def run_probe(name: str, args) -> dict:
     role, overrides = PROBES[name]
-    out = args.runs / slug(name)
+    out = args.runs / slug(name)[:60]
     resume = (out / "train_state.pt").exists()
     shared = args.runs / "latents.pt"  # every probe trains on the same encoded clips: encode them once
     out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +79,7 @@ def run_probe(name: str, args) -> dict:
     if not shared.exists():
         os.link(out / "latents.pt", shared)
     model = LatentVideoDiffusion.load(summary["checkpoint"], kind=f"lvdm_{role}")
-    clips = generate_moving_mnist(args.num, 64, 64, 2, "test", seed=20_000)  # the card's held-out clips
+    clips = held_out(args.num, 64, labels=False)  # the card's held-out clips
     card_args = argparse.Namespace(seed=0, batch_size=32, steps=50, guidance=0.1, no_fvd=True)
     start = time.process_time()
     card = prediction_card(model, clips, card_args) if role == "pred" else interpolation_card(model, clips, None, card_args)
@@ -98,17 +91,17 @@ def run_probe(name: str, args) -> dict:
 
 def table(results: dict) -> str:
     """The README's probe table in Markdown, from the JSON alone: one row per finished probe."""
-    lines = ["| probe | training | card PSNR (repeat / ceiling) | sensitivity (frames 1, 2, 3) |",
-             "|---|---|---|---|"]
+    rows = []
     for name, entry in results["probes"].items():
         card = entry["card"]
         baseline = "repeat the given keyframe" if entry["role"] == "pred" else "straight line between the ends"
         sensitivity = card.get("condition_sensitivity")
         ratios = ", ".join(f"{r:.2f}" for r in sensitivity["ratio"]) if sensitivity else "not measured"
-        lines.append(f"| {name} | {entry['steps']:,} steps, {entry['train_cpu_seconds'] / 60:.1f} CPU-min | "
-                     f"{card['model']['psnr']:.2f} dB ({card[baseline]['psnr']:.2f} / {card['ceiling']['psnr']:.2f}) | "
-                     f"{ratios} |")
-    return "\n".join(lines)
+        rows.append([name, f"{entry['steps']:,} steps, {entry['train_cpu_seconds'] / 60:.1f} CPU-min",
+                     f"{card['model']['psnr']:.2f} dB ({card[baseline]['psnr']:.2f} / {card['ceiling']['psnr']:.2f})",
+                     ratios])
+    return "\n".join(markdown_table(["probe", "training", "card PSNR (repeat / ceiling)",
+                                      "sensitivity (frames 1, 2, 3)"], rows))
 
 
 def main(argv: list[str] | None = None) -> dict:

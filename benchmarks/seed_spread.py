@@ -19,17 +19,12 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from recipe_study import sample_in_batches  # noqa: E402
-
-from lvdm_ref.checkpoint import atomic_write, write_json  # noqa: E402
-from lvdm_ref.data import generate_moving_mnist  # noqa: E402
-from lvdm_ref.i3d import load_i3d  # noqa: E402
-from lvdm_ref.metrics import fvd_from_features, i3d_features  # noqa: E402
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+from lvdm_ref.checkpoint import write_json  # noqa: E402
+from lvdm_ref.metrics import fvd_from_features  # noqa: E402
+from lvdm_ref.studies import OTHER_REAL_SEED, FeatureCache, real_clips, sample_in_batches, set_threads  # noqa: E402
 
 
 def spread(values: list[float]) -> dict:
@@ -49,21 +44,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.seeds < 2 or args.num < 4 or args.num % 2:
         parser.error("--seeds >= 2 and an even --num >= 4: the spread needs at least two sets of two halves")
-    torch.set_num_threads(args.threads)
-    i3d = None
-
-    def features(name: str, videos_fn) -> np.ndarray:
-        nonlocal i3d
-        path = args.work / "features" / f"{name}.npy"
-        if not path.exists():
-            i3d = i3d or load_i3d()
-            values = i3d_features(videos_fn(), model=i3d)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), values))
-        return np.load(path)
-
-    real = features(f"real_a_{args.num}", lambda: generate_moving_mnist(args.num, 16, 64, 2, "test", seed=1))
-    floor = features(f"real_b_{args.num}", lambda: generate_moving_mnist(args.num, 16, 64, 2, "test", seed=2))
+    set_threads(args.threads)
+    features = FeatureCache(args.work / "features")
+    real = features(f"real_a_{args.num}", lambda: real_clips(args.num))
+    floor = features(f"real_b_{args.num}", lambda: real_clips(args.num, OTHER_REAL_SEED))
     full, halves, cpu = [], [], 0.0
     for seed in range(args.seeds):
         def sampled(seed=seed):

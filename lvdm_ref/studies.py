@@ -216,6 +216,34 @@ def fvd_interval(reference: np.ndarray, a: np.ndarray, b: np.ndarray, resamples:
     return [round(float(q), 2) for q in np.percentile(gaps, [5, 95])]
 
 
+# ----------------------------------------------------------------------------- prediction scored against the truth
+SCORED = slice(4, 16)  # the frames made from generated latents when frames 0-3 (one latent) are given
+CONTENT = slice(8, 16)  # where the digits are read: made only from generated latents, 4+ frames after the given ones
+
+
+def per_clip_scores(videos: np.ndarray, truth: np.ndarray, labels: np.ndarray, classifier) -> dict:
+    """Per clip: PSNR (dB) and SSIM of frames 4-15 (means over frames), PSNR of each generated latent's 4 frames
+    (4-7, 8-11, 12-15: how far from the given latent the condition still shows), and whether frames 8-15 show
+    the true digits (read by `classifier`, `digits.clip_digits`)."""
+    from lvdm_ref.digits import clip_digits
+    from lvdm_ref.metrics import psnr, ssim
+    from lvdm_ref.utils import from_uint8
+
+    fake, real = from_uint8(videos[:, SCORED]), from_uint8(truth[:, SCORED])  # (N, C, 12, H, W) in [-1, 1]
+    fake01, real01 = (fake + 1) / 2, (real + 1) / 2
+    per_frame = psnr(fake01, real01)  # (N, 12)
+    read = clip_digits(classifier, videos[:, CONTENT])
+    true = (read == torch.as_tensor(labels).sort(dim=1).values).all(dim=1)
+    return {"psnr": per_frame.mean(1).numpy(), "ssim": ssim(fake01, real01).mean(1).numpy(),
+            "psnr_by_latent": per_frame.unflatten(1, (-1, 4)).mean(2).numpy(), "true_digits": true.numpy().astype(float)}
+
+
+def summary_of(scores: dict) -> dict:
+    """The means over clips (a list for a per-clip array of several values, like `psnr_by_latent`)."""
+    return {name: (np.round(np.mean(values, axis=0), 4).tolist() if np.ndim(values) > 1 else round(float(np.mean(values)), 4))
+            for name, values in scores.items()}
+
+
 # ----------------------------------------------------------------------------- tables and names
 def markdown_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> list[str]:
     """The lines of a Markdown table; `align` holds each column's separator ("---", "---:")."""
@@ -301,11 +329,11 @@ def prediction_card(pred, clips: np.ndarray, args) -> dict:
     latents = encode_videos(vae, clips, progress=False)[:, :, ::config.keyframe_stride][:, :, :config.num_latents]
     start = time.process_time()
     sampled = fill(pred, latents, args.seed, args.batch_size, num_steps=args.steps, perturbation_level=None,
-                   guidance_scale=args.guidance)
+                   guidance_weight=args.guidance)
     seconds = time.process_time() - start
     num = min(len(latents), getattr(args, "sensitivity_clips", SENSITIVITY_CLIPS))
     sensitivity = None if num == 0 else condition_sensitivity(pred, latents[:num], args.seed, args.batch_size, own=sampled[:num],
-                                        num_steps=args.steps, perturbation_level=None, guidance_scale=args.guidance)
+                                        num_steps=args.steps, perturbation_level=None, guidance_weight=args.guidance)
     real = from_uint8(clips)  # (N, C, 64, H, W)
     rows = {"model": [], "ceiling": [], "repeat the given keyframe": []}
     for k in range(1, config.num_latents):  # each new keyframe decoded alone: 4 frames

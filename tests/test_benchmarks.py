@@ -1,4 +1,4 @@
-"""The experiment harnesses (benchmarks/recipe_study.py, benchmarks/ablations.py) on tiny settings."""
+"""The studies' harness (lvdm_ref/studies.py, lvdm_ref/budget_study.py) and the benchmark scripts on tiny settings."""
 import itertools
 import json
 import sys
@@ -51,7 +51,7 @@ def test_two_studies_of_one_file_keep_each_others_results(tmp_path):
     """`--only a` and `--only b` run at once (one per core) write one JSON: neither loses the other's entries."""
     import argparse
 
-    from recipe_study import Study
+    from lvdm_ref.budget_study import Study
 
     vae = tmp_path / "vae.safetensors"
     vae.write_bytes(b"weights")
@@ -71,7 +71,7 @@ def test_two_studies_of_one_file_keep_each_others_results(tmp_path):
 
 
 def test_study_table_is_made_from_the_json():
-    from recipe_study import table
+    from lvdm_ref.budget_study import budget_table as table
 
     results = {"setting": {"num": 8}, "reference": {"real_vs_real": 1.25, "static_first_frames": 9.0},
                "recipes": {"a": {"change": "one thing", "steps": 10, "cpu_seconds_per_step": 0.5,
@@ -91,6 +91,7 @@ def test_hierarchy_card_scores_a_perfect_model_as_the_ceiling(tmp_path, monkeypa
     import hierarchy_card
     import torch
 
+    from lvdm_ref import studies
     from lvdm_ref.config import get_preset
     from lvdm_ref.recipes import build_hierarchy_model
     from lvdm_ref.vae3d import VideoAutoencoder
@@ -102,7 +103,7 @@ def test_hierarchy_card_scores_a_perfect_model_as_the_ceiling(tmp_path, monkeypa
     for role in ("pred", "interp"):
         build_hierarchy_model(preset, role, vae, preset.vae.latent_channels, 25).save(
             tmp_path / f"{role}.safetensors", vae_path=str(tmp_path / "vae.safetensors"))
-    monkeypatch.setattr(hierarchy_card, "fill", lambda model, latents, *args, **kwargs: latents)
+    monkeypatch.setattr(studies, "fill", lambda model, latents, *args, **kwargs: latents)
     results = hierarchy_card.main(["--pred", str(tmp_path / "pred.safetensors"), "--interp",
                                    str(tmp_path / "interp.safetensors"), "--num", "3", "--no-fvd",
                                    "--out", str(tmp_path / "card.json")])
@@ -168,7 +169,7 @@ def test_sampler_comparison_keeps_every_entry_it_writes(tmp_path):
     """Every sampler row reaches the file (save() re-reads it, so a held reference would go stale)."""
     import argparse
 
-    from recipe_study import Study
+    from lvdm_ref.budget_study import Study
 
     vae = tmp_path / "vae.safetensors"
     vae.write_bytes(b"weights")
@@ -184,7 +185,7 @@ def test_sampler_comparison_keeps_every_entry_it_writes(tmp_path):
 
 
 def test_calibration_ignores_a_burst_of_slow_steps():
-    from recipe_study import seconds_per_step
+    from lvdm_ref.budget_study import seconds_per_step
 
     steps = [5.0] * 3 + [0.75] * 12 + [3.0] * 5  # warm-up, steady steps, a burst (another job's compile)
     times = list(itertools.accumulate(steps))
@@ -243,12 +244,11 @@ def test_evaluation_samples_resume_batch_by_batch_and_equal_one_call(tmp_path, m
     """A stopped evaluation keeps its finished batches; the clips equal `sample` in one call, same seed."""
     import dataclasses
 
-    from recipe_study import sample_in_batches
-
     from lvdm_ref.config import get_preset
     from lvdm_ref.diffusion import GaussianDiffusion
     from lvdm_ref.lvdm import LatentVideoDiffusion
     from lvdm_ref.pixel import PixelSpace
+    from lvdm_ref.studies import sample_in_batches
     from lvdm_ref.unet import UNet
 
     preset = get_preset("quick")
@@ -290,11 +290,12 @@ def test_committed_ablation_results_hold_every_figure_their_notebook_plots(name)
 
 def test_condition_sensitivity_is_zero_for_a_model_that_ignores_its_condition(tmp_path):
     """A sampler whose output depends on the noise alone scores 0 at every generated frame."""
-    import hierarchy_card
     import torch
 
+    from lvdm_ref import studies
     from lvdm_ref.config import get_preset
     from lvdm_ref.recipes import build_hierarchy_model
+    from lvdm_ref.utils import stream
     from lvdm_ref.vae3d import VideoAutoencoder
 
     torch.manual_seed(0)
@@ -304,13 +305,13 @@ def test_condition_sensitivity_is_zero_for_a_model_that_ignores_its_condition(tm
     latents = torch.randn(3, preset.vae.latent_channels, 4, 4, 4)
     # every output frame is x_T drawn from the clip's own stream: the condition never enters
     noise_only = lambda model, given, seed, batch_size, **kwargs: torch.stack(  # noqa: E731
-        [torch.randn(given.shape[1:], generator=hierarchy_card.stream(seed, i)) for i in range(len(given))])
-    original = hierarchy_card.fill
+        [torch.randn(given.shape[1:], generator=stream(seed, i)) for i in range(len(given))])
+    original = studies.fill
     try:
-        hierarchy_card.fill = noise_only
-        result = hierarchy_card.condition_sensitivity(model, latents, seed=0, batch_size=2)
+        studies.fill = noise_only
+        result = studies.condition_sensitivity(model, latents, seed=0, batch_size=2)
     finally:
-        hierarchy_card.fill = original
+        studies.fill = original
     assert result["frames"] == [1, 2, 3] and result["ratio"] == pytest.approx([0.0] * 3, abs=1e-6)
 
 
@@ -384,8 +385,7 @@ def test_probe_help_lists_every_probe(capsys):
 
 
 def test_logged_loss_is_the_last_row_at_or_before_the_step(tmp_path):
-    from recipe_study import logged_loss
-
+    from lvdm_ref.budget_study import logged_loss
     from lvdm_ref.train import LOG_FILE
 
     assert logged_loss(tmp_path, 10) is None  # no log
