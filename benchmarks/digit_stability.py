@@ -64,7 +64,7 @@ def continuations(model: LatentVideoDiffusion, clips: np.ndarray, batch_size: in
     for first in range(0, len(clips), batch_size):
         part = clips[first:first + batch_size]
         start = encode_videos(model.vae, part[:, :ft], progress=False)  # (b, c, 1, h, w): the given latent
-        windows.append(sample_windows(model, None, 16, [0], num_videos=len(part), seed=0, first_video=first,
+        windows.append(sample_windows(model, None, 16, [0], num_videos=len(part), seed=0, first_index=first,
                                       start=start, num_steps=LONG_VIDEO_DDIM_STEPS,
                                       guidance_weight=LONG_VIDEO_GUIDANCE, progress=False)[:, 0])
     return np.concatenate(windows)

@@ -25,7 +25,7 @@ Resumable: I3D features of every (variant, window) are kept in OUT/features/<var
 small; committed with the results, with each video's last window as uint8 for notebook 09's strips) after every chunk of videos, and a rerun skips what is there. The
 JSON and the figure (PNG, SVG) are written from those features at the end of every variant; the
 figure is drawn from the JSON only (`plot`). Every curve carries 90 % bootstrap intervals of its
-last/first ratio and slope (`bootstrap`); `--table` prints the README's table from the JSON.
+last/first ratio and slope (`bootstrap`); `--table` prints the table of docs/studies/drift.md from the JSON.
 """
 from __future__ import annotations
 
@@ -218,7 +218,7 @@ class Drift:
                 start = encode_videos(self.vae, first_frames, progress=False)  # (count, c, 1, h, w)
             # one batch; video i draws from the streams of video first + i, so chunking does not change it
             windows = sample_windows(self.models[model], self.interp, self.args.frames, self.starts, num_videos=count,
-                                     seed=self.args.seed, first_video=first, start=start, num_steps=self.args.steps,
+                                     seed=self.args.seed, first_index=first, start=start, num_steps=self.args.steps,
                                      perturbation_level=level, guidance_weight=guidance, progress=False)
             result = {"windows": windows, "last_window": windows[:, -1]}  # uint8 (count, 16, H, W, C): for strips
             if real_start:

@@ -58,7 +58,7 @@ def load_models(pred_path: Path, interp_path: Path, vae_path: Path):
 def time_long_video(pred, interp, num_frames: int, steps: int) -> dict:
     plan = long_video_plan(pred, interp, num_frames)
     start = time.perf_counter()
-    keyframes = sample_keyframes(pred, plan, 1, seed=0, num_steps=steps, guidance_scale=LONG_VIDEO_GUIDANCE,
+    keyframes = sample_keyframes(pred, plan, 1, seed=0, num_steps=steps, guidance_weight=LONG_VIDEO_GUIDANCE,
                                  progress=False)
     after_keyframes = time.perf_counter()
     latents = interpolate(interp, keyframes, seed=0, num_steps=steps, progress=False)

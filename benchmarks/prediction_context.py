@@ -60,7 +60,7 @@ def continue_clips(model: LatentVideoDiffusion, clips: np.ndarray, folder: Path,
         latents = encode_videos(model.vae, clips[first:first + BATCH], progress=False)  # (B, c, 4, h, w)
         keyframes = sample_keyframes(model, plan, len(latents), seed, start=latents[:, :, :1], num_steps=steps,
                                      perturbation_level=level, guidance_weight=LONG_VIDEO_GUIDANCE, progress=False,
-                                     first_video=first)
+                                     first_index=first)
         return decode_frames(model, keyframes, FRAMES, progress=False)
 
     return kept_batches(folder, len(clips), make, progress=True)
