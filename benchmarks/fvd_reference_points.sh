@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's FVD reference points on Moving MNIST test clips (N = 256), from the repo root:
+# The FVD reference points of docs/fvd.md on Moving MNIST test clips (N = 256), from the repo root:
 #   bash benchmarks/fvd_reference_points.sh [work-folder]
 # About 20-30 minutes on a 2-core CPU (1,280 clips through I3D).
 set -euo pipefail

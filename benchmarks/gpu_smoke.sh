@@ -6,7 +6,7 @@
 # Runs `sample` (32 clips, DDIM 50), `sample-long` (64 frames), 50 training steps of `train` (bf16
 # autocast, the trainer's default on CUDA) and `fvd` on 32 clips, each with --device cuda, and prints
 # {"gpu": ..., "torch": ..., "<step>": {"seconds": ..., "result": <the command's JSON>}, ...}.
-# No test depends on it; the README shows its output from the last GPU it ran on.
+# No test depends on it; docs/studies/speed.md shows its output from the last GPU it ran on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}

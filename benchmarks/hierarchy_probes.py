@@ -90,7 +90,7 @@ def run_probe(name: str, args) -> dict:
 
 
 def table(results: dict) -> str:
-    """The README's probe table in Markdown, from the JSON alone: one row per finished probe."""
+    """The probe table of docs/studies/hierarchy_probes.md in Markdown, from the JSON alone: one row per probe."""
     rows = []
     for name, entry in results["probes"].items():
         card = entry["card"]

@@ -7,8 +7,8 @@ References:
 3) Wang et al., *Image Quality Assessment: From Error Visibility to Structural Similarity*,
    IEEE TIP 2004 (SSIM, Eq. 13, 11x11 Gaussian window with sigma 1.5).
 
-The feature network is the Kinetics-400 Inception-I3D of `i3d.py`. Protocol (README, "FVD
-protocol"): uint8 clips of 16 frames, grayscale repeated to RGB, resized to 224x224 (bilinear where
+The feature network is the Kinetics-400 Inception-I3D of `i3d.py`. Protocol (docs/fvd.md, "FVD
+protocol and reference points"): uint8 clips of 16 frames, grayscale repeated to RGB, resized to 224x224 (bilinear where
 a side grows, a box filter where it shrinks: `resize_weights`), scaled to [-1, 1]; features are
 the 400 logits averaged over time; Frechet distance in float64 with unbiased (N - 1) covariances.
 Features of a clip file are cached per file (`file_features`), so a real set is embedded once. `windowed_fvd` scores the 16-frame windows of long videos (the
@@ -98,7 +98,7 @@ def preprocess(videos: np.ndarray) -> torch.Tensor:
         frames = torch.einsum("yh,bchw,xw->bcyx", rows, frames, cols)  # (N F, C, 224, 224)
     # Differs from the FVD paper's code (TF1 resize_bilinear: source = target * in / out, no
     # half-pixel offset, no smoothing when shrinking): we sample at half-pixel centres like torch and
-    # TF2, and shrink with a box filter (bilinear alone aliases at 256 px and up). Stated in the README.
+    # TF2, and shrink with a box filter (bilinear alone aliases at 256 px and up). Stated in docs/fvd.md.
     x = rearrange(frames, "(n f) c h w -> n c f h w", n=num_clips) / 127.5 - 1  # (N, C, F, 224, 224)
     return x.expand(-1, 3, -1, -1, -1) if x.shape[1] == 1 else x  # grayscale -> RGB
 

@@ -16,7 +16,7 @@ Under DDP each rank takes its slice of the same global batch, so 2 processes wit
 each match 1 process with batch B.
 
 compile=True runs the loss through `torch.compile(model)` (inductor); the first step then
-compiles (minutes on a CPU) and later steps are faster (README, "Speed on this CPU"). Only the
+compiles (minutes on a CPU) and later steps are faster (docs/studies/speed.md). Only the
 loss goes through the compiled wrapper: checkpoints and the EMA hold the plain module's state,
 so a compiled run writes the same keys as an eager one, and either can resume the other.
 """

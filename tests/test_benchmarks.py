@@ -317,7 +317,7 @@ def test_condition_sensitivity_is_zero_for_a_model_that_ignores_its_condition(tm
 
 @pytest.mark.parametrize("num", [128, 256])
 def test_committed_seed_spread_holds_disjoint_sets_and_their_recomputed_summary(num):
-    """Notebook 06 and the README quote these runs: their summaries must be those of their own FVDs."""
+    """Notebook 06 and docs/studies/recipe_study.md quote these runs: their summaries must be those of their own FVDs."""
     import numpy as np
 
     recorded = json.loads((ROOT / "benchmarks" / "results" / f"seed_spread_{num}.json").read_text())
@@ -331,7 +331,8 @@ def test_committed_seed_spread_holds_disjoint_sets_and_their_recomputed_summary(
 
 
 def test_probe_table_is_written_from_the_json():
-    """The README's probe table comes from benchmarks/results/hierarchy_probes.json: one row per probe, its figures."""
+    """The probe table of docs/studies/hierarchy_probes.md comes from benchmarks/results/hierarchy_probes.json: one row per
+    probe, its figures."""
     import hierarchy_probes
 
     results = json.loads((ROOT / "benchmarks" / "results" / "hierarchy_probes.json").read_text())

@@ -111,7 +111,8 @@ def test_table_is_written_from_the_json(tmp_path, capsys):
 
 
 def test_committed_run_of_record_holds_every_variant_the_floor_and_their_intervals():
-    """What README and notebook 09 show: the finished run at N = 64, every curve with its bootstrap intervals."""
+    """What docs/studies/drift.md and notebook 09 show: the finished run at N = 64, every curve with its bootstrap
+    intervals."""
     results = json.loads((ROOT / "benchmarks" / "results" / "drift" / "drift.json").read_text())
     assert results["num"] >= 64 and results["frames"] == 1024 and set(results["variants"]) == set(drift.VARIANTS)
     starts = [str(s) for s in results["window_starts"]]

@@ -86,7 +86,7 @@ def train_short_model(preset: Preset, vae_path: str | os.PathLike, out: str | os
     preset is not changed: `steps` replaces the preset's number of steps in a copy. `stop_at` ends
     this call at that step of the `steps`-long run (its schedule unchanged) and writes the model as
     it is then; resume to go on. `compile=True` trains through `torch.compile` (the `train` command's
-    default: 1.25x per step on a CPU after about 2 minutes of compiling; README, "Speed on this CPU").
+    default: 1.25x per step on a CPU after about 2 minutes of compiling; docs/studies/speed.md).
     """
     run = resolve_short_run(preset, vae_path, out, steps=steps, num_clips=num_clips, resume=resume)
     return fit_short(run, device=device, callbacks=callbacks, progress=progress, latents_cache=latents_cache,
