@@ -313,3 +313,82 @@ def test_defaults_are_unchanged():
     with pytest.raises(ValueError, match="temporal_attention must be one of"):
         UNet(UNetConfig(model_channels=32, temporal_attention="rope"))
 
+
+# ----------------------------------------------------------------------------- the command
+def run_command(argv: list[str], capsys) -> tuple[int, str, str]:
+    from lvdm_ref.cli import main
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def tiny_dataset(monkeypatch):
+    _, metadata, _ = fixture()
+    monkeypatch.setitem(convert.DATASETS, "tiny", dict(scale_factor=metadata["scale_factor"],
+                                                       shift_factor=metadata["shift_factor"], downsample=(2, 4, 4),
+                                                       num_frames=8, size=32))
+
+
+def test_command_converts_and_sample_uses_the_result(tmp_path, fake_lightning, tiny_dataset, capsys):
+    _, _, keys = fixture()
+    ckpt = lightning_checkpoint(tmp_path / "short_tiny.ckpt", official_state(keys["tiny"]), fake_lightning)
+    drop_lightning()
+    code, out, err = run_command(["convert-official", str(ckpt), "--dataset", "tiny", "--out",
+                                  str(tmp_path / "tiny.safetensors")], capsys)
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert (result["weights"], result["latent_shape"]) == ("raw", [4, 4, 8, 8])
+    code, out, err = run_command(["sample", "--ckpt", str(tmp_path / "tiny.safetensors"), "--num", "1", "--sampler",
+                                  "ddim", "--steps", "2", "--out", str(tmp_path / "samples.npz"), "--device", "cpu"],
+                                 capsys)
+    assert code == 0, err
+    with np.load(tmp_path / "samples.npz") as archive:
+        assert archive["videos"].shape == (1, 8, 32, 32, 3) and archive["videos"].dtype == np.uint8
+
+
+@pytest.mark.parametrize("case, message", [
+    ("text", "not a PyTorch checkpoint"), ("truncated", "truncated"), ("foreign class", "evil.Payload"),
+    ("text-to-video", "text-to-video"), ("autoencoder only", "no LVDM UNet"), ("missing tensor", "lacks the tensor")])
+def test_command_refuses_bad_input_in_one_line(case, message, tmp_path, fake_lightning, tiny_dataset, capsys):
+    _, _, keys = fixture()
+    state = official_state(keys["tiny"])
+    path = tmp_path / "input.ckpt"
+    if case == "text":
+        path.write_text("model weights, honest")
+    elif case == "truncated":
+        whole = lightning_checkpoint(path, state, fake_lightning).read_bytes()
+        path.write_bytes(whole[:len(whole) // 3])
+    elif case == "foreign class":
+        evil = types.ModuleType("evil")
+        evil.Payload = type("Payload", (), {"__module__": "evil"})
+        sys.modules["evil"] = evil
+        try:
+            torch.save({"state_dict": state, "callbacks": {evil.Payload: {}}}, path)
+        finally:
+            del sys.modules["evil"]
+    else:
+        if case == "text-to-video":
+            state["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.zeros(1, 77)
+        elif case == "autoencoder only":
+            state = {name: t for name, t in state.items() if name.startswith(convert.AUTOENCODER)}
+        else:
+            del state["model.diffusion_model.time_embed.0.weight"]
+        lightning_checkpoint(path, state, fake_lightning)
+    drop_lightning()
+    code, out, err = run_command(["convert-official", str(path), "--dataset", "tiny", "--out",
+                                  str(tmp_path / "out.safetensors")], capsys)
+    assert code == 2 and message in err, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_command_needs_a_known_dataset(tmp_path, capsys):
+    (tmp_path / "short_ucf.ckpt").write_bytes(b"")
+    code, _, err = run_command(["convert-official", str(tmp_path / "short_ucf.ckpt"), "--dataset", "ucf", "--out",
+                                str(tmp_path / "out.safetensors")], capsys)
+    assert code == 2 and "invalid choice" in err and "sky" in err
