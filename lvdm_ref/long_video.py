@@ -96,9 +96,12 @@ class LongVideoPlan:
         return [j for j in pairs if j < self.num_pairs]
 
 
-def check_pair(pred_config: HierarchyConfig, interp_config: HierarchyConfig | None) -> None:
-    """The two models must be a prediction and an interpolation model on the same keyframe grid. A prediction
-    model whose keyframes are 1 latent apart makes every latent itself: it takes no interpolation model."""
+def check_pair(pred_config: HierarchyConfig, interp_config: HierarchyConfig | None,
+               pred_vae_sha256: str | None = None, interp_vae_sha256: str | None = None) -> None:
+    """The two models must be a prediction and an interpolation model on the same keyframe grid, trained on
+    the same autoencoder (the sha256 of its file, where known). A prediction model whose keyframes are 1 latent
+    apart makes every latent itself: it takes no interpolation model. (`long_video_plan` checks loaded models
+    with it; the `sample-long` command, their checkpoints' headers.)"""
     if pred_config.role != "pred":
         raise ValueError(f"--pred must be a prediction model, got a {pred_config.role!r} model")
     if pred_config.keyframe_stride == 1:
@@ -114,6 +117,9 @@ def check_pair(pred_config: HierarchyConfig, interp_config: HierarchyConfig | No
         raise ValueError(f"the prediction model's keyframes are {pred_config.keyframe_stride} latents apart, so the "
                          f"interpolation model must span {pred_config.keyframe_stride + 1} latents, "
                          f"got {interp_config.num_latents}")
+    if pred_vae_sha256 != interp_vae_sha256:
+        raise ValueError("the prediction and interpolation models (--pred, --interp) were trained on different "
+                         f"autoencoders (sha256 {pred_vae_sha256} vs {interp_vae_sha256}); train both on the same one")
 
 
 @torch.no_grad()
@@ -244,10 +250,8 @@ def sample_windows(pred, interp, num_frames: int, starts: list[int], window: int
 
 def long_video_plan(pred, interp, num_frames: int) -> LongVideoPlan:
     """The plan of a `num_frames` video; `interp` is None for a prediction model with keyframes 1 latent apart."""
-    check_pair(pred.hierarchy, None if interp is None else interp.hierarchy)
-    if interp is not None and pred.vae_sha256 != interp.vae_sha256:
-        raise ValueError("the prediction and interpolation models were trained on different autoencoders "
-                         f"(sha256 {pred.vae_sha256} vs {interp.vae_sha256}); train both on the same one")
+    check_pair(pred.hierarchy, None if interp is None else interp.hierarchy, pred.vae_sha256,
+               None if interp is None else interp.vae_sha256)
     return LongVideoPlan(num_frames, pred.vae.config.temporal_downsample, pred.hierarchy.keyframe_stride,
                          pred.hierarchy.num_latents, pred.hierarchy.num_latents - pred.hierarchy.max_given)
 

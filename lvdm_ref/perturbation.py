@@ -77,5 +77,6 @@ def sampling_levels(batch: int, level: int | None, max_level: int,
         return None
     level = default_level(max_level) if level is None else level
     if not 0 <= level < max_level:
-        raise ValueError(f"perturbation level must be in [0, {max_level - 1}] (the levels seen in training), got {level}")
+        raise ValueError(f"perturbation level (--perturbation-level) must be in [0, {max_level - 1}] (the levels seen "
+                         f"in training), got {level}")
     return torch.full((batch,), level, device=device, dtype=torch.long)

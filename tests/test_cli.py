@@ -23,7 +23,7 @@ import torch
 
 from lvdm_ref import cli
 from lvdm_ref.checkpoint import save_weights
-from lvdm_ref.config import DataConfig, VAEConfig, get_preset, to_dict
+from lvdm_ref.config import DataConfig, VAEConfig, get_preset, hierarchy_config, to_dict
 from lvdm_ref.vae3d import VideoAutoencoder
 from lvdm_ref.video_io import write_video
 
@@ -70,6 +70,11 @@ def inputs(tmp_path_factory) -> Path:
     save_autoencoder(tmp / "rgb_vae.safetensors", rgb,
                      dataclasses_replace(quick.data, dataset="folder", root=str(tmp / "videos40"), channels=3))
     save_autoencoder(tmp / "vae.safetensors", quick.vae, quick.data)  # the quick preset's, on Moving MNIST
+    for role, sha in (("pred", "a" * 64), ("interp", "a" * 64), ("interp_other", "b" * 64)):  # headers only
+        config = hierarchy_config(role.split("_")[0], 25)
+        save_weights(tmp / f"{role}.safetensors", {"x": torch.zeros(1)},
+                     {"kind": f"lvdm_{config.role}", "hierarchy": to_dict(config), "latent_shape": [4, 4, 8, 8],
+                      "diffusion": to_dict(quick.diffusion), "vae": {"path": str(tmp / "vae.safetensors"), "sha256": sha}})
     save_state(tmp / "vae_run", {"preset": "quick", "data": to_dict(quick.data)})  # an autoencoder's run
     save_state(tmp / "short_run", {"preset": "quick"})  # a finished short-model run
     return tmp
@@ -154,6 +159,12 @@ LATE = [  # checks that used to run after the training set was encoded, now befo
      ["training samples", "1 clips x 3 per clip", "--num-clips"]),
     ("short-clips-below-a-batch", ["train", "--quick", "--vae", "{tmp}/vae.safetensors", "--num-clips", "2",
                                    "--out", "{out}/run"], ["2 training clips", "--num-clips"]),
+    ("level-above-the-models-s_max", ["sample-long", "--pred", "{tmp}/pred.safetensors", "--interp",
+                                      "{tmp}/interp.safetensors", "--perturbation-level", "30", "--out", "{out}/x.npz"],
+     ["--perturbation-level", "[0, 24]"]),
+    ("pair-on-two-autoencoders", ["sample-long", "--pred", "{tmp}/pred.safetensors", "--interp",
+                                  "{tmp}/interp_other.safetensors", "--out", "{out}/x.npz"],
+     ["--pred", "--interp", "different autoencoders"]),
     ("perturbation-above-the-chain", ["train", "--quick", "--model", "pred", "--vae", "{tmp}/vae.safetensors",
                                       "--max-perturbation-level", "500", "--out", "{out}/run"],
      ["--max-perturbation-level", "[0, 100]"]),

@@ -26,6 +26,7 @@ from lvdm_ref.checkpoint import INTERP_KIND, PRED_KIND, VAE_KIND, read_metadata
 from lvdm_ref.config import HierarchyConfig, from_dict
 from lvdm_ref.long_video import check_pair
 from lvdm_ref.metrics import NUM_FRAMES
+from lvdm_ref.perturbation import sampling_levels, train_max_level
 from lvdm_ref.video_io import READ_EXTENSIONS
 
 
@@ -280,17 +281,11 @@ def check_hierarchy_pair(pred: Path, interp: Path | None, steps: int, perturbati
         check_sampler_steps(path, "ddim", steps)
         headers[name] = meta
     configs = [from_dict(HierarchyConfig, headers[name]["hierarchy"]) for name in headers]
-    with user_input():  # its messages name --pred and --interp
-        check_pair(configs[0], configs[1] if interp is not None else None)
     shas = [headers[name].get("vae", {}).get("sha256") for name in headers]
-    if len(shas) == 2 and shas[0] != shas[1]:
-        raise UsageError(f"--pred and --interp were trained on different autoencoders (sha256 {shas[0]} vs {shas[1]}); "
-                         f"use a pair trained on the same one")
-    max_level = configs[0].max_perturbation_level
-    if perturbation_level and max_level == 0:
-        raise UsageError(f"{pred} was trained without perturbation: use --perturbation-level 0")
-    if perturbation_level is not None and max_level and perturbation_level >= max_level:
-        raise UsageError(f"--perturbation-level must be below the training s_max {max_level}, got {perturbation_level}")
+    with user_input():  # the library's own checks, on the headers; their messages name the flags
+        check_pair(configs[0], configs[1] if interp is not None else None, *shas)
+        max_level = train_max_level(headers["--pred"]["diffusion"]["num_timesteps"], configs[0].max_perturbation_level)
+        sampling_levels(1, perturbation_level, max_level)  # a level the prediction model was trained with
     return headers
 
 
