@@ -24,6 +24,7 @@ import torch
 from lvdm_ref import cli
 from lvdm_ref.checkpoint import save_weights
 from lvdm_ref.config import DataConfig, VAEConfig, get_preset, hierarchy_config, to_dict
+from lvdm_ref.utils import file_sha256
 from lvdm_ref.vae3d import VideoAutoencoder
 from lvdm_ref.video_io import write_video
 
@@ -75,6 +76,9 @@ def inputs(tmp_path_factory) -> Path:
         save_weights(tmp / f"{role}.safetensors", {"x": torch.zeros(1)},
                      {"kind": f"lvdm_{config.role}", "hierarchy": to_dict(config), "latent_shape": [4, 4, 8, 8],
                       "diffusion": to_dict(quick.diffusion), "vae": {"path": str(tmp / "vae.safetensors"), "sha256": sha}})
+    save_weights(tmp / "short_16.safetensors", {"x": torch.zeros(1)},  # a short model of 16x16 latents, on vae
+                 {"kind": "lvdm_short", "latent_shape": [4, 4, 16, 16],
+                  "vae": {"path": str(tmp / "vae.safetensors"), "sha256": file_sha256(tmp / "vae.safetensors")}})
     save_state(tmp / "vae_run", {"preset": "quick", "data": to_dict(quick.data)})  # an autoencoder's run
     save_state(tmp / "short_run", {"preset": "quick"})  # a finished short-model run
     return tmp
@@ -154,6 +158,9 @@ LATE = [  # checks that used to run after the training set was encoded, now befo
     ("init-of-the-wrong-kind", ["train", "--quick", "--model", "pred", "--vae", "{tmp}/vae.safetensors",
                                 "--init", "{tmp}/vae.safetensors", "--out", "{out}/run"],
      ["--init", "'vae3d'", "short model"]),
+    ("init-of-another-shape", ["train", "--quick", "--model", "pred", "--vae", "{tmp}/vae.safetensors",
+                               "--init", "{tmp}/short_16.safetensors", "--out", "{out}/run"],
+     ["--init", "16x16", "8x8", "same autoencoder and preset"]),
     ("interp-clips-below-a-batch", ["train", "--quick", "--model", "interp", "--vae", "{tmp}/vae.safetensors",
                                     "--num-clips", "1", "--out", "{out}/run"],
      ["training samples", "1 clips x 3 per clip", "--num-clips"]),
@@ -308,6 +315,35 @@ def test_gray_videos_pair_with_a_gray_autoencoder(inputs, tmp_path):
                                           "--num-clips", "4", "--out", str(tmp_path / "run")])
     _, run = resolve_train(args)
     assert run.preset.data.channels == run.preset.vae.in_channels == 1 and run.preset.data.split == "all"
+
+
+def test_split_all_reads_every_ucf101_video_and_says_so(inputs, tmp_path):
+    """The opt-in: `--split all` on a UCF-101 copy without its lists trains on both videos, recorded as "all"."""
+    from lvdm_ref.cli.train import resolve_train
+    from lvdm_ref.video_datasets import open_video_dataset
+
+    args = cli.build_parser().parse_args(["train", "--quick", "--vae", str(inputs / "rgb_vae.safetensors"), "--data",
+                                          str(inputs / "ucf"), "--split", "all", "--num-clips", "4",
+                                          "--out", str(tmp_path / "run")])
+    _, run = resolve_train(args)
+    assert (run.preset.data.dataset, run.preset.data.split) == ("ucf101", "all")
+    assert len(open_video_dataset(run.preset.data)) == 2 and not (tmp_path / "run").exists()
+
+
+def test_skipped_videos_are_listed_with_their_reasons(inputs, tmp_path):
+    """One rule for broken videos, in training as in `fvd`: skipped, and the warning names each file and why."""
+    import shutil
+
+    from lvdm_ref.video_datasets import open_video_dataset
+
+    folder = tmp_path / "videos"
+    shutil.copytree(inputs / "videos40", folder)
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    with pytest.warns(UserWarning) as caught:
+        dataset = open_video_dataset(DataConfig(dataset="folder", root=str(folder), num_frames=8, size=32))
+    message = " ".join(str(w.message) for w in caught)
+    assert len(dataset) == 2 and str(folder / "broken.mp4") in message and "unreadable" in message
+    assert ".skipped" not in message
 
 
 def test_results_are_strict_json(tmp_path, capsys, monkeypatch):
