@@ -56,14 +56,6 @@ def check_run_folder(out: str | Path, resume: bool, kind: str, preset: str | Non
                          f"--preset (or --quick) as that run")
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has AVX512-BF16 or AMX, the instructions that make bfloat16 autocast pay (a compiled
-    training step of the mmnist UNet: 1.55x on such a CPU, benchmarks/results/unet_bf16_speed.json); asked
-    of torch's own CPU capability checks, which are private, so a torch without them reads as no."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
 def preset_for_autoencoder(preset: Preset, vae_path: str | os.PathLike, *, check_clip_length: bool = True) -> Preset:
     """`preset` with the autoencoder in `vae_path` (read from its header only): its own config replaces the
     preset's (its temporal and spatial factors decide the latent clips), and the frames it was trained on
