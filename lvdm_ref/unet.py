@@ -1,10 +1,17 @@
-"""The factorised space-time denoising UNet of LVDM (He et al. 2022, Sec. 3.2 and LVDM_NOTES.md section 2).
+"""The factorised space-time denoising UNet of LVDM (He et al. 2022, Sec. 3.2; docs/ARCHITECTURE.md).
 
 - Every convolution is per frame (a 3x3 Conv2d on each frame = a 1x3x3 Conv3d) and down/up-sampling is
   in space only: time is never resampled, frames talk to each other only through attention.
 - Inside, activations are kept as frames, `(b f) c h w`, so convolutions and GroupNorm are 2D and per
-  frame; the interface is `(B, c, f, h, w)` (f latent frames; `t` is always the diffusion timestep). GroupNorm statistics are per frame (the official code pools
-  them over the clip), so frames meet only in attention and `"spatial"` is exactly an image model.
+  frame; the interface is `(B, c, f, h, w)` (f latent frames; `t` is always the diffusion timestep).
+  GroupNorm statistics are per frame by default (the official code pools them over the clip), so frames
+  meet only in attention and `"spatial"` is exactly an image model.
+- Two options beyond LVDM, off by default, mix frames where LVDM's UNet does not (the stability study,
+  benchmarks/stability_study.py, measures whether they help a generator keep its digits):
+  `temporal_levels`: temporal attention alone (no spatial attention) after each ResBlock of those levels,
+               e.g. (0,) at the full latent resolution, where spatial attention would cost (h w)^2;
+  `temporal_conv`: a residual, zero-initialised 3-tap convolution over time after every ResBlock (the
+               "pseudo-3D" convolution of later video UNets).
 - Two options reproduce the official code (its released Sky/TaiChi weights, `official/`), defaults unchanged:
   `norm="clip"`: ResBlock and output GroupNorm statistics pooled over the whole clip, (C/G, f, h, w), as the
                official 5D GroupNorm does; frames then interact through the statistics too, not only in

@@ -178,6 +178,23 @@ def test_spatial_kind_never_mixes_frames_and_factorized_does():
     torch.testing.assert_close(whole, per_frame)  # "spatial" is an image model applied frame by frame
 
 
+@pytest.mark.parametrize("option", [{"temporal_conv": True}, {"temporal_levels": (0,)}])
+def test_temporal_options_start_as_the_plain_unet_and_mix_frames(option):
+    """Each option adds only zero-initialised residual layers: with the plain UNet's weights copied in it computes
+    the same function; once trained (randomised here) it mixes frames where the spatial-only UNet cannot."""
+    torch.manual_seed(0)
+    x, t = torch.randn(1, 4, 4, 8, 8), torch.tensor([10])
+    config = dict(TINY, attention="spatial", attention_levels=(1,))  # level 0 free for temporal_levels
+    plain, extended = randomise_zero_init(UNet(UNetConfig(**config))), UNet(UNetConfig(**config, **option))
+    missing, unexpected = extended.load_state_dict(plain.state_dict(), strict=False)
+    assert missing and not unexpected  # only the new layers' weights are new
+    torch.testing.assert_close(extended(x, t), plain(x, t))
+    extended = randomise_zero_init(extended)
+    changed = x.clone()
+    changed[:, :, 3] += 1.0  # touch the last frame only
+    assert (extended(changed, t) - extended(x, t))[:, :, :3].abs().max() > 1e-4
+
+
 def test_optional_inputs_change_the_output_only_when_given():
     torch.manual_seed(0)
     x, t = torch.randn(2, 4, 4, 8, 8), torch.tensor([1, 500])
