@@ -23,6 +23,7 @@ import torch
 
 from lvdm_ref import cli
 from lvdm_ref.checkpoint import save_weights
+from lvdm_ref.recipes.common import run_settings
 from lvdm_ref.config import DataConfig, VAEConfig, get_preset, hierarchy_config, to_dict
 from lvdm_ref.utils import file_sha256
 from lvdm_ref.vae3d import VideoAutoencoder
@@ -81,6 +82,8 @@ def inputs(tmp_path_factory) -> Path:
                   "vae": {"path": str(tmp / "vae.safetensors"), "sha256": file_sha256(tmp / "vae.safetensors")}})
     save_state(tmp / "vae_run", {"preset": "quick", "data": to_dict(quick.data)})  # an autoencoder's run
     save_state(tmp / "short_run", {"preset": "quick"})  # a finished short-model run
+    save_state(tmp / "pred_run", {"preset": "quick", "role": "pred", "settings": run_settings(  # a pred run's settings
+        hierarchy=to_dict(hierarchy_config("pred", 25)), parameterization=None, init=None)})
     return tmp
 
 
@@ -135,6 +138,9 @@ OVERWRITES = [  # no input and no finished run is ever overwritten
                               "--out", "{tmp}/vae_run"], ["--resume", "'vae' run", "not a 'short' one"]),
     ("finished-run-without-resume", ["train", "--quick", "--vae", "{tmp}/vae.safetensors", "--out", "{tmp}/short_run"],
      ["holds a run already", "--resume"]),
+    ("resume-with-other-settings", ["train", "--quick", "--model", "pred", "--vae", "{tmp}/vae.safetensors", "--resume",
+                                    "--max-perturbation-level", "0", "--out", "{tmp}/pred_run"],
+     ["--resume", "other settings", "hierarchy.max_perturbation_level 25 vs 0"]),
     ("resume-nothing", ["train-vae", "--quick", "--resume", "--out", "{out}/run"], ["--resume", "train_state.pt"]),
 ]
 NUMBERS = [  # every float finite and in its range

@@ -30,9 +30,21 @@ def run_kind(metadata: dict) -> str:
     return "vae" if "data" in metadata else "short"
 
 
-def check_run_folder(out: str | Path, resume: bool, kind: str, preset: str | None = None) -> None:
+def run_settings(**settings) -> dict:
+    """What a run was started with that a resumed call must repeat (the model's shape, its target, its warm
+    start), as the training state records it: a config given as a dict is spread into "name.field" keys, so a
+    difference names its field (JSON: tuples become lists)."""
+    flat = {}
+    for name, value in settings.items():
+        flat.update({f"{name}.{key}": item for key, item in value.items()} if isinstance(value, dict) else {name: value})
+    return json.loads(json.dumps(flat, default=str))
+
+
+def check_run_folder(out: str | Path, resume: bool, kind: str, preset: str | None = None,
+                     settings: dict | None = None) -> None:
     """Before any work: a new run needs a folder without a training state (a finished or interrupted run is
-    never overwritten), and `resume` needs the state of a run of the same `kind` (and preset) in it."""
+    never overwritten), and `resume` needs the state of a run of the same `kind`, preset and `settings`
+    (`run_settings`, where the state records them) in it: the fields that differ are named."""
     state = Path(out) / STATE_FILE
     if not resume:
         if state.exists():
@@ -54,6 +66,12 @@ def check_run_folder(out: str | Path, resume: bool, kind: str, preset: str | Non
     if preset is not None and metadata.get("preset", preset) != preset:
         raise ValueError(f"--resume: {out} is a run of preset {metadata['preset']!r}, not {preset!r}; pass the same "
                          f"--preset (or --quick) as that run")
+    recorded = metadata.get("settings")
+    if settings is not None and recorded is not None and recorded != settings:
+        differ = ", ".join(f"{key} {recorded.get(key)!r} vs {settings.get(key)!r}"
+                           for key in sorted(set(recorded) | set(settings)) if recorded.get(key) != settings.get(key))
+        raise ValueError(f"--resume: {out} was started with other settings ({differ}; the run's vs now): pass the "
+                         f"same flags as that run, or drop --resume and choose a new --out")
 
 
 def preset_for_autoencoder(preset: Preset, vae_path: str | os.PathLike, *, check_clip_length: bool = True) -> Preset:

@@ -23,7 +23,7 @@ from lvdm_ref.hierarchy import hierarchy_loss, warm_start
 from lvdm_ref.lvdm import LatentVideoDiffusion
 from lvdm_ref.perturbation import train_max_level
 from lvdm_ref.recipes.common import (LatentDataset, check_num_clips, check_run_folder, encoded_training_set,
-                                     preset_for_autoencoder, short_model_header, short_model_weights)
+                                     preset_for_autoencoder, run_settings, short_model_header, short_model_weights)
 from lvdm_ref.train import Callback, Trainer
 from lvdm_ref.unet import UNet
 from lvdm_ref.utils import file_sha256, get_device
@@ -153,6 +153,11 @@ class HierarchyRun:
     parameterization: str | None = None
     snapshot_every: int | None = None
 
+    @property
+    def settings(self) -> dict:
+        """What a resumed call must repeat (`common.check_run_folder`)."""
+        return run_settings(hierarchy=to_dict(self.config), parameterization=self.parameterization, init=self.init)
+
 
 def resolve_hierarchy_run(preset: Preset, role: str, vae_path, out, *, max_perturbation_level: int | None = None,
                           condition_prob: float | None = None, steps: int | None = None,
@@ -194,15 +199,16 @@ def resolve_hierarchy_run(preset: Preset, role: str, vae_path, out, *, max_pertu
     windows = len(sample_starts(config, num_frames // preset.vae.temporal_downsample))
     check_num_clips(num_clips * windows, train_config.batch_size,
                     f"training samples ({num_clips} clips x {windows} per clip)")
-    check_run_folder(out, resume, role, preset.name)
     if init is not None:
         size = preset.data.size // preset.vae.spatial_downsample
         check_init(init, short_model_header(init, vae_path, init_kinds(role)), config,
                    (preset.vae.latent_channels, size, size))
     if preset.data.dataset != "moving_mnist":  # every video shorter than a long clip: said now, with the length
         open_video_dataset(preset.data, num_frames=num_frames)
-    return HierarchyRun(preset, config, train_config, num_clips, num_frames, Path(vae_path), Path(out), resume,
-                        None if init is None else Path(init), parameterization, snapshot_every)
+    run = HierarchyRun(preset, config, train_config, num_clips, num_frames, Path(vae_path), Path(out), resume,
+                       None if init is None else Path(init), parameterization, snapshot_every)
+    check_run_folder(out, resume, role, preset.name, run.settings)
+    return run
 
 
 def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_perturbation_level: int | None = None,
@@ -260,7 +266,7 @@ def fit_hierarchy(run: HierarchyRun, *, device: str = "auto", callbacks=(), prog
         callbacks = (*callbacks, Snapshots(model, out / "snapshots", role, run.snapshot_every, vae_path, extra))
     trainer = Trainer(model.unet, hierarchy_loss(model.diffusion, config), LatentDataset(latents), run.train_config,
                       out, device=device, resume=run.resume, callbacks=callbacks, progress=progress,
-                      metadata={"preset": preset.name, "role": role}, compile=compile)
+                      metadata={"preset": preset.name, "role": role, "settings": run.settings}, compile=compile)
     summary = trainer.fit(stop_at)
     path = out / f"{role}.safetensors"
     if trainer.is_main:  # one writer under DDP

@@ -17,7 +17,8 @@ from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.lvdm import LatentVideoDiffusion, diffusion_loss
 from lvdm_ref.pixel import PixelSpace
 from lvdm_ref.recipes.common import (LatentDataset, check_num_clips, check_run_folder, encoded_training_set,
-                                     preset_for_autoencoder, short_model_header, short_model_weights, training_clips)
+                                     preset_for_autoencoder, run_settings, short_model_header, short_model_weights,
+                                     training_clips)
 from lvdm_ref.text_to_video import (CAPTION_DROP_PROB, CaptionDataset, TextToVideo, caption_counts, caption_loss,
                                     captions_of, warm_start_captions)
 from lvdm_ref.train import Trainer
@@ -38,6 +39,12 @@ class ShortRun:
     resume: bool = False
     init: Path | None = None  # t2v: the short model it warm-starts from
     drop_prob: float = CAPTION_DROP_PROB  # t2v: the share of dropped captions
+
+    @property
+    def settings(self) -> dict:
+        """What a resumed call must repeat (`common.check_run_folder`)."""
+        return run_settings(unet=to_dict(self.preset.unet), diffusion=to_dict(self.preset.diffusion), init=self.init,
+                            drop_prob=self.drop_prob)
 
 
 def latent_clip_shape(preset: Preset) -> tuple[int, int, int, int]:
@@ -63,15 +70,16 @@ def resolve_short_run(preset: Preset, vae_path: str | os.PathLike, out: str | os
         raise ValueError(f"--caption-drop must be in [0, 1) (the share of dropped captions), got {drop_prob}")
     meta = None if init is None else short_model_header(init, vae_path)  # a short model, on this autoencoder
     preset = preset_for_autoencoder(preset, vae_path)
-    check_run_folder(out, resume, kind, preset.name)
     if meta is not None:
         if tuple(meta["latent_shape"]) != latent_clip_shape(preset):
             raise ValueError(f"--init {init} works on latents {tuple(meta['latent_shape'])}, the data encodes to "
                              f"{latent_clip_shape(preset)}: use the preset it was trained with")
     if preset.data.dataset != "moving_mnist":  # no videos, none readable, all shorter than a clip: said now
         open_video_dataset(preset.data)
-    return ShortRun(preset, train_config, num_clips, Path(vae_path), Path(out), resume,
-                    None if init is None else Path(init), drop_prob)
+    run = ShortRun(preset, train_config, num_clips, Path(vae_path), Path(out), resume,
+                   None if init is None else Path(init), drop_prob)
+    check_run_folder(out, resume, kind, preset.name, run.settings)
+    return run
 
 
 def train_short_model(preset: Preset, vae_path: str | os.PathLike, out: str | os.PathLike, *, steps: int | None = None,
@@ -103,7 +111,7 @@ def fit_short(run: ShortRun, *, device: str = "auto", callbacks=(), progress: bo
                                    progress=progress)  # (N, c, f, h, w)
     return fit_diffusion(run.preset, run.train_config, vae, latents, run.out, vae_path=run.vae_path,
                          resume=run.resume, device=device, callbacks=callbacks, progress=progress, stop_at=stop_at,
-                         compile=compile)
+                         compile=compile, settings=run.settings)
 
 
 def train_pixel_model(preset: Preset, vae_path: str | os.PathLike | None, out: str | os.PathLike, *,
@@ -130,7 +138,7 @@ def train_pixel_model(preset: Preset, vae_path: str | os.PathLike | None, out: s
 def fit_diffusion(preset: Preset, train_config, space: nn.Module, data: torch.Tensor, out: Path, *,
                   vae_path: Path | None = None, resume: bool = False, device: str = "auto", callbacks=(),
                   progress: bool = True, stop_at: int | None = None, compile: bool = False,
-                  extra: dict | None = None) -> dict:
+                  extra: dict | None = None, settings: dict | None = None) -> dict:
     """Train the preset's UNet on `data` (N, c, f, h, w), the clips in the space the diffusion runs in
     (the autoencoder's latents, or pixels for `pixel.py`), and write OUT/short.safetensors."""
     latent_shape = tuple(data.shape[1:])  # (c, f, h, w)
@@ -139,8 +147,8 @@ def fit_diffusion(preset: Preset, train_config, space: nn.Module, data: torch.Te
     if get_device(device).type == "cpu":  # NHWC per-frame convs: 1.2x per step on a CPU (benchmarks/unet_speed.py)
         unet = unet.to(memory_format=torch.channels_last)
     trainer = Trainer(unet, diffusion_loss(diffusion), LatentDataset(data), train_config, out, device=device,
-                      resume=resume, callbacks=callbacks, progress=progress, metadata={"preset": preset.name},
-                      compile=compile)
+                      resume=resume, callbacks=callbacks, progress=progress, compile=compile,
+                      metadata={"preset": preset.name, **({"settings": settings} if settings else {})})
     summary = trainer.fit(stop_at)
     model = LatentVideoDiffusion(space, trainer.model, diffusion, latent_shape)
     path = Path(out) / "short.safetensors"
@@ -214,7 +222,7 @@ def fit_t2v(run: ShortRun, *, device: str = "auto", callbacks=(), progress: bool
         unet = unet.to(memory_format=torch.channels_last)
     trainer = Trainer(unet, caption_loss(diffusion, drop_prob), CaptionDataset(latents, captions), train_config, out,
                       device=device, resume=resume, callbacks=callbacks, progress=progress,
-                      metadata={"preset": preset.name, "model": "t2v"}, compile=compile)
+                      metadata={"preset": preset.name, "model": "t2v", "settings": run.settings}, compile=compile)
     summary = trainer.fit()
     model = TextToVideo(vae, trainer.model, diffusion, shape)
     path = out / "t2v.safetensors"
