@@ -83,7 +83,8 @@ def run_train_vae(plan) -> dict:
     args, run = plan
     if args.threads:
         torch.set_num_threads(args.threads)  # on a shared CPU, 1 thread beats 2 oversubscribed ones
-    return fit_autoencoder(run, device=args.device, stats_clips=args.stats_clips)
+    result = fit_autoencoder(run, device=args.device, stats_clips=args.stats_clips)
+    return {**result, "split": run.preset.data.split}  # Moving MNIST: its train digits
 
 
 # ----------------------------------------------------------------------------- eval-vae
