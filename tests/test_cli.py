@@ -131,6 +131,8 @@ LEAKS = [  # a test split that cannot silently become training data
 OVERWRITES = [  # no input and no finished run is ever overwritten
     ("sample-long-start-is-out", ["sample-long", "--pred", SHORT, "--start", "{tmp}/real.npz",
                                   "--out", "{tmp}/real.npz"], ["--out", "--start", "overwrite"]),
+    ("figure-over-the-out", ["sample-long", "--pred", SHORT, "--out", "{out}/x.png", "--figure", "{out}/x.png"],
+     ["--figure", "--out", "one output would overwrite the other"]),
     ("export-over-its-input", ["export", "--ckpt", SHORT, "--out", SHORT], ["--out", "--ckpt", "overwrite"]),
     ("sample-videos-over-user-files", ["data", "sample-videos", "--from", "{tmp}/broken.whl", "--out",
                                        "{tmp}/samples"], ["bikes.mp4", "never overwritten", "another --out"]),

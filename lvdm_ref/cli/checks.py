@@ -222,12 +222,20 @@ def device(text: str) -> str:
 
 # ----------------------------------------------------------------------------- across arguments
 def check_not_overwriting(outputs: dict[str, Path | None], inputs: dict[str, Path | str | None]) -> None:
-    """No file a command writes is one of the files it reads (e.g. `sample-long --start x.npz --out x.npz`)."""
+    """No file a command writes is one of the files it reads (e.g. `sample-long --start x.npz --out x.npz`),
+    nor another of the files it writes (`--out x.png --figure x.png`)."""
     read = {Path(path).resolve(): option for option, path in inputs.items() if isinstance(path, Path)}
+    written: dict[Path, str] = {}
     for option, path in outputs.items():
-        if path is not None and Path(path).resolve() in read:
+        if path is None:
+            continue
+        if Path(path).resolve() in read:
             raise UsageError(f"{option} {path} is also {read[Path(path).resolve()]}: the command would overwrite its "
                              f"input; write to another file")
+        if Path(path).resolve() in written:
+            raise UsageError(f"{option} {path} is also {written[Path(path).resolve()]}: one output would overwrite "
+                             f"the other; write to another file")
+        written[Path(path).resolve()] = option
 
 
 def check_autoencoder(path: Path, option: str) -> None:
