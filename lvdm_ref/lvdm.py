@@ -157,5 +157,5 @@ def find_autoencoder(path: Path, recorded: dict) -> Path:
         if candidate.is_file() and file_sha256(candidate) == recorded["sha256"]:
             return candidate
     raise ValueError(f"no autoencoder with sha256 {recorded['sha256']} (recorded as {recorded['path']}) beside {path}; "
-                     f"pass the one it was trained with (--vae)")
+                     f"put it back there or beside the checkpoint (`sample` also takes it as --vae)")
 

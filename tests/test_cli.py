@@ -72,7 +72,8 @@ def inputs(tmp_path_factory) -> Path:
     save_autoencoder(tmp / "rgb_vae.safetensors", rgb,
                      dataclasses_replace(quick.data, dataset="folder", root=str(tmp / "videos40"), channels=3))
     save_autoencoder(tmp / "vae.safetensors", quick.vae, quick.data)  # the quick preset's, on Moving MNIST
-    for role, sha in (("pred", "a" * 64), ("interp", "a" * 64), ("interp_other", "b" * 64)):  # headers only
+    sha = file_sha256(tmp / "vae.safetensors")
+    for role, sha in (("pred", sha), ("interp", sha), ("interp_other", "b" * 64)):  # headers only
         config = hierarchy_config(role.split("_")[0], 25)
         save_weights(tmp / f"{role}.safetensors", {"x": torch.zeros(1)},
                      {"kind": f"lvdm_{config.role}", "hierarchy": to_dict(config), "latent_shape": [4, 4, 8, 8],
@@ -207,6 +208,9 @@ TRACEBACKS = [  # library errors that used to reach the user as a traceback
 MESSAGES = [  # messages a user can act on
     ("broken-video-named", ["fvd", "--real", "{tmp}/real.npz", "--fake", "{tmp}/broken"],
      ["--fake", "clip.mp4", "unreadable", "re-encode it or remove it"]),
+    ("broken-start-video", ["sample-long", "--pred", "{tmp}/pred.safetensors", "--interp", "{tmp}/interp.safetensors",
+                            "--start", "{tmp}/broken/clip.mp4", "--out", "{out}/x.npz"],
+     ["--start", "clip.mp4", "cannot be read as a video", "re-encode it"]),
     ("ignored-parameterization", ["train", "--quick", "--model", "t2v", "--vae", "{tmp}/vae.safetensors",
                                   "--parameterization", "v", "--out", "{out}/run"],
      ["--parameterization is for --model short or pred or interp", "drop it"]),

@@ -131,7 +131,11 @@ def start_clips(path: Path, num: int, vae: VAEConfig, size: int) -> np.ndarray:
         clips = load_clips(path)  # (M, F, H, W, C), or one clip (F, H, W, C)
         clips = clips[None] if clips.ndim == 4 else clips
     else:
-        clips = read_video(path, 0, first)[None]  # (1, F, H, W, 3): video files hold RGB
+        try:
+            clips = read_video(path, 0, first)[None]  # (1, F, H, W, 3): video files hold RGB
+        except Exception as error:  # PyAV raises many error types for a broken file; all mean "unreadable"
+            raise ValueError(f"--start {path} cannot be read as a video ({type(error).__name__}: {error}); "
+                             f"re-encode it, or pass the clip as an .npz") from None
         if channels == 1 and np.abs(clips.astype(np.int16) - clips[..., :1]).max() <= 8:  # gray stored as RGB
             clips = read_video(path, 0, first, channels=1)[None]  # (1, F, H, W, 1)
     if clips.ndim != 5:
