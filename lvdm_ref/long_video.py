@@ -196,11 +196,20 @@ def sample_long(pred, interp, num_frames: int, num_videos: int = 1, *, seed: int
                 batch_size: int = 64, decode_chunk: int = 32, progress: bool = True) -> np.ndarray:
     """`num_videos` videos of exactly `num_frames` frames, uint8 (N, F, H, W, C).
 
-    pred, interp: `lvdm.LatentVideoDiffusion` models with a `hierarchy` config (same autoencoder); interp is
-    None where the prediction model's keyframes are 1 latent apart (it makes every latent).
-    start: real first latents (N, c, 1, h, w) to continue, or None for an unconditional first clip.
-    Guidance and the perturbation level set the prediction stage (where errors compound); the
-    interpolation stage has its own (`interp_*`, by default the model's fixed s and no guidance).
+    Args:
+        pred, interp: `lvdm.LatentVideoDiffusion` models with a `hierarchy` config, on the same autoencoder;
+            interp is None where the prediction model's keyframes are 1 latent apart (it makes every latent).
+        num_frames, num_videos: the frames of each video (exactly) and how many videos.
+        seed: video i draws from the streams of (seed, i): the same video in any batch.
+        start: real first latents (N, c, 1, h, w) to continue, or None for an unconditional first clip.
+        num_steps, eta: DDIM for every sample (LVDM: 50 steps, eta 1).
+        perturbation_level: s of the given keyframe on the prediction stage (None: 2/5 of the model's s_max,
+            LVDM's 100 of 250); 0 for a model trained without perturbation.
+        guidance_weight: LVDM's w on the prediction stage, where errors compound (0 = the conditional model;
+            diffusers' guidance_scale g is w + 1).
+        interp_perturbation_level, interp_guidance_weight: the same for the interpolation stage (by default the
+            model's fixed s and no guidance).
+        batch_size: interpolation samples per batch; decode_chunk: latents decoded at a time.
     """
     if num_frames < 1 or num_videos < 1:
         raise ValueError(f"num_frames and num_videos must be >= 1, got {num_frames} and {num_videos}")

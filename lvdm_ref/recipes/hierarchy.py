@@ -219,24 +219,30 @@ def train_hierarchy_model(preset: Preset, role: str, vae_path, out, *, max_pertu
                           init: str | os.PathLike | None = None, latents_cache: str | os.PathLike | None = None,
                           stop_at: int | None = None, max_given: int = 1, parameterization: str | None = None) -> dict:
     """Train the preset's prediction (`role="pred"`) or interpolation (`"interp"`) model on a frozen
-    autoencoder; write OUT/{role}.safetensors.
+    autoencoder; write OUT/{role}.safetensors. `resolve_hierarchy_run`, then `fit_hierarchy`.
 
     Long clips (64 frames on Moving MNIST) are encoded once into OUT/latents.pt; the prediction model
     trains on their keyframe latents, the interpolation model on their 5-latent windows.
-    `max_perturbation_level`: s_max, by default LVDM's T/4 (`perturbation.train_max_level`: 250 of 1000
-    timesteps); 0 trains without conditional latent perturbation (no s embedding).
-    `condition_prob`: the share of conditioned training samples, by default LVDM's (0.5 pred, 0.9 interp).
-    `every_start`: train on windows starting at every latent, not only at keyframes (`training_latents`).
-    `keyframe_stride`: latents between keyframes (LVDM's 4); `num_frames`: frames of the long training clips
-    (by default just enough for one sample, `long_clip_frames`). `init`: a short model to warm-start from
-    (its UNet size and diffusion replace the preset's; `build_hierarchy_model`), or a prediction model of
-    the same kind to go on from with other settings (e.g. `max_given`); `parameterization` replaces the
-    preset's or the init's target (with `init`: the network learns it from the old weights). `max_given` k: a
-    conditioned prediction sample is given its first 1..k latents (`hierarchy.training_mask`). `latents_cache`:
-    where the encoded long clips are kept instead of OUT/latents.pt (several runs may share it); `stop_at`: end
-    this call at that step of the `steps`-long run and write the model as it is then (`train_short_model`'s
-    meaning). `snapshot_every`: also keep the model every that many steps in OUT/snapshots/, so that a
-    long run can be scored along the way. `compile=True` trains through `torch.compile`.
+
+    Args:
+        preset, role, vae_path, out: the sizes and schedule, "pred" or "interp", the autoencoder trained on
+            the preset's frames (its own config is used: `preset_for_autoencoder`), the run folder.
+        max_perturbation_level: s_max, by default LVDM's T/4 (`perturbation.train_max_level`: 250 of 1000
+            timesteps); 0 trains without conditional latent perturbation (no s embedding).
+        condition_prob: the share of conditioned training samples, by default LVDM's (0.5 pred, 0.9 interp).
+        steps, num_clips: the preset's unless given; at least one batch of training samples.
+        resume: continue OUT/train_state.pt (a run of the same role, preset and settings).
+        device, callbacks, progress, compile: how to train (`train.Trainer`; compile: `torch.compile`).
+        snapshot_every: also keep the model every that many steps in OUT/snapshots/ (to score a long run).
+        every_start: train on windows starting at every latent, not only at keyframes (`training_latents`).
+        keyframe_stride: latents between keyframes (LVDM's 4; at most `MAX_KEYFRAME_STRIDE`).
+        num_frames: frames of the long training clips (default: just enough for one sample, `long_clip_frames`).
+        init: a short model to warm-start from (its UNet size and diffusion replace the preset's;
+            `build_hierarchy_model`), or a prediction model of the same grid to go on from with other settings.
+        latents_cache: where the encoded long clips are kept instead of OUT/latents.pt (runs may share it).
+        stop_at: end this call at that step of the `steps`-long run and write the model as it is then.
+        max_given: k, a conditioned prediction sample is given its first 1..k latents (`hierarchy.training_mask`).
+        parameterization: replaces the preset's or the init's target (with `init`: learnt from the old weights).
     """
     run = resolve_hierarchy_run(preset, role, vae_path, out, max_perturbation_level=max_perturbation_level,
                                 condition_prob=condition_prob, steps=steps, num_clips=num_clips, resume=resume,
