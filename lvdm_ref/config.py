@@ -196,7 +196,7 @@ def _ucf101() -> Preset:
     return Preset(
         name="ucf101",
         # num_train: the latent set of the diffusion models, two clips of each of the 9,537 videos of split 1
-        # (a fixed, encoded set where LVDM draws a new clip each step: recipes.py says why).
+        # (a fixed, encoded set where LVDM draws a new clip each step: lvdm_ref/recipes/__init__.py says why).
         data=DataConfig(dataset="ucf101", root="data/UCF-101", size=128, channels=3, frame_stride=2,
                         num_train=2 * 9537),
         vae=VAEConfig(in_channels=3, base_channels=64, channel_mult=(1, 2, 4, 4), num_res_blocks=2,

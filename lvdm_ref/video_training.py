@@ -21,7 +21,7 @@ Bad data: `open_video_dataset` refuses a root without videos, a set where every 
 clips longer than every video, each with an error that says so. A file that breaks later (truncated
 after a good header) is skipped for the next video, counted in `.failed` and warned about once: never
 fatal. Differs from the official LVDM, which draws a new random clip every step for the diffusion model
-too: here a fixed, encoded latent set keeps the 3D encoder out of the diffusion loop (`recipes.py` says
+too: here a fixed, encoded latent set keeps the 3D encoder out of the diffusion loop (`recipes/__init__.py` says
 why), and seeded draws keep resume exact.
 """
 from __future__ import annotations

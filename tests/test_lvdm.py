@@ -64,18 +64,18 @@ def test_sample_command_writes_uint8_clips(quick_run, tmp_path):
 
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])
 def test_videos_are_written_as_a_grid(tmp_path, suffix):
-    from lvdm_ref.cli.sample import write_videos as _write_videos
+    from lvdm_ref.cli.sample import write_videos
 
     videos = np.random.default_rng(0).integers(0, 256, (3, 8, 32, 32, 1), dtype=np.uint8)
-    frames = read_video(_write_videos(tmp_path / f"grid{suffix}", videos))
+    frames = read_video(write_videos(tmp_path / f"grid{suffix}", videos))
     assert frames.shape[0] == 8 and frames.shape[2] >= 3 * 32  # three tiles side by side
 
 
 def test_unknown_extension_is_a_clear_error(tmp_path):
-    from lvdm_ref.cli.sample import write_videos as _write_videos
+    from lvdm_ref.cli.sample import write_videos
 
     with pytest.raises(ValueError, match="extension must be one of"):
-        _write_videos(tmp_path / "x.webm", np.zeros((1, 8, 32, 32, 1), np.uint8))
+        write_videos(tmp_path / "x.webm", np.zeros((1, 8, 32, 32, 1), np.uint8))
 
 
 def test_same_seed_same_videos_other_seed_other_videos(quick_run):

@@ -1,5 +1,5 @@
 """`train`: the diffusion models on a frozen autoencoder: the short LVDM, the hierarchy's prediction and
-interpolation models, and the caption model (`recipes.py`).
+interpolation models, and the caption model (`lvdm_ref/recipes/`).
 
 `resolve_train` turns the arguments into a preset and hands it to the recipe's own resolve step
 (`recipes.resolve_short_run`, `recipes.resolve_hierarchy_run`), which checks the whole run from the
