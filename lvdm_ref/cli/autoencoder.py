@@ -74,8 +74,6 @@ def resolve_train_vae(args: argparse.Namespace):
     preset = get_preset("quick" if args.quick else args.preset)
     if args.data is not None:
         preset = video_preset(preset, args.data, split=args.split, channels=1 if args.gray else 3)
-    if args.init:
-        check_autoencoder(args.init, "--init")
     return args, resolve_autoencoder_run(preset, args.out, steps=args.steps, init=args.init, resume=args.resume)
 
 

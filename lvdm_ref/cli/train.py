@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 
 from lvdm_ref.checkpoint import SHIPPED_DIR
-from lvdm_ref.cli.checks import UsageError, check_autoencoder, device, header, input_file, integer, number, \
-    output_folder, video_root
+from lvdm_ref.cli.checks import UsageError, device, header, input_file, integer, number, output_folder, video_root
 from lvdm_ref.config import PRESET_NAMES, RECIPES, get_preset, with_recipe
 from lvdm_ref.diffusion import PARAMETERIZATIONS
 from lvdm_ref.perturbation import TRAIN_MAX_LEVEL
@@ -113,10 +112,11 @@ def check_model_flags(args: argparse.Namespace) -> None:
 def video_data_for(preset, vae_path: Path, data: Path | None, split: str | None):
     """`train`'s preset with `--data`, read in the autoencoder's channels; an autoencoder trained on videos
     needs `--data` (its folder is named in the error)."""
-    vae_header = header(vae_path)
+    vae_header = header(vae_path)  # its kind is checked by the recipe's resolve step
     vae_data = vae_header.get("data", {})
     if data is not None:
-        return video_preset(preset, data, split=split or "train", channels=vae_header["vae"]["in_channels"])
+        channels = vae_header.get("vae", {}).get("in_channels", 3)
+        return video_preset(preset, data, split=split or "train", channels=channels)
     if vae_data.get("dataset", "moving_mnist") != "moving_mnist":
         raise UsageError(f"--vae {vae_path} was trained on videos ({vae_data.get('dataset')} under "
                          f"{vae_data.get('root')}); pass --data with the videos to train on")
@@ -124,7 +124,6 @@ def video_data_for(preset, vae_path: Path, data: Path | None, split: str | None)
 
 
 def resolve_train(args: argparse.Namespace):
-    check_autoencoder(args.vae, "--vae")
     check_model_flags(args)
     if args.split is not None and args.data is None:
         raise UsageError("--split is for --data (real videos); Moving MNIST has its own digit split")

@@ -82,7 +82,8 @@ def preset_for_autoencoder(preset: Preset, vae_path: str | os.PathLike, *, check
     meta = read_metadata(vae_path)
     if meta.get("kind") != VAE_KIND:
         raise ValueError(f"--vae {vae_path} holds a {meta.get('kind')!r} checkpoint, not an autoencoder "
-                         f"({VAE_KIND!r}); pass one written by `train-vae`")
+                         f"({VAE_KIND!r}); pass one written by `train-vae`, e.g. --vae "
+                         f"data/checkpoints/mmnist_vae.safetensors")
     vae = from_dict(VAEConfig, meta["vae"])
     if vae.in_channels != preset.data.channels:
         raise ValueError(f"--vae {vae_path} takes {vae.in_channels}-channel frames, the data has "
