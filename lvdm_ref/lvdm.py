@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lvdm_ref.checkpoint import SHORT_KIND, load_weights, prefixed, save_weights, unprefixed
+from lvdm_ref.checkpoint import INTERP_KIND, PRED_KIND, SHORT_KIND, load_weights, prefixed, save_weights, unprefixed
 from lvdm_ref.config import DiffusionConfig, HierarchyConfig, UNetConfig, from_dict, to_dict
 from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.perturbation import train_max_level
@@ -99,7 +99,7 @@ class LatentVideoDiffusion(nn.Module):
     # ------------------------------------------------------------------ checkpoints
     @property
     def kind(self) -> str:
-        return KIND if self.hierarchy is None else f"lvdm_{self.hierarchy.role}"
+        return KIND if self.hierarchy is None else {"pred": PRED_KIND, "interp": INTERP_KIND}[self.hierarchy.role]
 
     def save(self, path: str | os.PathLike, ema_unet: nn.Module | None = None, vae_path: str | None = None,
              extra: dict | None = None) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from lvdm_ref.captions import caption_text, parse_caption
-from lvdm_ref.checkpoint import SHORT_KIND, T2V_KIND
+from lvdm_ref.checkpoint import INTERP_KIND, PRED_KIND, SHORT_KIND, T2V_KIND
 from lvdm_ref.cli.checks import UsageError, caption, check_autoencoder, check_sampler_steps, device, header, \
     input_file, integer, number, output_file, renamed, user_input
 from lvdm_ref.lvdm import LatentVideoDiffusion
@@ -50,7 +50,7 @@ def resolve_sample(args: argparse.Namespace) -> argparse.Namespace:
     if kind not in (SHORT_KIND, T2V_KIND):
         raise UsageError(f"--ckpt {args.ckpt} holds a {kind!r} checkpoint; `sample` takes a short model "
                          f"({SHORT_KIND!r}, `train`) or a text-to-video model ({T2V_KIND!r}, `train --model t2v`)"
-                         + ("; long videos: `sample-long`" if kind in ("lvdm_pred", "lvdm_interp") else ""))
+                         + ("; long videos: `sample-long`" if kind in (PRED_KIND, INTERP_KIND) else ""))
     check_sampler_steps(args.ckpt, args.sampler, args.steps)
     if args.eta is not None and args.sampler != "ddim":
         raise UsageError("--eta is for --sampler ddim (DDPM has no eta)")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lvdm_ref.checkpoint import SHORT_KIND, VAE_KIND, atomic_write, load_weights, read_metadata, unprefixed
+from lvdm_ref.checkpoint import PRED_KIND, SHORT_KIND, VAE_KIND, atomic_write, load_weights, read_metadata, unprefixed
 from lvdm_ref.config import DataConfig, DiffusionConfig, Preset, UNetConfig, VAEConfig, from_dict, to_dict
 from lvdm_ref.data import generate_moving_mnist
 from lvdm_ref.train import STATE_FILE
@@ -114,7 +114,7 @@ def short_model_header(init: str | os.PathLike, vae_path: str | os.PathLike | No
     if meta.get("kind") not in kinds:
         raise ValueError(f"--init {init} holds a {meta.get('kind')!r} checkpoint; warm-start from a short model "
                          f"({SHORT_KIND!r}), e.g. data/checkpoints/mmnist_short.safetensors"
-                         + (" or a prediction model ('lvdm_pred')" if "lvdm_pred" in kinds else ""))
+                         + (f" or a prediction model ({PRED_KIND!r})" if PRED_KIND in kinds else ""))
     if vae_path is not None and meta.get("vae", {}).get("sha256") != file_sha256(vae_path):
         raise ValueError(f"--init {init} was trained on another autoencoder than {vae_path}; pass the one it "
                          f"records (--vae {meta.get('vae', {}).get('path')})")
