@@ -34,8 +34,15 @@ from lvdm_ref.utils import is_quick, print_result
 COMMAND_MODULES = (data, fvd, autoencoder, train, sample, sample_long, export, convert_official, demo)  # in the order of `--help`
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line too (no usage block before them); every subcommand's parser is one."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lvdm", description=__doc__.splitlines()[0])
+    parser = Parser(prog="lvdm", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     for module in COMMAND_MODULES:
         module.register(commands)
