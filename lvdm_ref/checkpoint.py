@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import tempfile
 from pathlib import Path
@@ -49,7 +50,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 def strict(value):
     """`value` with every float that is not finite (NaN, Infinity) replaced by None: strict JSON parsers refuse
     the `NaN` and `Infinity` that Python's json writes by default."""
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, numbers.Real) and not math.isfinite(value):  # Python and numpy numbers
         return None
     if isinstance(value, dict):
         return {key: strict(item) for key, item in value.items()}

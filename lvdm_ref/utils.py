@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lvdm_ref.checkpoint import strict
+
 
 def is_quick() -> bool:
     """True when `LVDM_QUICK=1` asks for the small, fast version of everything."""
@@ -106,11 +108,12 @@ def is_main_process() -> bool:
 
 def print_result(result: dict) -> None:
     """End a command: one JSON object on the last line of stdout (docs/ARCHITECTURE.md, the command line); under
-    `torchrun` only rank 0 prints, so N processes still give one result."""
+    `torchrun` only rank 0 prints, so N processes still give one result. Strict JSON: a number that is not
+    finite prints as null (`checkpoint.strict`), never as the NaN or Infinity strict parsers refuse."""
     if not is_main_process():
         return
     sys.stdout.flush()
-    print(json.dumps(result, default=_jsonable))
+    print(json.dumps(strict(result), default=_jsonable, allow_nan=False))
 
 
 def _jsonable(value: Any) -> Any:

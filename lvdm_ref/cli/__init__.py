@@ -21,12 +21,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-import numpy as np
 
 from lvdm_ref.cli import autoencoder, data, demo, export, fvd, sample, sample_long, train
-from lvdm_ref.checkpoint import strict
 from lvdm_ref.cli.checks import UsageError, user_input
 from lvdm_ref.official import command as convert_official
 from lvdm_ref.utils import is_quick, print_result
@@ -61,18 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as error:  # a bad argument or input file: one line; anything else keeps its traceback
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    print_result(strict(jsonable(result)))  # strict JSON: a NaN or infinite number prints as null
-
-
-def jsonable(value):
-    """numpy scalars as Python numbers, paths as text, through dicts and lists (what `print_result` writes)."""
-    if isinstance(value, dict):
-        return {key: jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(item) for item in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value) if isinstance(value, Path) else value
+    print_result(result)  # strict JSON: a NaN or infinite number prints as null
 
 
 if __name__ == "__main__":
