@@ -143,27 +143,32 @@ class StabilityStudy(Study):
         return real
 
     def evaluate(self, checkpoint: Path, key: str, sampler: str = "ddim", steps: int = 50, eta: float = 1.0,
-                 seed: int = 0) -> dict:
-        """FVD of the first N samples; stability of 2N at a design's end and of a shipped model, of the first
-        N (one seed set) at the points along the way (sampling costs about as much CPU as training)."""
+                 seed: int = 0, seed_sets: int | None = None) -> dict:
+        """FVD of the first N samples; stability of 2N (two seed sets) at a design's end, of the first N (one
+        seed set) at the points along the way (sampling costs about as much CPU as training)."""
         real, num = self.reference(), self.args.num
-        count = num if key.rsplit("_", 1)[-1] in ("half", str(FP32_MATCH_STEP)) else 2 * num
+        if seed_sets is None:
+            seed_sets = 1 if key.rsplit("_", 1)[-1] in ("half", str(FP32_MATCH_STEP)) else 2
+        count = seed_sets * num
         videos, sample_cpu = sample_in_batches(checkpoint, count, self.work / "samples" / key, sampler, steps,
                                                eta, seed)
         fvd = fvd_from_features(real, self.features(key, lambda: videos[:num]))
         return {"fvd": round(fvd, 2), **self.stability(videos), "sample_cpu_seconds": round(sample_cpu, 1),
                 "sampler": sampler, "steps": steps, "eta": eta, "seed": seed}
 
-    def score_models(self, paths: list[Path]) -> None:
-        """Score checkpoints trained elsewhere (shipped files) the same way, under `models`."""
+    def score_models(self, paths: list[Path], seed_sets: int = 2) -> None:
+        """Score checkpoints trained elsewhere (shipped files) the same way, under `models`, on `seed_sets`
+        sets of N clips (a file scored on one set and asked for two is scored again, its kept samples reused)."""
         from lvdm_ref.utils import file_sha256
 
         for path in paths:
             models = self.results.setdefault("models", {})
             entry = models.get(path.stem)
-            if entry is None or entry.get("sha256") != file_sha256(path):
+            if (entry is None or entry.get("sha256") != file_sha256(path)
+                    or len(entry["keeps_bits"]) < seed_sets * self.args.num):
                 models[path.stem] = {"checkpoint": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
-                                     "sha256": file_sha256(path), **self.evaluate(path, f"model_{path.stem}")}
+                                     "sha256": file_sha256(path),
+                                     **self.evaluate(path, f"model_{path.stem}", seed_sets=seed_sets)}
                 self.save()
             print(f"{path.stem}: keeps {self.results['models'][path.stem]['keeps']}", file=sys.stderr)
 
@@ -263,6 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
                         work=ROOT / "runs" / "stability_study", what="design")
     parser.add_argument("--models", type=Path, nargs="*", default=[],
                         help="also score these short-model checkpoints (e.g. the shipped ones)")
+    parser.add_argument("--models-seed-sets", type=int, choices=(1, 2), default=2,
+                        help="score --models on 1 or 2 seed sets of --num clips")
     parser.add_argument("--table", action="store_true", help="only print the JSON as a Markdown table")
     args = parser.parse_args(argv)
     if args.table:
@@ -273,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error(f"--models {path} does not exist")
     only_models = args.models and args.only == []  # `--only` with no names: score the files alone
     study = run_study(parser, args, {} if only_models else designs(), "designs", StabilityStudy)
-    study.score_models([path.resolve() for path in args.models])
+    study.score_models([path.resolve() for path in args.models], args.models_seed_sets)
     study.results["differences"] = differences(study.results)
     study.save()
     plot(study.results, args.out.with_suffix(".png"))
