@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -27,16 +27,29 @@
 # (length and frame stride), the train/test split, and what UCF-101 clips look like.
 
 # %%
+# Setup. On Colab: bring your copy of lvdm-ref, either the archive of your checkout uploaded with the file
+# panel (`lvdm-ref.zip`, made by `git archive --format=zip --prefix=lvdm-ref/ -o lvdm-ref.zip HEAD`), or
+# the URL of your fork in LVDM_REPO below; then run this cell. Elsewhere: a kernel with lvdm_ref installed.
 import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # Colab: fetch lvdm-ref (code and shipped weights) and install it
-    if not os.path.exists("lvdm-ref"):
-        subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/lvdm-ref/lvdm-ref"], check=True)
+LVDM_REPO = ""  # Colab without an uploaded archive: your fork, e.g. "https://github.com/<you>/lvdm-ref"
+if "google.colab" in sys.modules:
+    if not os.path.exists("lvdm-ref") and os.path.exists("lvdm-ref.zip"):
+        subprocess.run(["unzip", "-q", "lvdm-ref.zip"], check=True)
+    elif not os.path.exists("lvdm-ref") and LVDM_REPO:
+        subprocess.run(["git", "clone", "-q", "--depth", "1", LVDM_REPO, "lvdm-ref"], check=True)
+    elif not os.path.exists("lvdm-ref"):
+        raise SystemExit("No copy of lvdm-ref here: upload lvdm-ref.zip (file panel) or set LVDM_REPO, then rerun")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lvdm-ref"], check=True)
     sys.path.insert(0, os.path.abspath("lvdm-ref"))  # importable in this session without a restart
-
+try:
+    import lvdm_ref  # before torch: it sets OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep, not spin)
+except ModuleNotFoundError:
+    raise ModuleNotFoundError("lvdm_ref is not installed in this kernel. Start JupyterLab from the repository's "
+                              "environment (`make venv`, then `.venv/bin/jupyter lab`) or run "
+                              "`pip install -e <your lvdm-ref checkout>` for this kernel's Python") from None
 # %%
 from lvdm_ref.utils import is_quick
 
@@ -65,7 +78,8 @@ from lvdm_ref.data import (bounce, generate_moving_mnist, load_mnist_digits, loa
 from lvdm_ref.video_datasets import UCF101Dataset, VideoFolderDataset
 from lvdm_ref.utils import to_uint8
 from lvdm_ref.video_io import write_video
-from lvdm_ref.viz import plot_frame_strip, show_video, video_grid
+from lvdm_ref.viz import plot_frame_strip, video_grid
+from lvdm_ref.widgets import scrub_video
 
 DATA = SHIPPED_DIR.parent  # the checkout's data/ folder, found from the package, not from the working directory
 
@@ -142,14 +156,15 @@ assert corner.min() >= 0 and corner.max() <= limit  # a digit never leaves the f
 # `generate_moving_mnist` draws every clip's digits, starts and velocities from one seeded
 # generator and paints all clips at once with numpy; where two digits overlap the brighter pixel
 # wins (max). The same seed gives the same bytes on any machine (a test pins a checksum).
-# `show_video` embeds a looping GIF, so the animation plays in JupyterLab, Colab and on GitHub.
+# `scrub_video` shows a looping GIF (`viz.show_video`), which plays in JupyterLab, Colab and on GitHub,
+# and under it a frame scrubber: play, pause and step through the frames (it needs a running kernel).
 
 # %%
 clips = generate_moving_mnist(NUM_CLIPS, num_frames=16, size=64, num_digits=2, split="train", seed=SEED)
 assert clips.shape == (NUM_CLIPS, 16, 64, 64, 1) and clips.dtype == np.uint8
 again = generate_moving_mnist(NUM_CLIPS, num_frames=16, size=64, num_digits=2, split="train", seed=SEED)
 assert np.array_equal(clips, again)  # deterministic
-show_video(video_grid(clips, nrow=int(np.sqrt(NUM_CLIPS))), fps=8, scale=1, title=f"{NUM_CLIPS} train clips, 16 frames")
+scrub_video(video_grid(clips, nrow=int(np.sqrt(NUM_CLIPS))), fps=8, scale=1, title=f"{NUM_CLIPS} train clips, 16 frames")
 
 # %%
 plot_frame_strip(clips[0], every=1, title="clip 0, every frame")
@@ -193,7 +208,7 @@ assert long_clip.shape == (LONG_FRAMES, 64, 64, 1)
 assert (long_clip.reshape(LONG_FRAMES, -1).max(axis=1) > 0).all()  # digits visible in every frame
 plot_frame_strip(long_clip, every=LONG_FRAMES // 16, title=f"{LONG_FRAMES}-frame clip, every {LONG_FRAMES // 16}th frame")
 plt.show()
-show_video(long_clip[:: max(1, LONG_FRAMES // 64)], fps=16, title="the long clip (at most 64 frames shown)")
+scrub_video(long_clip[:: max(1, LONG_FRAMES // 64)], fps=16, title="the long clip (at most 64 frames shown)")
 
 # %% [markdown]
 # ## 5. Clips of a long video: length and frame stride
@@ -242,7 +257,7 @@ for ax, image in zip(axes[1], test_digits[:: len(test_digits) // 10]):
 axes[0, 0].set_title("train", fontsize=8, loc="left")
 axes[1, 0].set_title("test", fontsize=8, loc="left")
 plt.show()
-show_video(video_grid(test_clips, nrow=4), title="test clips (test digits only)")
+scrub_video(video_grid(test_clips, nrow=4), title="test clips (test digits only)")
 
 # %% [markdown]
 # The standard Moving MNIST test set (`mnist_test_seq.npy`, 10,000 sequences of 20 frames,
@@ -254,7 +269,7 @@ test_seq = DATA / "mnist_test_seq.npy"
 if test_seq.exists():
     sequences = load_mnist_test_seq(test_seq, num=8)  # (8, 20, 64, 64, 1)
     assert sequences.shape == (8, 20, 64, 64, 1)
-    display(show_video(video_grid(sequences, nrow=4), title="mnist_test_seq.npy"))
+    display(scrub_video(video_grid(sequences, nrow=4), title="mnist_test_seq.npy"))
 else:
     print(f"{test_seq} not found: get it from the Srivastava et al. Moving MNIST page "
           "(www.cs.toronto.edu/~nitish/unsupervised_video/) to compare with published numbers")
@@ -279,6 +294,6 @@ if ucf_root.exists():
     ucf_clips = to_uint8(torch.stack([ucf[int(i)] for i in picks]))  # (4, C, F, H, W) -> uint8 (4, F, H, W, C)
     assert ucf_clips.shape[1:] == (16, ucf.size, ucf.size, 3)
     titles = ", ".join(ucf.classes[ucf.items[int(i)].label] for i in picks)
-    display(show_video(video_grid(ucf_clips, nrow=4), scale=1, title=titles))
+    display(scrub_video(video_grid(ucf_clips, nrow=4), scale=1, title=titles))
 else:
     print(f"UCF-101 not found at {ucf_root}: skipping this section (see the instructions above)")

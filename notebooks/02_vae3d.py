@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -33,16 +33,29 @@
 # costs.
 
 # %%
+# Setup. On Colab: bring your copy of lvdm-ref, either the archive of your checkout uploaded with the file
+# panel (`lvdm-ref.zip`, made by `git archive --format=zip --prefix=lvdm-ref/ -o lvdm-ref.zip HEAD`), or
+# the URL of your fork in LVDM_REPO below; then run this cell. Elsewhere: a kernel with lvdm_ref installed.
 import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # Colab: fetch lvdm-ref (code and shipped weights) and install it
-    if not os.path.exists("lvdm-ref"):
-        subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/lvdm-ref/lvdm-ref"], check=True)
+LVDM_REPO = ""  # Colab without an uploaded archive: your fork, e.g. "https://github.com/<you>/lvdm-ref"
+if "google.colab" in sys.modules:
+    if not os.path.exists("lvdm-ref") and os.path.exists("lvdm-ref.zip"):
+        subprocess.run(["unzip", "-q", "lvdm-ref.zip"], check=True)
+    elif not os.path.exists("lvdm-ref") and LVDM_REPO:
+        subprocess.run(["git", "clone", "-q", "--depth", "1", LVDM_REPO, "lvdm-ref"], check=True)
+    elif not os.path.exists("lvdm-ref"):
+        raise SystemExit("No copy of lvdm-ref here: upload lvdm-ref.zip (file panel) or set LVDM_REPO, then rerun")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lvdm-ref"], check=True)
     sys.path.insert(0, os.path.abspath("lvdm-ref"))  # importable in this session without a restart
-
+try:
+    import lvdm_ref  # before torch: it sets OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep, not spin)
+except ModuleNotFoundError:
+    raise ModuleNotFoundError("lvdm_ref is not installed in this kernel. Start JupyterLab from the repository's "
+                              "environment (`make venv`, then `.venv/bin/jupyter lab`) or run "
+                              "`pip install -e <your lvdm-ref checkout>` for this kernel's Python") from None
 # %%
 from lvdm_ref.utils import is_quick
 
@@ -55,7 +68,6 @@ SEED = 0
 # %%
 import dataclasses
 import json
-import tempfile
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -67,9 +79,9 @@ from lvdm_ref.config import get_preset
 from lvdm_ref.data import generate_moving_mnist
 from lvdm_ref.metrics import evaluate_reconstruction
 from lvdm_ref.recipes import train_autoencoder
-from lvdm_ref.utils import from_uint8, to_uint8
+from lvdm_ref.utils import from_uint8, scratch_dir, to_uint8
 from lvdm_ref.vae3d import VideoAutoencoder
-from lvdm_ref.viz import show_video
+from lvdm_ref.widgets import scrub_video
 
 SHIPPED = SHIPPED_DIR / "mmnist_vae.safetensors"  # found from the package, wherever the notebook runs
 torch.manual_seed(SEED)
@@ -145,7 +157,7 @@ else:
     print(f"weights: NOT the shipped ones (no file at {SHIPPED}); training a quick stand-in here")
     quick = get_preset("quick")  # the quick model and schedule, on the 16x64x64 clips this notebook shows
     preset = dataclasses.replace(quick, data=dataclasses.replace(quick.data, num_frames=16, size=64))
-    trained = train_autoencoder(preset, tempfile.mkdtemp(prefix="lvdm_02_"), stats_clips=32, progress=False)
+    trained = train_autoencoder(preset, scratch_dir("lvdm_02_"), stats_clips=32, progress=False)
     vae = VideoAutoencoder.load(trained["ckpt"])
 print("latent shift", [round(v, 3) for v in vae.latent_shift.tolist()],
       "scale", [round(v, 3) for v in vae.latent_scale.tolist()])
@@ -181,7 +193,7 @@ plt.show()
 metrics = evaluate_reconstruction(vae, test)
 print(f"{NUM_TEST} held-out clips: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} (per frame, mean)")
 assert np.isfinite(metrics["psnr"]) and -1 <= metrics["ssim"] <= 1
-show_video(torch.cat([real[:2], fake], dim=-1), title="input | reconstruction")
+scrub_video(torch.cat([real[:2], fake], dim=-1), title="input | reconstruction")
 
 # %% [markdown]
 # ## 4. The latent over time
@@ -299,7 +311,7 @@ if QUICK:
     for factor in (1, 2, 4):
         quick = get_preset("quick")
         preset = dataclasses.replace(quick, vae=dataclasses.replace(quick.vae, temporal_downsample=factor))
-        trained = train_autoencoder(preset, tempfile.mkdtemp(prefix="lvdm_02_"), steps=DEMO_STEPS,
+        trained = train_autoencoder(preset, scratch_dir("lvdm_02_"), steps=DEMO_STEPS,
                                     stats_clips=16, progress=False)
         autoencoder = VideoAutoencoder.load(trained["ckpt"])
         demo.append({"temporal_downsample": factor, "latent_shape": autoencoder.latent_shape(8, 32, 32),

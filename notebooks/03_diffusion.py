@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -30,16 +30,29 @@
 # denoiser of a small set of clips, the function a perfectly trained network would compute.
 
 # %%
+# Setup. On Colab: bring your copy of lvdm-ref, either the archive of your checkout uploaded with the file
+# panel (`lvdm-ref.zip`, made by `git archive --format=zip --prefix=lvdm-ref/ -o lvdm-ref.zip HEAD`), or
+# the URL of your fork in LVDM_REPO below; then run this cell. Elsewhere: a kernel with lvdm_ref installed.
 import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # Colab: fetch lvdm-ref (code and shipped weights) and install it
-    if not os.path.exists("lvdm-ref"):
-        subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/lvdm-ref/lvdm-ref"], check=True)
+LVDM_REPO = ""  # Colab without an uploaded archive: your fork, e.g. "https://github.com/<you>/lvdm-ref"
+if "google.colab" in sys.modules:
+    if not os.path.exists("lvdm-ref") and os.path.exists("lvdm-ref.zip"):
+        subprocess.run(["unzip", "-q", "lvdm-ref.zip"], check=True)
+    elif not os.path.exists("lvdm-ref") and LVDM_REPO:
+        subprocess.run(["git", "clone", "-q", "--depth", "1", LVDM_REPO, "lvdm-ref"], check=True)
+    elif not os.path.exists("lvdm-ref"):
+        raise SystemExit("No copy of lvdm-ref here: upload lvdm-ref.zip (file panel) or set LVDM_REPO, then rerun")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lvdm-ref"], check=True)
     sys.path.insert(0, os.path.abspath("lvdm-ref"))  # importable in this session without a restart
-
+try:
+    import lvdm_ref  # before torch: it sets OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep, not spin)
+except ModuleNotFoundError:
+    raise ModuleNotFoundError("lvdm_ref is not installed in this kernel. Start JupyterLab from the repository's "
+                              "environment (`make venv`, then `.venv/bin/jupyter lab`) or run "
+                              "`pip install -e <your lvdm-ref checkout>` for this kernel's Python") from None
 # %%
 from lvdm_ref.utils import is_quick
 
@@ -54,19 +67,21 @@ SEED = 0
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import display
 
 from lvdm_ref.checkpoint import SHIPPED_DIR
 from lvdm_ref.config import DiffusionConfig
 from lvdm_ref.data import generate_moving_mnist
 from lvdm_ref.diffusion import SCHEDULES, EmpiricalDenoiser, GaussianDiffusion
 from lvdm_ref.utils import from_uint8, to_uint8
-from lvdm_ref.viz import frame_strip, show_video
+from lvdm_ref.viz import frame_strip
+from lvdm_ref.widgets import guidance_explorer, noise_level_explorer, scrub_video, trajectory_explorer
 
 torch.manual_seed(SEED)
 videos = generate_moving_mnist(NUM_CLIPS, num_frames=FRAMES, size=SIZE, num_digits=2, split="train", seed=SEED)
 clips = from_uint8(videos)  # (N, 1, F, H, W) in [-1, 1]
 print("clips", tuple(clips.shape), clips.dtype)
-show_video(videos[:4], fps=8, title="four training clips")
+scrub_video(videos[:4], fps=8, title="four training clips")
 
 # %% [markdown]
 # ## 1. The forward process
@@ -103,6 +118,13 @@ residual_std = (xt - diffusion.sqrt_alphas_cumprod[levels].reshape(-1, 1, 1, 1, 
 expected_std = diffusion.sqrt_one_minus_alphas_cumprod[levels].float()
 assert torch.allclose(residual_std, expected_std, rtol=0.03), (residual_std, expected_std)  # sampling error
 assert abs(torch.corrcoef(torch.stack([xt[-1].flatten(), x0[-1].flatten()]))[0, 1]) < 0.05  # t = 999: pure noise
+
+# %% [markdown]
+# **Choose $t$ yourself.** The slider noises the same clip with the same noise to any level (it needs a
+# running kernel; the figure above is the same view at six levels, and stays when no kernel runs).
+
+# %%
+noise_level_explorer(diffusion, clips[:1], noise[:1], every=FRAMES // 6 + 1)
 
 # %% [markdown]
 # ## 2. Schedules and their signal-to-noise ratio
@@ -230,7 +252,7 @@ def nearest_rms(samples):
 print("DDPM (1000 steps): RMS to nearest training clip", nearest_rms(ddpm_samples).numpy().round(4))
 print("DDIM (50 steps):   RMS to nearest training clip", nearest_rms(ddim_samples).numpy().round(4))
 assert nearest_rms(ddpm_samples).max() < 0.05 and nearest_rms(ddim_samples).max() < 0.05  # memorised
-show_video(torch.cat([ddpm_samples, ddim_samples]), fps=8, nrow=NUM_SAMPLES,
+scrub_video(torch.cat([ddpm_samples, ddim_samples]), fps=8, nrow=NUM_SAMPLES,
            title="top: DDPM, 1000 steps; bottom: DDIM, 50 steps, eta = 0 (same x_T)")
 
 # %% [markdown]
@@ -261,39 +283,29 @@ assert top_weight[0].min() < top_weight[-1].min()
 # ## 4. Scrub through a DDIM trajectory
 #
 # `sample(..., return_trajectory=True)` keeps every step's input $x_t$ and the model's current
-# guess $\hat x_0$. Move the slider (in JupyterLab or Colab) to walk through the 50 steps: the
-# guess $\hat x_0$ is a blurry average of clips early on and sharpens into one clip while $x_t$ is
-# still mostly noise. Below the slider, the same thing as a static figure.
+# guess $\hat x_0$. Move the step slider (in JupyterLab or Colab, with a running kernel) through the
+# 50 steps and one more, the finished sample, and the frame slider through the clip: the guess
+# $\hat x_0$ is a blurry average of clips early on and sharpens into one clip while $x_t$ is still
+# mostly noise. Below the control, the same view as a static figure (it stays when no kernel runs).
 
 # %%
-from ipywidgets import IntSlider, interact
-
-
-def show_step(step=0):
-    fig, axes = plt.subplots(2, 1, figsize=(7, 2.6))
-    for ax, video, label in ((axes[0], trajectory.x_t[step, 0], "x_t"), (axes[1], trajectory.pred_x0[step, 0], "pred x0")):
-        ax.imshow(frame_strip(to_uint8(video.float()), every=FRAMES // 6 + 1)[..., 0], cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"{label} at step {step} (t = {trajectory.timesteps[step]})", fontsize=8)
-        ax.set_axis_off()
-    plt.tight_layout()
-    plt.show()
-
-
-interact(show_step, step=IntSlider(value=0, min=0, max=len(trajectory.timesteps) - 1, step=1))
+trajectory_explorer(trajectory)
 
 # %%
-picked = [0, 10, 20, 30, 40, 49]
+estimates = torch.cat([trajectory.pred_x0, trajectory.x_t[-1:]])  # (51, B, ...): the last is the finished sample
+picked = [0, 10, 20, 30, 40, 50]
 fig, axes = plt.subplots(2, len(picked), figsize=(1.5 * len(picked), 3.2))
 for column, step in enumerate(picked):
-    for row, video in enumerate((trajectory.x_t[step, 0], trajectory.pred_x0[step, 0])):
+    for row, video in enumerate((trajectory.x_t[step, 0], estimates[step, 0])):
         axes[row, column].imshow(video[0, 0].float().clamp(-1, 1), cmap="gray", vmin=-1, vmax=1)  # frame 0
         axes[row, column].set_axis_off()
-    axes[0, column].set_title(f"t = {trajectory.timesteps[step]}", fontsize=8)
+    axes[0, column].set_title(f"t = {trajectory.timesteps[step]}" if step < 50 else "finished", fontsize=8)
 axes[0, 0].text(-2, SIZE / 2, "x_t", ha="right", va="center", fontsize=8)
 axes[1, 0].text(-2, SIZE / 2, "pred x0", ha="right", va="center", fontsize=8)
 plt.tight_layout()
 plt.show()
 assert trajectory.x_t.shape[0] == len(trajectory.timesteps) + 1 == 51
+assert torch.equal(trajectory.x_t[-1], ddim_samples.to(trajectory.x_t.dtype))  # the last position is the sample
 
 # %% [markdown]
 # ## 5. How many steps does DDIM need?
@@ -369,6 +381,17 @@ guided_stds = {w: diffusion.sample(guided(w), (1, 20_000), sampler="ddim", num_s
                                    generator=torch.Generator().manual_seed(SEED)).std().item() for w in (0.0, 0.1, 1.0)}
 print({f"w = {w:g}": round(std, 3) for w, std in guided_stds.items()}, f"conditional data: std {SIGMA}")
 assert abs(guided_stds[0.0] - SIGMA) < 0.02 and guided_stds[0.0] > guided_stds[0.1] > guided_stds[1.0]
+
+# %% [markdown]
+# **Choose $w$ yourself** (a running kernel is needed): the histogram of the guided samples (DDIM 50 steps,
+# the same seed) against both data densities. Under the control, the same figure at $w = 1$.
+
+# %%
+explorer = guidance_explorer(lambda w: diffusion.sample(guided(w), (1, 20_000), sampler="ddim", num_steps=50, eta=0.0,
+                                                        generator=torch.Generator().manual_seed(SEED)), sigma=SIGMA)
+display(explorer)
+explorer.draw(w=1.0)
+plt.show()
 
 # %% [markdown]
 # **What to remember.** `q_sample` noises in one line; the schedule sets how fast the SNR falls;

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -32,16 +32,29 @@
 # tokens.
 
 # %%
+# Setup. On Colab: bring your copy of lvdm-ref, either the archive of your checkout uploaded with the file
+# panel (`lvdm-ref.zip`, made by `git archive --format=zip --prefix=lvdm-ref/ -o lvdm-ref.zip HEAD`), or
+# the URL of your fork in LVDM_REPO below; then run this cell. Elsewhere: a kernel with lvdm_ref installed.
 import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # Colab: fetch lvdm-ref (code and shipped weights) and install it
-    if not os.path.exists("lvdm-ref"):
-        subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/lvdm-ref/lvdm-ref"], check=True)
+LVDM_REPO = ""  # Colab without an uploaded archive: your fork, e.g. "https://github.com/<you>/lvdm-ref"
+if "google.colab" in sys.modules:
+    if not os.path.exists("lvdm-ref") and os.path.exists("lvdm-ref.zip"):
+        subprocess.run(["unzip", "-q", "lvdm-ref.zip"], check=True)
+    elif not os.path.exists("lvdm-ref") and LVDM_REPO:
+        subprocess.run(["git", "clone", "-q", "--depth", "1", LVDM_REPO, "lvdm-ref"], check=True)
+    elif not os.path.exists("lvdm-ref"):
+        raise SystemExit("No copy of lvdm-ref here: upload lvdm-ref.zip (file panel) or set LVDM_REPO, then rerun")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lvdm-ref"], check=True)
     sys.path.insert(0, os.path.abspath("lvdm-ref"))  # importable in this session without a restart
-
+try:
+    import lvdm_ref  # before torch: it sets OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep, not spin)
+except ModuleNotFoundError:
+    raise ModuleNotFoundError("lvdm_ref is not installed in this kernel. Start JupyterLab from the repository's "
+                              "environment (`make venv`, then `.venv/bin/jupyter lab`) or run "
+                              "`pip install -e <your lvdm-ref checkout>` for this kernel's Python") from None
 # %%
 from lvdm_ref.utils import is_quick
 
@@ -95,7 +108,8 @@ print("latent (c, f, h, w):", latent_shape)
 blocks = [("input_conv", unet.input_conv)] + [(f"down.{i}", b) for i, b in enumerate(unet.down)] + \
     [("middle", unet.middle)] + [(f"up.{i}", b) for i, b in enumerate(unet.up)] + [("out", unet.out)]
 shapes = {}
-hooks = [module.register_forward_hook(lambda m, args, out, name=name: shapes.__setitem__(name, tuple(out.shape)))
+hooks = [(module[-1] if name == "out" else module)  # the UNet calls the out block's layers one by one: hook its last
+         .register_forward_hook(lambda m, args, out, name=name: shapes.__setitem__(name, tuple(out.shape)))
          for name, module in blocks]
 x, t = torch.randn(1, *latent_shape), torch.tensor([500])
 with flop_counter() as counter, torch.no_grad():
@@ -111,7 +125,7 @@ for name, module in blocks:
     n, c, h, w = shapes[name]
     params = sum(p.numel() for p in module.parameters())
     print(f"{name:<11}{' + '.join(kinds)[:45]:<46}{str((n // frames, c, frames, h, w)):<24}{params:>9,}"
-          f"{flops.get('UNet.' + name, 0) / 1e6:>9.1f}")
+          f"{flops.get('UNet.' + name, sum(v for k, v in flops.items() if k.startswith(f'UNet.{name}.'))) / 1e6:>9.1f}")
 total_params = sum(p.numel() for p in unet.parameters())
 print(f"{'total':<81}{total_params:>9,}{flops['Global'] / 1e6:>9.1f}")
 assert out.shape == x.shape

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -47,19 +47,32 @@
 # $w = 0.1$. Notebook 09 measures what both do to drift; this one shows the machinery.
 
 # %%
-import json
+# Setup. On Colab: bring your copy of lvdm-ref, either the archive of your checkout uploaded with the file
+# panel (`lvdm-ref.zip`, made by `git archive --format=zip --prefix=lvdm-ref/ -o lvdm-ref.zip HEAD`), or
+# the URL of your fork in LVDM_REPO below; then run this cell. Elsewhere: a kernel with lvdm_ref installed.
 import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # Colab: fetch lvdm-ref (code and shipped weights) and install it
-    if not os.path.exists("lvdm-ref"):
-        subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/lvdm-ref/lvdm-ref"], check=True)
+LVDM_REPO = ""  # Colab without an uploaded archive: your fork, e.g. "https://github.com/<you>/lvdm-ref"
+if "google.colab" in sys.modules:
+    if not os.path.exists("lvdm-ref") and os.path.exists("lvdm-ref.zip"):
+        subprocess.run(["unzip", "-q", "lvdm-ref.zip"], check=True)
+    elif not os.path.exists("lvdm-ref") and LVDM_REPO:
+        subprocess.run(["git", "clone", "-q", "--depth", "1", LVDM_REPO, "lvdm-ref"], check=True)
+    elif not os.path.exists("lvdm-ref"):
+        raise SystemExit("No copy of lvdm-ref here: upload lvdm-ref.zip (file panel) or set LVDM_REPO, then rerun")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lvdm-ref"], check=True)
     sys.path.insert(0, os.path.abspath("lvdm-ref"))  # importable in this session without a restart
+try:
+    import lvdm_ref  # before torch: it sets OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep, not spin)
+except ModuleNotFoundError:
+    raise ModuleNotFoundError("lvdm_ref is not installed in this kernel. Start JupyterLab from the repository's "
+                              "environment (`make venv`, then `.venv/bin/jupyter lab`) or run "
+                              "`pip install -e <your lvdm-ref checkout>` for this kernel's Python") from None
 
 # %%
-import tempfile
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -76,9 +89,10 @@ from lvdm_ref.long_video import (LongVideoPlan, decode_frames, interpolate, long
 from lvdm_ref.lvdm import LatentVideoDiffusion
 from lvdm_ref.perturbation import perturb
 from lvdm_ref.recipes import train_autoencoder, train_hierarchy_model
-from lvdm_ref.utils import from_uint8, is_quick, to_uint8
+from lvdm_ref.utils import from_uint8, is_quick, scratch_dir, to_uint8
 from lvdm_ref.vae3d import VideoAutoencoder, encode_videos
-from lvdm_ref.viz import plot_frame_strip, plot_long_video, show_video
+from lvdm_ref.viz import plot_frame_strip, plot_long_video
+from lvdm_ref.widgets import scrub_video
 
 # %% tags=["parameters"]
 QUICK = is_quick()  # LVDM_QUICK=1: tiny models trained here in seconds, short videos, 2 DDIM steps
@@ -122,7 +136,7 @@ if not QUICK and pred_path.exists() and interp_path.exists():
     interp = LatentVideoDiffusion.load(interp_path, kind="lvdm_interp", vae=pred.vae)
     source = "shipped"
 else:
-    run = Path(tempfile.mkdtemp(prefix="lvdm_hierarchy_"))
+    run = scratch_dir("lvdm_hierarchy_")
     vae_path = SHIPPED_DIR / "mmnist_vae.safetensors"
     if QUICK or not vae_path.exists():
         vae_path = Path(train_autoencoder(PRESET, run / "vae", progress=False)["ckpt"])
@@ -196,7 +210,7 @@ assert long_video.shape[0] == LONG_FRAMES
 long_plan = long_video_plan(pred, interp, LONG_FRAMES)
 plot_long_video(long_video, long_plan.frame_is_keyframe(), every=16, max_frames=64)
 plt.show()
-show_video(long_video[::4], fps=16, title=f"{LONG_FRAMES} frames, every 4th")
+scrub_video(long_video[::4], fps=16, title=f"{LONG_FRAMES} frames, every 4th")
 
 # %% [markdown]
 # ## 6. Continuing a real clip

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -38,17 +38,30 @@
 # something general about natural images; the diffusion model on their latents can only learn them.
 
 # %%
+# Setup. On Colab: bring your copy of lvdm-ref, either the archive of your checkout uploaded with the file
+# panel (`lvdm-ref.zip`, made by `git archive --format=zip --prefix=lvdm-ref/ -o lvdm-ref.zip HEAD`), or
+# the URL of your fork in LVDM_REPO below; then run this cell. Elsewhere: a kernel with lvdm_ref installed.
 import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # Colab: fetch lvdm-ref (code and shipped weights) and install it
-    if not os.path.exists("lvdm-ref"):
-        subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/lvdm-ref/lvdm-ref"], check=True)
+LVDM_REPO = ""  # Colab without an uploaded archive: your fork, e.g. "https://github.com/<you>/lvdm-ref"
+if "google.colab" in sys.modules:
+    if not os.path.exists("lvdm-ref") and os.path.exists("lvdm-ref.zip"):
+        subprocess.run(["unzip", "-q", "lvdm-ref.zip"], check=True)
+    elif not os.path.exists("lvdm-ref") and LVDM_REPO:
+        subprocess.run(["git", "clone", "-q", "--depth", "1", LVDM_REPO, "lvdm-ref"], check=True)
+    elif not os.path.exists("lvdm-ref"):
+        raise SystemExit("No copy of lvdm-ref here: upload lvdm-ref.zip (file panel) or set LVDM_REPO, then rerun")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "lvdm-ref"], check=True)
-    subprocess.run([sys.executable, "-m", "lvdm_ref", "data", "sample-videos"], check=True)  # the videos, once
     sys.path.insert(0, os.path.abspath("lvdm-ref"))  # importable in this session without a restart
-
+    subprocess.run([sys.executable, "-m", "lvdm_ref", "data", "sample-videos"], check=True)  # the videos, once
+try:
+    import lvdm_ref  # before torch: it sets OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep, not spin)
+except ModuleNotFoundError:
+    raise ModuleNotFoundError("lvdm_ref is not installed in this kernel. Start JupyterLab from the repository's "
+                              "environment (`make venv`, then `.venv/bin/jupyter lab`) or run "
+                              "`pip install -e <your lvdm-ref checkout>` for this kernel's Python") from None
 # %%
 from lvdm_ref.utils import is_quick
 
@@ -67,7 +80,6 @@ SEED = 0
 
 # %%
 import dataclasses
-import tempfile
 import time
 from pathlib import Path
 
@@ -80,16 +92,17 @@ from lvdm_ref.lvdm import LatentVideoDiffusion
 from lvdm_ref.metrics import evaluate_reconstruction
 from lvdm_ref.recipes import train_autoencoder, train_short_model
 from lvdm_ref.train import LossHistory
-from lvdm_ref.utils import to_uint8
+from lvdm_ref.utils import scratch_dir, to_uint8
 from lvdm_ref.vae3d import VideoAutoencoder
 from lvdm_ref.video_datasets import fetch_sample_videos, open_video_dataset
 from lvdm_ref.video_io import probe_video, read_video
 from lvdm_ref.video_training import decode_video_clips, video_preset
-from lvdm_ref.viz import plot_latents, show_video
+from lvdm_ref.viz import plot_latents
+from lvdm_ref.widgets import scrub_video
 
 began = time.perf_counter()
 torch.manual_seed(SEED)
-work = Path(tempfile.mkdtemp(prefix="lvdm_10_"))
+work = scratch_dir("lvdm_10_")
 
 # %% [markdown]
 # ## 1. The videos
@@ -147,7 +160,7 @@ torch.manual_seed(SEED)
 clips = torch.stack([train_set[i % len(train_set)] for i in range(4)])  # (4, 3, F, S, S) in [-1, 1]
 assert clips.shape == (4, 3, preset.data.num_frames, preset.data.size, preset.data.size)
 assert clips.min() >= -1 and clips.max() <= 1
-show_video(clips, nrow=4, title="four training clips")
+scrub_video(clips, nrow=4, title="four training clips")
 
 # %% [markdown]
 # ## 3. An RGB 3D autoencoder
@@ -180,8 +193,10 @@ assert last < first, (first, last)  # it learns (mean of the last 5 steps agains
 #
 # Clips of the held-out video, decoded the same way (random starts from a seeded stream), through the
 # autoencoder. Per-frame PSNR and SSIM on $[0, 1]$ pixels, for clips of the training videos and of the
-# held-out one, and for the untrained network as a floor. Expect blur: the latent holds far fewer
-# numbers than the pixels (printed below), and fine texture (leaves, hair, text) is what goes first.
+# held-out one, and for the untrained network as a floor. Do not expect the held-out face back: at full
+# size it returns as a yellow-green blob, the face and the background gone, not a blurred face. Two
+# training videos and 300 steps teach the autoencoder the colours of its training footage, not faces; the
+# latent also holds far fewer numbers than the pixels (printed below).
 
 # %%
 def decoded(dataset, num, seed):
@@ -219,7 +234,7 @@ for ax in axes.flat:
     ax.set(xticks=[], yticks=[])
 plt.tight_layout()
 plt.show()
-show_video(torch.cat([real, fake], dim=-1), title="held-out input | reconstruction")
+scrub_video(torch.cat([real, fake], dim=-1), title="held-out input | reconstruction")
 
 # %% [markdown]
 # ## 5. Latents, and a short LVDM on them
@@ -256,12 +271,13 @@ assert cache.stat().st_mtime_ns == written and again["steps"] == SHORT_STEPS
 model = LatentVideoDiffusion.load(short_run["checkpoint"])
 samples = model.sample(NUM_SAMPLES, sampler="ddim", num_steps=SAMPLE_STEPS, seed=SEED)  # uint8 (N, F, S, S, 3)
 assert samples.shape == (NUM_SAMPLES, preset.data.num_frames, preset.data.size, preset.data.size, 3)
-show_video(samples, nrow=min(4, NUM_SAMPLES), title=f"{NUM_SAMPLES} samples, DDIM {SAMPLE_STEPS} steps")
+scrub_video(samples, nrow=min(4, NUM_SAMPLES), title=f"{NUM_SAMPLES} samples, DDIM {SAMPLE_STEPS} steps")
 
 # %% [markdown]
-# At full size the samples take on the colours and layouts of the two training videos; with two
-# videos there is nothing more to learn, and a few hundred steps are far from the hundreds of
-# thousands LVDM trains for. The point is the path: the same calls train on UCF-101.
+# The samples are blotches: patches of the training videos' colours with no objects, edges or motion
+# of the footage in them, at full size as in quick mode. Two videos and 150 steps are far from the
+# hundreds of thousands of steps LVDM trains for on thousands of videos. The point of this notebook is
+# the path, not the result: the same calls train on UCF-101.
 #
 # ## 6. On UCF-101, on a GPU
 #
