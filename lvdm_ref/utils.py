@@ -125,11 +125,29 @@ def _jsonable(value: Any) -> Any:
 
 
 def scratch_dir(prefix: str = "lvdm_") -> Path:
-    """A new temporary folder, removed when the process exits (a notebook's kernel: when it shuts down), so
-    the checkpoints and latents a notebook writes there do not pile up in the temp directory."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+    """A new temporary folder for what a notebook writes (checkpoints, latents), removed when the process exits
+    (a notebook's kernel: when it shuts down), so they do not pile up in the temp directory. A killed process
+    runs no exit handlers (nbval stops its kernels that way): the folders it left, named after its process id,
+    are removed by the next call in any process."""
+    root = Path(tempfile.gettempdir()) / "lvdm_scratch"
+    root.mkdir(exist_ok=True)
+    for folder in root.iterdir():  # <pid>_<prefix>...: remove those whose process is gone
+        pid = folder.name.split("_", 1)[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}_{prefix}", dir=root))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def check_quoted(value: float, quoted: str) -> float:

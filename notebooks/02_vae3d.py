@@ -83,8 +83,8 @@ from lvdm_ref.utils import from_uint8, scratch_dir, to_uint8
 from lvdm_ref.vae3d import VideoAutoencoder
 from lvdm_ref.widgets import scrub_video
 
-SHIPPED = SHIPPED_DIR / "mmnist_vae.safetensors"  # found from the package, wherever the notebook runs
 torch.manual_seed(SEED)
+SHIPPED = SHIPPED_DIR / "mmnist_vae.safetensors"  # found from the package, wherever the notebook runs
 
 # %% [markdown]
 # ## 1. The architecture, stage by stage

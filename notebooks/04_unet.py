@@ -78,7 +78,7 @@ from lvdm_ref.profiling import flop_counter
 from lvdm_ref.unet import FactorizedAttention, JointAttention, SpatialAttention, TemporalAttention, UNet, relative_index
 from lvdm_ref.viz import capture_attention
 
-torch.manual_seed(SEED)
+_ = torch.manual_seed(SEED)  # (the generator it returns is not shown)
 
 # %% [markdown]
 # ## 1. The blocks, with shapes, parameters and FLOPs

@@ -100,7 +100,7 @@ PRESET = get_preset("quick" if QUICK else "mmnist")
 LONG_FRAMES = 256 if QUICK else 1024  # the long video
 STEPS = 2 if QUICK else 50  # DDIM steps (LVDM: 50, eta = 1)
 DEMO_STEPS = None  # training steps when the shipped models are missing (None: the preset's)
-torch.manual_seed(0)
+_ = torch.manual_seed(0)  # (the generator it returns is not shown)
 
 # %% [markdown]
 # ## 1. The masks: what each model is given in training

@@ -1,5 +1,6 @@
 """The random-stream idiom (`utils.stream`), device-safe noise (`utils.randn`) and one result line per run."""
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,22 @@ def test_only_rank_0_prints_the_result(monkeypatch, capsys):
         monkeypatch.setenv("RANK", rank)
         print_result({"final_loss": 0.5})
         assert capsys.readouterr().out == printed
+
+
+def test_scratch_dir_removes_what_killed_processes_left():
+    """A folder named after a process that no longer exists (a kernel nbval killed) goes at the next call;
+    this process's own folder stays until it exits."""
+    import subprocess
+    import sys
+
+    from lvdm_ref.utils import scratch_dir
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(finished.stdout)
+    first = scratch_dir("lvdm_test_")
+    left = first.parent / f"{dead_pid}_lvdm_test_left"
+    left.mkdir()
+    (left / "checkpoint.pt").write_bytes(b"x")
+    second = scratch_dir("lvdm_test_")
+    assert not left.exists() and first.exists() and second.exists() and first != second
+    assert first.name.startswith(f"{os.getpid()}_lvdm_test_")
