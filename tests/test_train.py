@@ -130,6 +130,28 @@ def test_refuses_to_overwrite_a_run(tmp_path):
         make_trainer(tmp_path)
 
 
+@pytest.mark.parametrize("has_bf16, setting, expected",
+                         [(True, None, True), (False, None, False), (True, False, False), (False, True, True)])
+def test_bf16_on_a_cpu_follows_the_cpu_unless_set(tmp_path, monkeypatch, has_bf16, setting, expected):
+    import lvdm_ref.train as train_module
+
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: has_bf16)
+    assert make_trainer(tmp_path, bf16_cpu=setting).uses_bf16 is expected
+
+
+def test_bf16_training_follows_float32(tmp_path):
+    """The same batches under bfloat16 autocast give float32's loss at every step within bfloat16's precision
+    (the check behind the default: benchmarks/stability_study.py compares a whole run's curve this way)."""
+    runs, losses = {}, {}
+    for bf16 in (False, True):  # made and run one after the other: the same seeded dropout draws
+        runs[bf16] = make_trainer(tmp_path / str(bf16), steps=6, bf16_cpu=bf16)
+        runs[bf16].fit()
+        losses[bf16] = [json.loads(line)["loss"] for line in open(tmp_path / str(bf16) / "log.jsonl")]
+    assert runs[True].uses_bf16 and not runs[False].uses_bf16
+    assert losses[True] != losses[False]  # autocast did act
+    assert losses[True] == pytest.approx(losses[False], rel=0.03)
+
+
 def test_loss_falls_and_log_is_written(tmp_path):
     trainer = make_trainer(tmp_path, steps=100)
     summary = trainer.fit()
