@@ -200,6 +200,29 @@ def differences(results: dict) -> dict:
     return out
 
 
+def loss_check(folder: Path, reference: Path = ROOT / "benchmarks" / "results" / "ablations" / "attention.json") -> dict:
+    """`baseline`'s logged loss (bfloat16, compiled) against the float32 eager run of the attention ablation at
+    the same steps: the same seed gives both the same batches, timesteps and noise, so the losses differ only
+    by the arithmetic (and what it changed in the weights so far)."""
+    from lvdm_ref.train import LOG_FILE
+
+    path = folder / LOG_FILE
+    if not path.exists() or not reference.exists():
+        return {}
+    curve = json.loads(reference.read_text())["variants"]["factorized"]["loss_curve"]
+    float32 = dict(zip(curve["step"], curve["loss"]))
+    bf16 = {row["step"]: row["loss"] for row in map(json.loads, path.read_text().splitlines())}
+    steps = sorted(set(bf16) & set(float32))
+    if not steps:
+        return {}
+    ratio = np.array([bf16[step] / float32[step] for step in steps])
+    return {"steps_compared": len(steps), "last_step": steps[-1],
+            "mean_loss_bf16": round(float(np.mean([bf16[step] for step in steps])), 5),
+            "mean_loss_float32": round(float(np.mean([float32[step] for step in steps])), 5),
+            "ratio_median": round(float(np.median(ratio)), 4),
+            "ratio_5_95_percent": [round(float(q), 4) for q in np.percentile(ratio, [5, 95])]}
+
+
 def table(results: dict) -> str:
     """The study as the README's Markdown table, from the JSON alone."""
     lines = ["| design | CPU-min | steps | stability (seed sets) [90 %] | FVD |", "|---|---|---|---|---|"]
@@ -282,6 +305,8 @@ def main(argv: list[str] | None = None) -> dict:
     study = run_study(parser, args, {} if only_models else designs(), "designs", StabilityStudy)
     study.score_models([path.resolve() for path in args.models], args.models_seed_sets)
     study.results["differences"] = differences(study.results)
+    if "baseline" in study.results.get("designs", {}):
+        study.results["bf16_loss_check"] = loss_check(args.work / "baseline")
     study.save()
     plot(study.results, args.out.with_suffix(".png"))
     print(table(study.results), file=sys.stderr)
