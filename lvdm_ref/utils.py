@@ -150,11 +150,10 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def check_quoted(value: float, quoted: str) -> float:
+def check_quoted(value: float, quoted: str) -> None:
     """Assert that `quoted`, a number as a notebook's text writes it ("0.65", "1,656", "+0.062", "12.4x"), is
-    `value` rounded to the digits it shows; returns `value`. Notebooks check the numbers in their prose with it."""
+    `value` rounded to the digits it shows. Notebooks check the numbers in their prose with it."""
     text = quoted.replace(",", "").rstrip("x%").strip()
     digits = len(text.split(".")[1]) if "." in text else 0
     if abs(value - float(text)) > 0.5 * 10 ** -digits + 1e-9:
         raise AssertionError(f"the text says {quoted}, the data give {value:.{digits + 3}f}")
-    return value

@@ -25,8 +25,8 @@
 #
 # LVDM generates latents with a denoising diffusion model (DDPM, Ho et al. 2020). This notebook
 # shows the **forward process** on real Moving MNIST clips, the **noise schedules** and their
-# signal-to-noise ratio, and the two **samplers** LVDM uses, DDPM and DDIM, with a slider to scrub
-# through a denoising trajectory. No network is trained here: for the sampler we use the *exact*
+# signal-to-noise ratio, and the two **samplers** LVDM uses, DDPM and DDIM, with controls to choose the
+# noise level, scrub through a denoising trajectory and set a guidance weight. No network is trained here: for the sampler we use the *exact*
 # denoiser of a small set of clips, the function a perfectly trained network would compute.
 
 # %%

@@ -79,3 +79,13 @@ def test_scratch_dir_removes_what_killed_processes_left():
     second = scratch_dir("lvdm_test_")
     assert not left.exists() and first.exists() and second.exists() and first != second
     assert first.name.startswith(f"{os.getpid()}_lvdm_test_")
+
+
+def test_check_quoted_reads_the_digits_the_text_shows():
+    from lvdm_ref.utils import check_quoted
+
+    for value, quoted in ((0.6526, "0.65"), (1656, "1,656"), (0.0623, "+0.062"), (12.44, "12.4x"), (4.2, "4")):
+        check_quoted(value, quoted)
+    for value, quoted in ((0.6561, "0.65"), (1.56, "1.5x"), (-0.062, "+0.062")):
+        with pytest.raises(AssertionError, match=f"the text says {quoted}"):
+            check_quoted(value, quoted)
