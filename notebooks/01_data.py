@@ -18,9 +18,10 @@
 #
 # # 01 · The data: Moving MNIST, clips, and UCF-101
 #
-# > **Time to run.** Full size (the default): well under a minute on a 2-core CPU (measured on this
-# > project's shared machine: 5 CPU-seconds of work, 11 s of wall time with one thread), the same on a
-# > Colab GPU runtime (nothing here uses a GPU). Quick mode (`LVDM_QUICK=1`): the same, under a minute.
+# > **Time to run.** Measured with one thread on this project's 2-core CPU, shared with other jobs
+# > (`notebooks/timings.json`). Full size (the default): 6 s of wall time, 4 CPU-seconds. Quick mode
+# > (`LVDM_QUICK=1`): 3 s of wall time, 3 CPU-seconds. On a Colab GPU runtime: not measured. Nothing
+# > here uses a GPU.
 #
 # Every later notebook trains on clips made here. This one shows where they come from:
 # real MNIST digits, the closed-form bouncing that moves them, what a clip of a long video is

@@ -18,11 +18,10 @@
 #
 # # 02 · The 3D video autoencoder: compress clips in space and time
 #
-# > **Time to run.** Full size (the default): about 1-2 minutes on a 2-core CPU (measured on this
-# > project's shared machine: 42 CPU-seconds with one thread, 105 s of wall time next to other jobs);
-# > about the same on a Colab GPU runtime (estimated: the shipped autoencoder runs on the CPU as
-# > written). Quick mode (`LVDM_QUICK=1`): under a minute (21 CPU-seconds; it trains tiny stand-ins).
-# > The temporal-factor study (section 5) is loaded from its committed JSON, not redone.
+# > **Time to run.** Measured with one thread on this project's 2-core CPU, shared with other jobs
+# > (`notebooks/timings.json`). Full size (the default): 34 s of wall time, 31 CPU-seconds. Quick mode
+# > (`LVDM_QUICK=1`): 16 s of wall time, 16 CPU-seconds. On a Colab GPU runtime: not measured. The
+# > temporal-factor study (section 5) is loaded from its committed JSON, not redone.
 #
 # LVDM's first idea: do not run diffusion on pixels. A video autoencoder squeezes a clip
 # $x \in \mathbb{R}^{C \times T \times H \times W}$ into a latent

@@ -18,10 +18,10 @@
 #
 # # 03 · Diffusion: destroy a clip with noise, then learn to undo it
 #
-# > **Time to run.** Full size (the default): about a minute on a 2-core CPU (measured on this
-# > project's shared machine: 20 CPU-seconds with one thread, 55 s of wall time next to other jobs);
-# > about the same on a Colab GPU runtime (estimated: no network is trained, the cells run on the CPU).
-# > Quick mode (`LVDM_QUICK=1`): under half a minute (7 CPU-seconds).
+# > **Time to run.** Measured with one thread on this project's 2-core CPU, shared with other jobs
+# > (`notebooks/timings.json`). Full size (the default): 14 s of wall time, 11 CPU-seconds. Quick mode
+# > (`LVDM_QUICK=1`): 5 s of wall time, 5 CPU-seconds. On a Colab GPU runtime: not measured. No network
+# > is trained here.
 #
 # LVDM generates latents with a denoising diffusion model (DDPM, Ho et al. 2020). This notebook
 # shows the **forward process** on real Moving MNIST clips, the **noise schedules** and their

@@ -18,10 +18,10 @@
 #
 # # 04 · The factorised space-time UNet
 #
-# > **Time to run.** Full size (the default): about 1-2 minutes on a 2-core CPU (measured on this
-# > project's shared machine: 47 CPU-seconds with one thread, 118 s of wall time next to other jobs,
-# > most of it timing attention blocks); about the same on a Colab GPU runtime (estimated: the cost
-# > curves are measured on the CPU). Quick mode (`LVDM_QUICK=1`): under half a minute (6 CPU-seconds).
+# > **Time to run.** Measured with one thread on this project's 2-core CPU, shared with other jobs
+# > (`notebooks/timings.json`). Full size (the default): 41 s of wall time, 34 CPU-seconds, peak memory
+# > 3.9 GiB. Quick mode (`LVDM_QUICK=1`): 4 s of wall time, 4 CPU-seconds. On a Colab GPU runtime: not
+# > measured.
 #
 # The network that predicts the noise $\epsilon_\theta(z_t, t)$ on video latents $z_t$ of shape
 # $(c, f, h, w)$. LVDM's design choice: everything that looks at pixels works **frame by frame**

@@ -18,13 +18,11 @@
 #
 # # 06 · Factorised or joint attention?
 #
-# > **Time to run.** Full size (the default): about 5 minutes on a 2-core CPU (measured on this
-# > project's shared machine: 257 CPU-seconds with one thread, most of it the live mini version's
-# > 3 x 50 training steps; 10 minutes of wall time next to other jobs); about 1-2 minutes on a Colab
-# > GPU runtime (estimated: the training steps run on the GPU, the timed attention blocks on the CPU).
-# > Quick mode (`LVDM_QUICK=1`): under a minute (13 CPU-seconds). The runs of record (45 CPU-minutes of
-# > training per kind, and 25 per kind on prediction) are loaded from `benchmarks/results/ablations/`,
-# > not redone.
+# > **Time to run.** Measured with one thread on this project's 2-core CPU, shared with other jobs
+# > (`notebooks/timings.json`). Full size (the default): 16 s of wall time, 15 CPU-seconds. Quick mode
+# > (`LVDM_QUICK=1`): 4 s of wall time, 4 CPU-seconds. On a Colab GPU runtime: not measured. The runs of
+# > record (45 CPU-minutes of training per kind, and 25 per kind on prediction) are loaded from
+# > `benchmarks/results/ablations/`, not redone.
 #
 # LVDM's UNet lets frames talk to each other only through attention, and it factorises that
 # attention: each block first attends over the $h \times w$ positions of one frame, then over the

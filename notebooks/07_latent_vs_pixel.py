@@ -18,12 +18,13 @@
 #
 # # 07 · Why diffuse in a latent space?
 #
-# > **Time to run.** Full size (the default): about 5 minutes on a 2-core CPU (measured on this
-# > project's shared machine: 261 CPU-seconds with one thread, most of it the pixel model's 12
-# > illustrative training steps at about 12 s each; 11 minutes of wall time next to other jobs); about
-# > a minute on a Colab GPU runtime (estimated: the training steps run on the GPU). Quick mode
-# > (`LVDM_QUICK=1`): under a minute (15 CPU-seconds). The runs of record (45 CPU-minutes of training
-# > per model) are loaded from `benchmarks/results/ablations/pixel.json`, not redone.
+# > **Time to run.** Measured with one thread on this project's 2-core CPU, shared with other jobs
+# > (`notebooks/timings.json`). Full size (the default): not re-measured; last measured 261 CPU-seconds
+# > with one thread and 11 minutes of wall time next to other jobs; peak memory 6.2 GiB, measured from
+# > outside the notebook. Quick mode (`LVDM_QUICK=1`): 13 s of wall time, 12 CPU-seconds. On a Colab GPU
+# > runtime: not measured. On a machine with 8 GB of memory a full-size run may be killed: use quick
+# > mode there. The runs of record (45 CPU-minutes of training per model) are loaded from
+# > `benchmarks/results/ablations/pixel.json`, not redone.
 #
 # LVDM's first design decision is to run the diffusion model on the 3D autoencoder's latents,
 # (4, 4, 16, 16) for a 16-frame 64x64 Moving MNIST clip, 64x fewer numbers than the clip, instead of

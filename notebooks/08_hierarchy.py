@@ -18,12 +18,11 @@
 #
 # # 08 · Long videos: LVDM's hierarchy of a prediction and an interpolation model
 #
-# > **Time to run.** Full size (the default): about 2-4 minutes on a 2-core CPU (measured on this
-# > project's shared machine: 130 CPU-seconds with one thread, most of it the 1024-frame video; 3.5
-# > minutes of wall time next to other jobs); about the same on a Colab GPU runtime (estimated: the
-# > shipped models sample on the CPU as written). Quick mode (`LVDM_QUICK=1`): under a minute (15
-# > CPU-seconds). It needs the shipped weights in `data/checkpoints/`: without them it trains both
-# > models here, over an hour of CPU (`data/checkpoints/README.md`).
+# > **Time to run.** Measured with one thread on this project's 2-core CPU, shared with other jobs
+# > (`notebooks/timings.json`). Full size (the default): 100 s of wall time, 94 CPU-seconds. Quick mode
+# > (`LVDM_QUICK=1`): 13 s of wall time, 12 CPU-seconds. On a Colab GPU runtime: not measured. It needs
+# > the shipped weights in `data/checkpoints/`: without them it trains both models here, over an hour of
+# > CPU (`data/checkpoints/README.md`).
 #
 # A 16-frame model cannot make a 1024-frame video in one go. LVDM (Sec. 3.3) uses two latent
 # diffusion models of the same UNet class, each told which latent frames are given by a **mask**

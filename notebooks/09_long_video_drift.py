@@ -18,13 +18,12 @@
 #
 # # 09 · Long-video drift, and the two tricks against it
 #
-# > **Time to run.** Full size (the default): about 2-3 minutes on a 2-core CPU (measured on this
-# > project's shared machine: 97 CPU-seconds with one thread, most of it the small live
-# > mini-experiment; 3 minutes of wall time next to other jobs); about the same on a Colab GPU runtime
-# > (estimated: the shipped models sample on the CPU as written). Quick mode (`LVDM_QUICK=1`): under a
-# > minute (20 CPU-seconds). The runs of record (64 videos of 1024 frames per variant, about 4 hours on
-# > one thread) are loaded from `benchmarks/results/drift/`, not redone. It needs the shipped weights in
-# > `data/checkpoints/`: without them it trains three models here, over an hour of CPU.
+# > **Time to run.** Measured with one thread on this project's 2-core CPU, shared with other jobs
+# > (`notebooks/timings.json`). Full size (the default): 71 s of wall time, 68 CPU-seconds. Quick mode
+# > (`LVDM_QUICK=1`): 18 s of wall time, 16 CPU-seconds. On a Colab GPU runtime: not measured. The runs
+# > of record (64 videos of 1024 frames per variant, about 4 hours on one thread) are loaded from
+# > `benchmarks/results/drift/`, not redone. It needs the shipped weights in `data/checkpoints/`:
+# > without them it trains three models here, over an hour of CPU.
 #
 # A 1024-frame LVDM video is made by a prediction model that, 21 times over, takes the last keyframe
 # it made and predicts three more. Each prediction is conditioned on the model's own output, so

@@ -18,13 +18,10 @@
 #
 # # 10 · Real videos: from a folder of videos to clips, an RGB autoencoder and a short LVDM
 #
-# > **Time to run.** Full size (the default): about 20-25 minutes on a 2-core CPU (an estimate from a
-# > short timing on this project's shared machine, not a full run: 2.1 s per autoencoder step of 4 RGB
-# > 16x64x64 clips with one thread, times 300 steps; about 1.5-3 s per diffusion step of 16 latents,
-# > times 150 steps; a DataLoader worker decodes the clips alongside); about 5 minutes on a Colab GPU
-# > runtime (estimated: both trainings run on the GPU, the decoding stays on the CPU). Quick mode
-# > (`LVDM_QUICK=1`): under a minute (measured: 34 s under nbval with one thread next to other jobs), with
-# > a tiny model on 8x32x32 clips.
+# > **Time to run.** Measured with one thread on this project's 2-core CPU, shared with other jobs
+# > (`notebooks/timings.json`). Full size (the default): not re-measured; last measured 13 minutes of
+# > wall time, measured once from outside the notebook. Quick mode (`LVDM_QUICK=1`): 27 s of wall time,
+# > 26 CPU-seconds. On a Colab GPU runtime: not measured.
 #
 # Notebooks 01-09 use Moving MNIST: generated, gray, cheap. LVDM itself trains on real video
 # (UCF-101, Sky Time-lapse, TaiChi), and everything in this project also runs on it: point it at a

@@ -18,13 +18,12 @@
 #
 # # 11 · Beyond the paper: text-to-video on Moving MNIST, with classifier-free guidance
 #
-# > **Time to run.** Full size (the default): about 6 minutes on a 2-core CPU (estimated from measured
-# > parts: 150 warm-started training steps at 1.5 CPU-s each, one thread, next to other jobs, plus
-# > encoding 256 clips and 12 guided samples of 50 DDIM steps); about 3 minutes on a Colab GPU runtime
-# > (estimated: the training steps run on the GPU, sampling on the CPU as written). Quick mode
-# > (`LVDM_QUICK=1`): well under a minute (a tiny UNet trained from scratch for a few dozen steps). The
-# > run of record (a 3,000-step model scored at 6 guidance scales with N = 256) is loaded from
-# > `benchmarks/results/caption_guidance.json` when it exists; it is not redone here.
+# > **Time to run.** Measured with one thread on this project's 2-core CPU, shared with other jobs
+# > (`notebooks/timings.json`). Full size (the default): 41 s of wall time, 32 CPU-seconds. Quick mode
+# > (`LVDM_QUICK=1`): 20 s of wall time, 20 CPU-seconds. On a Colab GPU runtime: not measured. At full
+# > size it loads the shipped `mmnist_t2v` (3,000 steps) and trains nothing; without that file it trains
+# > 150 warm-started steps. The run of record (N = 256 at 6 guidance scales) is loaded from
+# > `benchmarks/results/caption_guidance.json`, not redone.
 #
 # LVDM's experiments are unconditional; its official code and its successors are text-to-video
 # models. This notebook conditions the short LVDM (notebook 05) on a caption such as "3 and 7": the
