@@ -7,7 +7,7 @@ TORCH_PIN ?= torch==2.13.0
 # Idle OpenMP threads sleep instead of spinning: on a small shared machine spinning costs a lot.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test unit fast notebooks venv clean
+.PHONY: demo test unit fast notebooks test-browser venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ test: venv
 	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q --durations=15 $(PARALLEL) || status=1; \
 	OMP_NUM_THREADS=1 LVDM_QUICK=1 $(PY) -m pytest --nbval notebooks/ -q $(PARALLEL) || status=1; \
 	exit $$status
+
+# Notebooks 03, 05 and 11 in JupyterLab in headless Chromium (Debian's `chromium` package; Playwright's Python
+# package drives it and downloads no browser): each runs in quick mode with no error, one control is moved and
+# its image must change; screenshots go to docs/browser/. Not part of `make test` (README: how long it takes).
+test-browser: venv
+	$(PY) -m pip install -q -e ".[browser]"
+	LVDM_BROWSER=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests/browser -q -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) outputs
