@@ -146,6 +146,7 @@ ax.barh(list(parameters), [count / 1e6 for count in parameters.values()])
 ax.set(xlabel="parameters (millions)", title="the mmnist UNet with each attention kind")
 plt.show()
 assert all(torch.equal(output, torch.zeros_like(output)) for output in outputs.values())  # one function at step 0
+assert get_preset("mmnist").train.warmup_steps == 200  # the warm-up the text above names
 check_quoted(parameters["joint"] / 1e6, "4.95")  # the counts section 3 quotes
 check_quoted(parameters["factorized"] / 1e6, "5.43")
 

@@ -184,6 +184,7 @@ if RESULTS.exists() and all("end" in entry for entry in json.loads(RESULTS.read_
     check_quoted(pixel["steps"], "275"), check_quoted(latent["steps"], "3,434")
     check_quoted(latent["end"]["fvd"], "234.3"), check_quoted(pixel["end"]["fvd"], "764.2")
     check_quoted(latent["end"]["fvd"] / pixel["end"]["fvd"], "0.31x")
+    assert get_preset("mmnist").train.warmup_steps == 200  # the warm-up the caveat below names
 else:
     print(f"No finished runs of record at {RESULTS}: no finding to show. Make them with\n"
           f"    python benchmarks/ablations.py --which pixel --minutes 45 --num 256 --threads 1\n"

@@ -318,7 +318,8 @@ if RESULTS.exists():
     by_scale = results["scales"]  # the numbers the text below quotes
     check_quoted(by_scale["5"]["accuracy"], "0.45"), check_quoted(by_scale["0"]["fvd"], "102")
     check_quoted(by_scale["7"]["fvd"], "586"), check_quoted(results["reference"]["short_model_fvd"], "137.8")
-    check_quoted(100 * by_scale["1"]["accuracy"], "9.8")
+    check_quoted(100 * by_scale["1"]["accuracy"], "9.8"), check_quoted(results["real"]["chance"], "0.019")
+    assert sorted(by_scale, key=float) == ["0", "1", "2", "3", "5", "7"] and results["protocol"]["num"] == 256
     assert max(accuracy) == by_scale["5"]["accuracy"]  # the highest accuracy, at g = 5
     assert by_scale["1"]["fvd"] <= results["reference"]["short_model_fvd"] < by_scale["2"]["fvd"]  # g = 1: the last within
 else:
