@@ -10,7 +10,7 @@ plausibly. Digit stability does: the share of clips whose digits, read by the sh
 autoencoder's reconstructions of them 0.93; two unrelated clips agree with probability 0.02).
 
 Each design changes one thing from `baseline` (the `mmnist` preset) and trains with the budget-study
-harness of `recipe_study.py` (the same encoded clips, seed and optimiser; a calibration fixes the number
+harness of `lvdm_ref/budget_study.py` (the same encoded clips, seed and optimiser; a calibration fixes the number
 of steps from the CPU seconds per step), here under bfloat16 autocast and `torch.compile`, which the
 trainer uses by default on CPUs with AVX512-BF16. At half and at all of its steps a design is scored on
 2N samples at its end (DDIM 50, eta 1, EMA weights, one noise stream per clip): stability on two
@@ -30,19 +30,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from recipe_study import Study, add_study_arguments, reconstruct, run_study, sample_in_batches  # noqa: E402
-
-from lvdm_ref.data import generate_moving_mnist  # noqa: E402
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+from lvdm_ref.budget_study import Study, add_study_arguments, run_study  # noqa: E402
 from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier, chance_of_same_digits  # noqa: E402
 from lvdm_ref.metrics import fvd_from_features  # noqa: E402
 from lvdm_ref.recipes import train_short_model  # noqa: E402
+from lvdm_ref.studies import OTHER_REAL_SEED, interval, real_clips, reconstruct, sample_in_batches  # noqa: E402
 
 FP32_MATCH_STEP = 3434  # where the attention ablation's float32 factorised run (45 CPU-minutes eager) ended
 MORE_CLIPS = 16_384  # the data design: 8x the preset's 2,048 encoded clips
@@ -53,13 +54,6 @@ def keeps_per_clip(classifier, videos: np.ndarray) -> np.ndarray:
     from lvdm_ref.digits import keeps_digits
 
     return keeps_digits(classifier, videos, first=slice(0, 8), last=slice(8, 16), per_video=True).numpy()
-
-
-def interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> list[float]:
-    """90 % percentile interval of the mean of per-clip `values` over resampled clips."""
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(1)
-    return [round(float(q), 4) for q in np.percentile(means, [5, 95])]
 
 
 def bits(keeps: np.ndarray) -> str:
@@ -135,7 +129,7 @@ class StabilityStudy(Study):
         real = super().reference()
         reference = self.results["reference"]
         if "stability_real" not in reference:  # the second real set (seed 2) and its reconstructions
-            clips = generate_moving_mnist(2 * self.args.num, 16, 64, 2, "test", seed=2)
+            clips = real_clips(2 * self.args.num, OTHER_REAL_SEED)
             reference["stability_real"] = self.stability(clips)
             reference["stability_reconstructed"] = self.stability(reconstruct(self.args.vae, clips))
             reference["stability_chance"] = round(chance_of_same_digits(), 4)
@@ -224,7 +218,7 @@ def loss_check(folder: Path, reference: Path = ROOT / "benchmarks" / "results" /
 
 
 def table(results: dict) -> str:
-    """The study as the README's Markdown table, from the JSON alone."""
+    """The study as a Markdown table, from the JSON alone."""
     lines = ["| design | CPU-min | steps | stability (seed sets) [90 %] | FVD |", "|---|---|---|---|---|"]
 
     def row(name: str, point: dict, minutes) -> str:
