@@ -156,13 +156,13 @@ class StabilityStudy(Study):
         from lvdm_ref.utils import file_sha256
 
         for path in paths:
-            models = self.results.setdefault("models", {})
-            entry = models.get(path.stem)
+            entry = self.results.get("models", {}).get(path.stem)
             if (entry is None or entry.get("sha256") != file_sha256(path)
                     or len(entry["keeps_bits"]) < seed_sets * self.args.num):
-                models[path.stem] = {"checkpoint": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
-                                     "sha256": file_sha256(path),
-                                     **self.evaluate(path, f"model_{path.stem}", seed_sets=seed_sets)}
+                scores = self.evaluate(path, f"model_{path.stem}", seed_sets=seed_sets)  # may save(): new results
+                self.results.setdefault("models", {})[path.stem] = {
+                    "checkpoint": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+                    "sha256": file_sha256(path), **scores}
                 self.save()
             print(f"{path.stem}: keeps {self.results['models'][path.stem]['keeps']}", file=sys.stderr)
 
