@@ -232,7 +232,7 @@ plt.show()
 # %% [markdown]
 # **What the strips show.** The given digits do not come back. From the first predicted keyframe on,
 # the continuation draws other shapes: the shipped models, and the tiny ones of `LVDM_QUICK=1`, use
-# the given latent for its first neighbour at most. The README's probes measure this on 128 held-out
+# the given latent for its first neighbour at most. The hierarchy probes ([docs/studies/hierarchy_probes.md](../docs/studies/hierarchy_probes.md)) measure this on 128 held-out
 # clips for eight prediction models: more context per step (`--max-given 3`), a clean condition
 # (s = 0), joint attention, and warm starts from the short model
 # ([`benchmarks/prediction_context.py`](../benchmarks/prediction_context.py)).

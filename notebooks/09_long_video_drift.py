@@ -370,5 +370,5 @@ else:
 # model included, and a prediction model handed a clean real latent no better than chance. So the drift
 # curves above measure clips that have lost their digits from the first window on: the limit is the
 # generator, below the hierarchy. (Attention at full latent resolution, a shorter path for fine detail
-# between frames, did not help at equal steps: the README's probe table.) A generator that holds its
+# between frames, did not help at equal steps: the probe table in docs/studies/hierarchy_probes.md.) A generator that holds its
 # digits for one window has to come before perturbation and guidance can be judged on content.

@@ -314,7 +314,7 @@ if RESULTS.exists():
     assert accuracy[0] < 2 * results["real"]["chance"]  # g = 0, the unconditional branch: about chance
     assert accuracy[:-1] == sorted(accuracy[:-1]) and max(accuracy) > 20 * accuracy[0]  # guidance: more caption...
     assert fvd == sorted(fvd)  # ...at a price in FVD at every step of g: the trade-off
-    assert not results["goal"]["met"]  # the README says why
+    assert not results["goal"]["met"]  # docs/studies/text_to_video.md says why
     by_scale = results["scales"]  # the numbers the text below quotes
     check_quoted(by_scale["5"]["accuracy"], "0.45"), check_quoted(by_scale["0"]["fvd"], "102")
     check_quoted(by_scale["7"]["fvd"], "586"), check_quoted(results["reference"]["short_model_fvd"], "137.8")
