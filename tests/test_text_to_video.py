@@ -219,7 +219,7 @@ def test_the_guidance_benchmark_smoke_run_writes_its_json_and_figure_and_resumes
 
     quick = get_preset("quick")
     preset = dataclasses.replace(quick, data=dataclasses.replace(quick.data, num_frames=16))
-    vae = train_autoencoder(quick, tmp_path / "vae", steps=2, stats_clips=4, progress=False)["ckpt"]
+    vae = train_autoencoder(preset, tmp_path / "vae", steps=2, stats_clips=4, progress=False)["ckpt"]
     ckpt = train_t2v_model(preset, vae, tmp_path / "t2v", steps=2, num_clips=8, progress=False)["checkpoint"]
     args = ["--ckpt", ckpt, "--scales", "0,1,3", "--num", "4", "--steps", "1", "--batch-size", "3",
             "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results" / "guidance.json")]

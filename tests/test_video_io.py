@@ -107,6 +107,9 @@ def test_read_clips_cuts_files_into_consecutive_clips_in_name_order(tmp_path):
     (folder / "notes.txt").write_text("not a video")
     clips = video_io.read_clips(folder, 16)
     np.testing.assert_array_equal(clips[..., :1], np.stack([video[16:32], video[:16]]))
-    write_video(folder / "c.gif", video[:8])
+    write_video(folder / "c.gif", video[:8])  # shorter than a clip: skipped and named, as in training
+    skipped = {}
+    np.testing.assert_array_equal(video_io.read_clips(folder, 16, skipped), clips)
+    assert list(skipped) == [str(folder / "c.gif")] and "c.gif has 8 frames, fewer than the 16" in skipped[str(folder / "c.gif")]
     with pytest.raises(ValueError, match="c.gif has 8 frames, fewer than the 16"):
-        video_io.read_clips(folder, 16)
+        video_io.read_clips(folder / "c.gif", 16)  # a single file with no clip, or a folder left with none
