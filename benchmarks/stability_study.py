@@ -167,30 +167,34 @@ class StabilityStudy(Study):
             print(f"{path.stem}: keeps {self.results['models'][path.stem]['keeps']}", file=sys.stderr)
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
-    """mean(a - b) over clips paired by noise stream, pooled and per seed set, with 90 % intervals."""
-    half = min(len(a), len(b)) // 2
-    a, b = a[:2 * half], b[:2 * half]  # the clips both were scored on
-    gap = a - b
-    return {"difference": round(float(gap.mean()), 4), "interval": interval(gap, resamples, seed),
-            "seed_sets": [round(float(gap[:half].mean()), 4), round(float(gap[half:].mean()), 4)],
-            "seed_set_intervals": [interval(gap[:half], resamples, seed), interval(gap[half:], resamples, seed)]}
+def paired_difference(a: np.ndarray, b: np.ndarray, num: int, resamples: int = 2000, seed: int = 0) -> dict:
+    """mean(a - b) over the clips both were scored on, paired by noise stream, pooled and per seed set of
+    `num` clips, with 90 % intervals."""
+    count = min(len(a), len(b))
+    gap = a[:count] - b[:count]
+    sets = [gap[first:first + num] for first in range(0, count, num)]
+    return {"num": count, "difference": round(float(gap.mean()), 4), "interval": interval(gap, resamples, seed),
+            "seed_sets": [round(float(part.mean()), 4) for part in sets],
+            "seed_set_intervals": [interval(part, resamples, seed) for part in sets]}
 
 
 def differences(results: dict) -> dict:
-    """Each design's end point minus `baseline`'s end; `baseline` at step 3,434 minus the float32 run."""
-    designs_done = {name: entry for name, entry in results.get("designs", {}).items() if "end" in entry}
+    """Each design minus `baseline` at half and at all of the budget; `baseline` at step 3,434 minus the float32 run."""
+    designs, num = results.get("designs", {}), results["setting"]["num"]
     out = {}
-    if "baseline" in designs_done:
-        base = from_bits(designs_done["baseline"]["end"]["keeps_bits"])
-        for name, entry in designs_done.items():
-            if name != "baseline":
-                out[f"{name} - baseline"] = paired_difference(from_bits(entry["end"]["keeps_bits"]), base)
+    for point in ("half", "end"):  # equal CPU: half and all of the budget
+        if point not in designs.get("baseline", {}):
+            continue
+        base = from_bits(designs["baseline"][point]["keeps_bits"])
+        for name, entry in designs.items():
+            if name != "baseline" and point in entry:
+                out[f"{name} - baseline, {point}"] = paired_difference(from_bits(entry[point]["keeps_bits"]), base,
+                                                                       num)
     match = results.get("designs", {}).get("baseline", {}).get(f"step_{FP32_MATCH_STEP}")
     fp32 = results.get("models", {}).get("mmnist_attention_factorized")
     if match and fp32:
         out[f"baseline bf16 - float32, step {FP32_MATCH_STEP}"] = paired_difference(
-            from_bits(match["keeps_bits"]), from_bits(fp32["keeps_bits"]))
+            from_bits(match["keeps_bits"]), from_bits(fp32["keeps_bits"]), num)
     return out
 
 
@@ -238,8 +242,9 @@ def table(results: dict) -> str:
             point = reference[key]
             lines.append(f"| *{key.split('_')[1]} clips* | | | {point['keeps']:.3f} | |")
     for name, gap in results.get("differences", {}).items():
-        lines.append(f"\n{name}: {gap['difference']:+.3f} [{gap['interval'][0]:+.3f}, {gap['interval'][1]:+.3f}]; "
-                     f"per seed set {gap['seed_sets'][0]:+.3f}, {gap['seed_sets'][1]:+.3f}")
+        sets = ", ".join(f"{value:+.3f}" for value in gap["seed_sets"])
+        lines.append(f"\n{name} (N = {gap['num']}): {gap['difference']:+.3f} "
+                     f"[{gap['interval'][0]:+.3f}, {gap['interval'][1]:+.3f}]; per seed set {sets}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,79 @@
+"""The stability study's scoring (benchmarks/stability_study.py), against closed forms and the classifier itself;
+and its run of record, recomputed from the per-clip results it keeps."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import stability_study  # noqa: E402
+
+from lvdm_ref.data import generate_moving_mnist  # noqa: E402
+from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier  # noqa: E402
+
+RECORD = ROOT / "benchmarks" / "results" / "stability_study.json"
+
+
+def test_paired_difference_is_the_mean_gap_per_seed_set():
+    a = np.array([1, 1, 0, 0, 1, 1, 1, 1], dtype=float)
+    b = np.array([0, 1, 0, 1, 0, 0, 0, 1], dtype=float)
+    gap = stability_study.paired_difference(a, b, num=4)
+    assert gap["num"] == 8 and gap["difference"] == pytest.approx(0.375)  # (0 + 3) / 8
+    assert gap["seed_sets"] == pytest.approx([0.0, 0.75])  # (1 + 0 + 0 - 1) / 4 and (1 + 1 + 1 + 0) / 4
+    low, high = gap["interval"]
+    assert low <= 0.375 <= high
+    same = stability_study.paired_difference(a, a, num=4)
+    assert same["difference"] == 0 and same["interval"] == [0, 0]
+    shorter = stability_study.paired_difference(a[:4], b, num=4)  # scored on fewer clips: the common ones
+    assert shorter["num"] == 4 and shorter["seed_sets"] == pytest.approx([0.0])
+
+
+def test_real_clips_keep_their_digits_and_a_swap_halfway_does_not():
+    classifier = DigitClassifier.load(SHIPPED_DIGITS).eval()
+    clips = generate_moving_mnist(16, 16, 64, 2, "test", seed=3)
+    keeps = stability_study.keeps_per_clip(classifier, clips)
+    assert keeps.mean() >= 0.8  # the classifier reads real clips the same in both halves (0.96 at N = 512)
+    swapped = clips.copy()
+    swapped[:, 8:] = np.roll(clips, 1, axis=0)[:, 8:]  # frames 8-15 of another clip
+    other = stability_study.keeps_per_clip(classifier, swapped)
+    assert other.mean() <= 0.3  # unrelated digit pairs agree by chance only (0.02)
+
+
+def test_summary_splits_seed_sets_and_keeps_the_bits():
+    keeps = np.array([True, False, True, True, False, False])
+    summary = stability_study.stability_summary(keeps, num=3)
+    assert summary["keeps"] == pytest.approx(0.5) and summary["keeps_seed_sets"] == pytest.approx([2 / 3, 1 / 3], abs=1e-4)
+    assert stability_study.from_bits(summary["keeps_bits"]).tolist() == keeps.astype(float).tolist()
+
+
+def test_loss_check_compares_the_same_steps(tmp_path):
+    reference = tmp_path / "attention.json"
+    reference.write_text(json.dumps({"variants": {"factorized": {"loss_curve": {
+        "step": [25, 50, 75], "cpu_minutes": [1, 2, 3], "loss": [0.5, 0.4, 0.2]}}}}))
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps({"step": step, "loss": loss}) + "\n"
+                                                for step, loss in ((25, 0.5), (50, 0.44), (100, 0.1))))
+    check = stability_study.loss_check(tmp_path, reference)
+    assert check["steps_compared"] == 2 and check["last_step"] == 50
+    assert check["ratio_median"] == pytest.approx(1.05)  # the median of 1.0 and 1.1
+
+
+@pytest.mark.skipif(not RECORD.exists(), reason="no stability study of record")
+def test_the_record_recomputes_from_its_per_clip_bits():
+    results = json.loads(RECORD.read_text())
+    num = results["setting"]["num"]
+    points = [point for entry in results["designs"].values() for point in entry.values()
+              if isinstance(point, dict) and "keeps_bits" in point] + list(results.get("models", {}).values())
+    assert points
+    for point in points:
+        keeps = stability_study.from_bits(point["keeps_bits"])
+        assert len(keeps) in (num, 2 * num)
+        assert point["keeps"] == pytest.approx(keeps.mean(), abs=1e-4)
+        assert point["keeps_seed_sets"] == pytest.approx([part.mean() for part in np.split(keeps, len(keeps) // num)],
+                                                         abs=1e-4)
+    for name, gap in stability_study.differences(results).items():
+        assert results["differences"][name]["difference"] == pytest.approx(gap["difference"], abs=1e-4)
+        assert results["differences"][name]["interval"] == pytest.approx(gap["interval"], abs=1e-4)
