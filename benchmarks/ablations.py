@@ -22,7 +22,7 @@ Resumable like the recipe study (training state every 250 steps and at each eval
 batch by batch); each variant's calibration also records the peak resident memory of a process that
 only trains it. Besides OUT (the JSON, with each finished variant's loss against CPU-minutes)
 and OUT.png (FVD against CPU-minutes): OUT_samples.npz (4 clips per variant, DDIM 50, seed 0) and
-OUT_summary.png/svg (`viz.plot_budget_study`: FVD bars with floor and ceiling, loss curves, sample strips).
+OUT_summary.png/svg (`budget_study.plot_budget_study`: FVD bars with floor and ceiling, loss curves, sample strips).
 `--table` prints the JSON as the Markdown table of docs/studies/ablations.md.
 """
 from __future__ import annotations
@@ -126,11 +126,12 @@ def table(results: dict) -> str:
 
 
 def plot_summary(results: dict, out: Path) -> list[Path]:
-    """FVD bars, loss curves and sample strips in one figure (`viz.plot_budget_study`): OUT_summary.png/svg."""
+    """FVD bars, loss curves and sample strips in one figure (`budget_study.plot_budget_study`): OUT_summary.png/svg."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from lvdm_ref.viz import plot_budget_study, save_figure
+    from lvdm_ref.budget_study import plot_budget_study
+    from lvdm_ref.viz import save_figure
 
     if not any("end" in entry for entry in results["variants"].values()):
         return []

@@ -18,7 +18,7 @@ gets right) and with uniformly random captions (near chance, `captions.chance_of
 Resumable: samples are kept per scale and batch in --work/samples/g<scale>/ (keyed by the checkpoint's
 sha256) and I3D features per set in --work/features/; a rerun samples and scores only what is missing.
 The JSON is written after every scale; the figure (PNG, SVG beside it) is drawn from the JSON alone
-(`viz.plot_caption_guidance`).
+(`studies.plot_caption_guidance`).
 """
 from __future__ import annotations
 
@@ -95,11 +95,12 @@ def entry_fvd(results: dict, scale: str) -> float | None:
 
 
 def plot(results: dict, path: Path) -> list[Path]:
-    """Accuracy and FVD against g from the JSON alone (`viz.plot_caption_guidance`); PNG and SVG."""
+    """Accuracy and FVD against g from the JSON alone (`studies.plot_caption_guidance`); PNG and SVG."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from lvdm_ref.viz import plot_caption_guidance, save_figure
+    from lvdm_ref.studies import plot_caption_guidance
+    from lvdm_ref.viz import save_figure
 
     return save_figure(plot_caption_guidance(results), path)
 

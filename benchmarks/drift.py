@@ -123,11 +123,12 @@ def table(results: dict) -> str:
 
 
 def plot(results: dict, path: Path) -> list[Path]:
-    """The curves of every variant and the floor band, from the JSON alone (`viz.plot_drift`); PNG and SVG."""
+    """The curves of every variant and the floor band, from the JSON alone (`studies.plot_drift`); PNG and SVG."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from lvdm_ref.viz import plot_drift, save_figure
+    from lvdm_ref.studies import plot_drift
+    from lvdm_ref.viz import save_figure
 
     return save_figure(plot_drift(results), path)
 

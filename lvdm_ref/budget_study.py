@@ -294,3 +294,46 @@ def budget_table(results: dict, section: str = "recipes") -> str:
              format(value['sample_cpu_seconds'], '.0f') if 'sample_cpu_seconds' in value else 'not recorded']
             for key, value in samplers.items() if key != "model"])
     return "\n".join(lines)
+
+
+def plot_budget_study(results: dict, samples: dict[str, np.ndarray] | None = None, every: int = 2):
+    """A budget study of record (benchmarks/ablations.py's JSON), in one figure: FVD per variant with the
+    real-vs-real floor as a band and the autoencoder's ceiling as a line, training loss against CPU-minutes,
+    and, with `samples` ({variant: uint8 (n, F, H, W, C)}), every `every`-th frame of each variant's clips."""
+    import matplotlib.pyplot as plt
+
+    from lvdm_ref.viz import frame_strip
+
+    variants = {name: entry for name, entry in results["variants"].items() if "end" in entry}
+    if not variants:
+        raise ValueError("no finished variant in these results: nothing to plot")
+    reference = results["reference"]
+    rows = 1 + (len(variants) if samples else 0)
+    figure = plt.figure(figsize=(10, 3.2 + 2.4 * (rows - 1)))
+    grid = figure.add_gridspec(rows, 2, height_ratios=[3.2] + [2.4] * (rows - 1))
+    bars, losses = figure.add_subplot(grid[0, 0]), figure.add_subplot(grid[0, 1])
+    drawn = bars.bar(list(variants), [entry["end"]["fvd"] for entry in variants.values()], color="C0", zorder=2)
+    bars.bar_label(drawn, fmt="%.1f", fontsize=8)
+    bars.axhspan(0, reference["real_vs_real"], color="0.85", label=f"real vs real ({reference['real_vs_real']:.0f})")
+    bars.axhline(reference["autoencoder_ceiling"], color="k", ls="-.", lw=1,
+                 label=f"autoencoder ceiling ({reference['autoencoder_ceiling']:.0f})")
+    if "static_first_frames" in reference:
+        bars.axhline(reference["static_first_frames"], color="0.4", ls="--", lw=1,
+                     label=f"real first frames held still ({reference['static_first_frames']:.0f})")
+    bars.set(ylabel=f"FVD (N = {reference['num']})", title=f"{results['setting']['minutes']:.0f} CPU-minutes of training each")
+    bars.legend(fontsize=7)
+    for name, entry in variants.items():
+        if "loss_curve" in entry:
+            curve = entry["loss_curve"]
+            losses.plot(curve["cpu_minutes"], curve["loss"], lw=1, label=f"{name} ({entry['steps']} steps)")
+    losses.set(xlabel="training CPU-minutes (one thread)", ylabel="training loss", yscale="log")
+    losses.legend(fontsize=7)
+    for row, name in enumerate(variants if samples else (), start=1):
+        ax = figure.add_subplot(grid[row, :])
+        if name in samples:
+            ax.imshow(np.concatenate([frame_strip(clip, every=every) for clip in samples[name]]).squeeze(-1), cmap="gray")
+        ax.set_title(f"{name}: frames 0, {every}, {2 * every}, ... of {len(samples[name])} samples (DDIM 50, seed 0)"
+                     if name in samples else f"{name}: no samples recorded", fontsize=8)
+        ax.axis("off")
+    figure.tight_layout()
+    return figure

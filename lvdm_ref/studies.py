@@ -13,8 +13,10 @@ interval" mean the same thing:
 - **statistics**: `interval` (90 % percentile bootstrap of a mean over clips), `paired_differences` (one model
   minus another on the same clips, condition and noise) and `fvd_interval`;
 - **budget studies** (`Study`, `run_study`): variants of a model, each trained for the same CPU budget
-  (calibrated from its CPU seconds per step) and scored at half and all of it; `plot_budget_curves` and
-  `budget_table` draw and print their JSON;
+  (calibrated from its CPU seconds per step) and scored at half and all of it, in `budget_study.py`, whose
+  `plot_budget_curves`, `plot_budget_study` and `budget_table` draw and print their JSON;
+- **figures of result files**: `plot_drift` and `plot_caption_guidance` draw the drift and caption runs of
+  record (benchmarks/drift.py, benchmarks/caption_guidance.py) for their notebooks;
 - **set-up**: `load_pair` (a prediction and an interpolation model on one autoencoder), `set_threads`,
   `markdown_table`, `slug`.
 """
@@ -390,3 +392,57 @@ def interpolation_card(interp, clips: np.ndarray, reference: np.ndarray | None, 
     result["sample_cpu_seconds"] = round(seconds, 1)
     result["condition_sensitivity"] = sensitivity
     return result
+
+
+# ----------------------------------------------------------------------------- figures of result files
+def plot_drift(results: dict):
+    """A drift run of record (benchmarks/drift.py's JSON): FVD of each 16-frame window against its start frame,
+    one line per variant, the real videos' windows (the floor) as a band, and the continuation of real clips
+    (when measured) dashed. Every number comes from `results`."""
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7.5, 4.2))
+    num, floor = results["num"], results["floor"]["fvd"]
+    ax.fill_between([int(s) for s in floor], 0, list(floor.values()), color="0.85", label=f"real videos (floor), N = {num}")
+    for name, entry in results["variants"].items():
+        ax.plot([int(s) for s in entry["fvd"]], list(entry["fvd"].values()), "o-", ms=3, label=name)
+    if "real_start" in results:
+        curve = results["real_start"]["fvd"]
+        ax.plot([int(s) for s in curve], list(curve.values()), "k--", lw=1, label="real start: perturbation + guidance")
+    ax.set(xlabel="window start frame", ylabel=f"FVD of 16-frame windows (N = {num})", ylim=(0, None),
+           title=f"drift over {results['frames']} frames, DDIM {results['steps']}")
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def plot_caption_guidance(results: dict):
+    """A caption-guidance run (benchmarks/caption_guidance.py's JSON): caption accuracy and FVD against the
+    guidance scale g, with the real clips' accuracy, chance, and the short model's FVD as references. Every
+    number comes from `results`."""
+    import matplotlib.pyplot as plt
+
+    scales = sorted(results["scales"], key=float)
+    g = [float(s) for s in scales]
+    num = results["protocol"]["num"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    left.plot(g, [results["scales"][s]["accuracy"] for s in scales], "o-", label="generated")
+    left.axhline(results["real"]["true_captions"], color="k", ls="--", lw=1, label="real clips, true captions")
+    left.axhline(results["real"]["random_captions"], color="0.5", ls=":", lw=1, label="real clips, random captions")
+    left.set(xlabel="guidance scale g", ylabel="caption accuracy", ylim=(0, 1.02), title=f"digits as asked (N = {num})")
+    left.legend(fontsize=7)
+    fvd = [results["scales"][s].get("fvd") for s in scales]
+    if any(value is not None for value in fvd):
+        right.plot(g, fvd, "o-", color="C1", label="generated, captions of the real clips")
+        reference = results.get("reference") or {}
+        if "short_model_fvd" in reference:
+            right.axhline(reference["short_model_fvd"], color="k", ls="--", lw=1, label="unconditional short model")
+            right.axhline(reference["real_vs_real_fvd"], color="0.5", ls=":", lw=1, label="real vs real (floor)")
+        right.set(ylim=(0, None))
+        right.legend(fontsize=7)
+    else:
+        right.text(0.5, 0.5, results.get("fvd_note", "no FVD"), ha="center", va="center", wrap=True,
+                   transform=right.transAxes, fontsize=8)
+    right.set(xlabel="guidance scale g", ylabel=f"FVD (N = {num})", title="quality")
+    figure.tight_layout()
+    return figure

@@ -78,7 +78,8 @@ from lvdm_ref.profiling import unet_cost
 from lvdm_ref.recipes import train_autoencoder, train_pixel_model, train_short_model
 from lvdm_ref.train import LossHistory
 from lvdm_ref.utils import check_quoted, is_quick, scratch_dir
-from lvdm_ref.viz import frame_strip, plot_budget_study
+from lvdm_ref.budget_study import plot_budget_study
+from lvdm_ref.viz import frame_strip
 
 # %% tags=["parameters"]
 torch.manual_seed(0)

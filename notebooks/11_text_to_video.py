@@ -96,7 +96,8 @@ from lvdm_ref.train import LossHistory
 from lvdm_ref.unet import UNet
 from lvdm_ref.utils import check_quoted, is_quick, scratch_dir, stream
 from lvdm_ref.vae3d import encode_videos
-from lvdm_ref.viz import plot_caption_guidance, plot_frame_strip
+from lvdm_ref.studies import plot_caption_guidance
+from lvdm_ref.viz import plot_frame_strip
 from lvdm_ref.widgets import caption_explorer, scrub_video
 
 QUICK = is_quick()

@@ -146,7 +146,7 @@ def test_show_attention_and_plot_latents_draw_one_panel_per_layer_and_frame():
 def test_budget_study_figure_is_drawn_from_the_results():
     import matplotlib.pyplot as plt
 
-    from lvdm_ref.viz import plot_budget_study
+    from lvdm_ref.budget_study import plot_budget_study
 
     results = {"setting": {"minutes": 45}, "reference": {"real_vs_real": 25.0, "autoencoder_ceiling": 40.0, "num": 8},
                "variants": {"a": {"steps": 10, "end": {"fvd": 150.0},
