@@ -82,8 +82,9 @@ def register(commands) -> None:
     train.add_argument("--max-given", type=integer(1), default=None,
                        help="pred: a conditioned sample is given its first 1..K latents (default and LVDM: 1); a long "
                        "video then gives it the last K latents made and keeps the rest (beyond the paper)")
-    train.add_argument("--bf16", action="store_true",
-                       help="bfloat16 autocast on a CPU too (on CUDA it is on already); pays on CPUs with AVX512-BF16")
+    train.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                       help="bfloat16 autocast on a CPU: --bf16 on, --no-bf16 off (default: on where the CPU has "
+                            "AVX512-BF16 or AMX, except the quick preset and autoencoders; on CUDA it is always on)")
     train.add_argument("--init", type=input_file(".safetensors"), default=None,
                        help="t2v: the short model to warm-start from (default: the shipped mmnist_short for "
                             "--preset mmnist, none for --quick); pred/interp: a short model to warm-start from "
@@ -131,9 +132,9 @@ def resolve_train(args: argparse.Namespace):
     if args.parameterization:
         preset = dataclasses.replace(preset, diffusion=dataclasses.replace(preset.diffusion,
                                                                            parameterization=args.parameterization))
-    if args.bf16:
-        preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, bf16_cpu=True),
-                                     hierarchy_train=dataclasses.replace(preset.hierarchy_train, bf16_cpu=True))
+    if args.bf16 is not None:  # else the preset's: on where the CPU computes bfloat16 natively (train.cpu_has_bf16)
+        preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train, bf16_cpu=args.bf16),
+                                     hierarchy_train=dataclasses.replace(preset.hierarchy_train, bf16_cpu=args.bf16))
     preset = video_data_for(preset, args.vae, args.data, args.split)
     if args.model == "t2v":
         init = args.init
