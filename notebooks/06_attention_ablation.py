@@ -74,12 +74,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from lvdm_ref.budget_study import plot_budget_study
 from lvdm_ref.checkpoint import SHIPPED_DIR
 from lvdm_ref.config import get_preset
 from lvdm_ref.profiling import attention_cost, attention_seconds
 from lvdm_ref.unet import ATTENTION_KINDS, UNet
 from lvdm_ref.utils import check_quoted, is_quick
-from lvdm_ref.budget_study import plot_budget_study
 from lvdm_ref.viz import plot_frame_strip
 
 # %% tags=["parameters"]

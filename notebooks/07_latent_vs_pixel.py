@@ -70,6 +70,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from lvdm_ref.budget_study import plot_budget_study
 from lvdm_ref.checkpoint import SHIPPED_DIR
 from lvdm_ref.config import get_preset
 from lvdm_ref.lvdm import LatentVideoDiffusion
@@ -78,7 +79,6 @@ from lvdm_ref.profiling import unet_cost
 from lvdm_ref.recipes import train_autoencoder, train_pixel_model, train_short_model
 from lvdm_ref.train import LossHistory
 from lvdm_ref.utils import check_quoted, is_quick, scratch_dir
-from lvdm_ref.budget_study import plot_budget_study
 from lvdm_ref.viz import frame_strip
 
 # %% tags=["parameters"]

@@ -85,10 +85,10 @@ from lvdm_ref.long_video import sample_long
 from lvdm_ref.lvdm import LatentVideoDiffusion
 from lvdm_ref.metrics import psnr
 from lvdm_ref.perturbation import perturb, sampling_levels
-from lvdm_ref.utils import check_quoted, from_uint8, is_quick, scratch_dir, to_uint8
 from lvdm_ref.recipes import train_autoencoder, train_hierarchy_model
-from lvdm_ref.vae3d import VideoAutoencoder, encode_videos
 from lvdm_ref.studies import plot_drift
+from lvdm_ref.utils import check_quoted, from_uint8, is_quick, scratch_dir, to_uint8
+from lvdm_ref.vae3d import VideoAutoencoder, encode_videos
 from lvdm_ref.viz import frame_strip
 from lvdm_ref.widgets import guided_step_explorer, perturbation_explorer
 

@@ -91,12 +91,12 @@ from lvdm_ref.config import UNetConfig, from_dict, get_preset
 from lvdm_ref.data import generate_moving_mnist
 from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier, clip_digits
 from lvdm_ref.recipes import train_t2v_model
+from lvdm_ref.studies import plot_caption_guidance
 from lvdm_ref.text_to_video import CaptionDenoiser, TextToVideo, warm_start_captions
 from lvdm_ref.train import LossHistory
 from lvdm_ref.unet import UNet
 from lvdm_ref.utils import check_quoted, is_quick, scratch_dir, stream
 from lvdm_ref.vae3d import encode_videos
-from lvdm_ref.studies import plot_caption_guidance
 from lvdm_ref.viz import plot_frame_strip
 from lvdm_ref.widgets import caption_explorer, scrub_video
 
