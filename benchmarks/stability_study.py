@@ -274,7 +274,8 @@ def plot(results: dict, path: Path) -> list[Path]:
     if "autoencoder_ceiling" in reference:
         right.axhline(reference["autoencoder_ceiling"], color="gray", ls="-.", lw=1, label="autoencoder ceiling")
     num = results["setting"]["num"]
-    left.set(xlabel="training CPU-minutes (one thread, bf16)", ylabel=f"digit stability (N = {2 * num})",
+    left.set(xlabel="training CPU-minutes (one thread, bf16)",
+             ylabel=f"digit stability (N = {num} at half, {2 * num} at the end)",
              ylim=(0, 1), title="keeps its two digits through 16 frames")
     right.set(xlabel="training CPU-minutes (one thread, bf16)", ylabel=f"FVD (N = {num})", yscale="log",
               title="FVD")
