@@ -19,10 +19,9 @@
 # # 05 · The short LVDM: diffusion in the latent space of a video autoencoder
 #
 # > **Time to run.** Measured with one thread on this project's 2-core CPU, shared with other jobs
-# > (`notebooks/timings.json`). Full size (the default): not re-measured; last measured 684 CPU-seconds
-# > with one thread and 16 minutes of wall time next to other jobs. Quick mode (`LVDM_QUICK=1`): 79 s of
-# > wall time, 77 CPU-seconds. On a Colab GPU runtime: not measured. Most of a full-size run is FVD at N
-# > = 64 and the 150 training steps.
+# > (`notebooks/timings.json`). Full size (the default): 7.9 minutes of wall time, 466 CPU-seconds. Quick
+# > mode (`LVDM_QUICK=1`): 79 s of wall time, 77 CPU-seconds. On a Colab GPU runtime: not measured. Most of
+# > a full-size run is FVD at N = 64 and the 150 training steps.
 #
 # LVDM's first model generates 16-frame clips. It never denoises pixels: a frozen 3D
 # autoencoder (notebook 02) turns a clip $x$ of $16\times64\times64$ into a latent

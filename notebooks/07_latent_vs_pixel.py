@@ -19,11 +19,10 @@
 # # 07 · Why diffuse in a latent space?
 #
 # > **Time to run.** Measured with one thread on this project's 2-core CPU, shared with other jobs
-# > (`notebooks/timings.json`). Full size (the default): not re-measured; last measured 261 CPU-seconds
-# > with one thread and 11 minutes of wall time next to other jobs; peak memory 6.2 GiB, measured from
-# > outside the notebook. Quick mode (`LVDM_QUICK=1`): 13 s of wall time, 12 CPU-seconds. On a Colab GPU
-# > runtime: not measured. On a machine with 8 GB of memory a full-size run may be killed: use quick
-# > mode there. The runs of record (45 CPU-minutes of training per model) are loaded from
+# > (`notebooks/timings.json`). Full size (the default): 3.2 minutes of wall time, 190 CPU-seconds, peak
+# > memory 3.6 GiB. Quick mode (`LVDM_QUICK=1`): 13 s of wall time, 12 CPU-seconds. On a Colab GPU runtime:
+# > not measured. On a machine with 8 GB of memory a full-size run may be killed: use quick mode there. The
+# > runs of record (45 CPU-minutes of training per model) are loaded from
 # > `benchmarks/results/ablations/pixel.json`, not redone.
 #
 # LVDM's first design decision is to run the diffusion model on the 3D autoencoder's latents,

@@ -19,9 +19,8 @@
 # # 10 · Real videos: from a folder of videos to clips, an RGB autoencoder and a short LVDM
 #
 # > **Time to run.** Measured with one thread on this project's 2-core CPU, shared with other jobs
-# > (`notebooks/timings.json`). Full size (the default): not re-measured; last measured 13 minutes of
-# > wall time, measured once from outside the notebook. Quick mode (`LVDM_QUICK=1`): 27 s of wall time,
-# > 26 CPU-seconds. On a Colab GPU runtime: not measured.
+# > (`notebooks/timings.json`). Full size (the default): 14.3 minutes of wall time, 1097 CPU-seconds. Quick
+# > mode (`LVDM_QUICK=1`): 27 s of wall time, 26 CPU-seconds. On a Colab GPU runtime: not measured.
 #
 # Notebooks 01-09 use Moving MNIST: generated, gray, cheap. LVDM itself trains on real video
 # (UCF-101, Sky Time-lapse, TaiChi), and everything in this project also runs on it: point it at a
