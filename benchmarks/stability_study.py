@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from lvdm_ref.budget_study import Study, add_study_arguments, run_study  # noqa: E402
+from lvdm_ref.checkpoint import SHIPPED_DIR  # noqa: E402
 from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier, chance_of_same_digits  # noqa: E402
 from lvdm_ref.metrics import fvd_from_features  # noqa: E402
 from lvdm_ref.recipes import train_short_model  # noqa: E402
@@ -47,6 +48,8 @@ from lvdm_ref.studies import OTHER_REAL_SEED, interval, real_clips, reconstruct,
 
 FP32_MATCH_STEP = 3434  # where the attention ablation's float32 factorised run (45 CPU-minutes eager) ended
 MORE_CLIPS = 16_384  # the data design: 8x the preset's 2,048 encoded clips
+CONTINUED = SHIPPED_DIR / "mmnist_short.safetensors"  # where the `continue_*` designs start (scored under `models`)
+CONTROL = "continue_2k"  # what the other continuations are compared with
 
 
 def keeps_per_clip(classifier, videos: np.ndarray) -> np.ndarray:
@@ -83,6 +86,12 @@ def train_more_clips(preset, vae, folder, *, num_clips, latents_cache, **kwargs)
     return train_short_model(preset, vae, folder, compile=True, num_clips=MORE_CLIPS, latents_cache=cache, **kwargs)
 
 
+def train_continued(preset, vae, folder, *, num_clips, latents_cache, **kwargs) -> dict:
+    """The shipped `mmnist_short` (15,000 steps) continued by the design's recipe (`train --init`)."""
+    return train_compiled(preset, vae, folder, num_clips=num_clips, latents_cache=latents_cache, init=CONTINUED,
+                          **kwargs)
+
+
 def designs() -> dict:
     """name -> (what changes, Preset -> Preset, train function). bfloat16 autocast in all of them."""
     def change(**fields_of):
@@ -107,6 +116,9 @@ def designs() -> dict:
                   change(unet={"attention": "joint"}), train_compiled),
         "clips_16k": (f"{MORE_CLIPS:,} encoded training clips instead of 2,048",
                       change(), train_more_clips),
+        # A continuation of the shipped model: the control for the long run of record (`--curve`), which
+        # continues it on MORE_CLIPS clips, compared at the same steps.
+        "continue_2k": ("mmnist_short (15,000 steps) continued on its own 2,048 clips", change(), train_continued),
     }
 
 
@@ -167,6 +179,25 @@ class StabilityStudy(Study):
             print(f"{path.stem}: keeps {self.results['models'][path.stem]['keeps']}", file=sys.stderr)
 
 
+    def score_curve(self, folder: Path) -> None:
+        """Score every snapshot of a long run (`train --model short --snapshot-every K`, FOLDER/snapshots/) not
+        scored yet, on one seed set of N clips, into `curve` (one entry per step: a finished entry never changes)."""
+        from lvdm_ref.checkpoint import read_metadata
+        from lvdm_ref.utils import file_sha256
+
+        for path in sorted((folder / "snapshots").glob("short_*.safetensors")):
+            meta = read_metadata(path)
+            if str(meta["steps"]) in self.results.get("curve", {}):
+                continue
+            scores = self.evaluate(path, f"curve_{folder.name}_{path.stem}", seed_sets=1)
+            self.results.setdefault("curve", {})[str(meta["steps"])] = {
+                "steps": meta["steps"], "init": Path(meta.get("init", "")).name or None,
+                "init_steps": meta.get("init_steps"), "num_clips": meta["num_clips"],
+                "cpu_minutes": round(meta["cpu_seconds"] / 60, 1), "sha256": file_sha256(path), **scores}
+            self.save()
+            print(f"{path.name}: keeps {scores['keeps']}, FVD {scores['fvd']}", file=sys.stderr)
+
+
 def paired_difference(a: np.ndarray, b: np.ndarray, num: int, resamples: int = 2000, seed: int = 0) -> dict:
     """mean(a - b) over the clips both were scored on, paired by noise stream, pooled and per seed set of
     `num` clips, with 90 % intervals."""
@@ -179,17 +210,28 @@ def paired_difference(a: np.ndarray, b: np.ndarray, num: int, resamples: int = 2
 
 
 def differences(results: dict) -> dict:
-    """Each design minus `baseline` at half and at all of the budget; `baseline` at step 3,434 minus the float32 run."""
+    """Each design from scratch minus `baseline`, each continuation minus `CONTROL` and minus its start, at half
+    and at all of the budget; `baseline` at step 3,434 minus the float32 run."""
     designs, num = results.get("designs", {}), results["setting"]["num"]
+    start = results.get("models", {}).get(CONTINUED.stem)
     out = {}
     for point in ("half", "end"):  # equal CPU: half and all of the budget
-        if point not in designs.get("baseline", {}):
-            continue
-        base = from_bits(designs["baseline"][point]["keeps_bits"])
         for name, entry in designs.items():
-            if name != "baseline" and point in entry:
-                out[f"{name} - baseline, {point}"] = paired_difference(from_bits(entry[point]["keeps_bits"]), base,
-                                                                       num)
+            if point not in entry:
+                continue
+            against = CONTROL if name.startswith("continue_") else "baseline"
+            if name != against and point in designs.get(against, {}):
+                out[f"{name} - {against}, {point}"] = paired_difference(
+                    from_bits(entry[point]["keeps_bits"]), from_bits(designs[against][point]["keeps_bits"]), num)
+            if name.startswith("continue_") and start:
+                out[f"{name}, {point} - {CONTINUED.stem}"] = paired_difference(
+                    from_bits(entry[point]["keeps_bits"]), from_bits(start["keeps_bits"]), num)
+    control = designs.get(CONTROL, {})
+    for point in ("half", "end"):  # the long run at the control's steps: the same start, schedule and cost per step
+        entry = results.get("curve", {}).get(str(control.get(point, {}).get("step")))
+        if entry:
+            out[f"curve at step {entry['steps']} - {CONTROL}, {point}"] = paired_difference(
+                from_bits(entry["keeps_bits"]), from_bits(control[point]["keeps_bits"]), num)
     match = results.get("designs", {}).get("baseline", {}).get(f"step_{FP32_MATCH_STEP}")
     fp32 = results.get("models", {}).get("mmnist_attention_factorized")
     if match and fp32:
@@ -285,6 +327,47 @@ def plot(results: dict, path: Path) -> list[Path]:
     return save_figure(figure, path)
 
 
+def plot_curve(results: dict, path: Path, goal: float = 0.6) -> list[Path]:
+    """The long run of record against CPU-hours after its start (the shipped model, at 0), beside the control
+    that continues the same model on its own clips: stability (with intervals) and FVD."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lvdm_ref.viz import save_figure
+
+    start = results.get("models", {}).get(CONTINUED.stem)
+    lines = {}
+    if results.get("curve"):
+        points = sorted(results["curve"].values(), key=lambda p: p["steps"])
+        lines[f"on {points[0]['num_clips']:,} clips (the run of record)"] = points
+    control = results.get("designs", {}).get(CONTROL, {})
+    if any(key in control for key in ("half", "end")):
+        lines[f"on its own 2,048 clips ({CONTROL})"] = [control[key] for key in ("half", "end") if key in control]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, points in lines.items():
+        points = ([start] if start else []) + points
+        hours = [0.0] * bool(start) + [p["cpu_minutes"] / 60 for p in points[bool(start):]]
+        keeps = np.array([p["keeps"] for p in points])
+        errors = np.abs(np.array([p["keeps_interval"] for p in points]).T - keeps)
+        left.errorbar(hours, keeps, yerr=errors, marker="o", capsize=3, label=label)
+        right.plot(hours, [p["fvd"] for p in points], "o-", label=label)
+    reference = results.get("reference", {})
+    for key, style in (("stability_real", ":"), ("stability_reconstructed", "-.")):
+        if key in reference:
+            left.axhline(reference[key]["keeps"], color="gray", ls=style, lw=1,
+                         label=f"{key.split('_')[1]} clips ({reference[key]['keeps']:.2f})")
+    left.axhline(goal, color="green", ls="--", lw=1, label=f"goal ({goal})")
+    left.set(xlabel=f"CPU-hours after {CONTINUED.stem} (one thread, bf16)", ylim=(0, 1),
+             ylabel="digit stability [90 %]", title=f"continuing {CONTINUED.stem}: keeps its two digits")
+    right.set(xlabel=f"CPU-hours after {CONTINUED.stem}", ylabel=f"FVD (N = {results['setting']['num']})", title="FVD")
+    left.legend(fontsize=7)
+    right.legend(fontsize=7)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_study_arguments(parser, minutes=45.0, num=256, out=ROOT / "benchmarks" / "results" / "stability_study.json",
@@ -293,6 +376,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also score these short-model checkpoints (e.g. the shipped ones)")
     parser.add_argument("--models-seed-sets", type=int, choices=(1, 2), default=2,
                         help="score --models on 1 or 2 seed sets of --num clips")
+    parser.add_argument("--curve", type=Path, default=None,
+                        help="score the snapshots of this long run's folder (train --snapshot-every) not scored yet")
     parser.add_argument("--table", action="store_true", help="only print the JSON as a Markdown table")
     args = parser.parse_args(argv)
     if args.table:
@@ -301,14 +386,20 @@ def main(argv: list[str] | None = None) -> dict:
     for path in args.models:
         if not path.exists():
             parser.error(f"--models {path} does not exist")
-    only_models = args.models and args.only == []  # `--only` with no names: score the files alone
+    if args.curve is not None and not (args.curve / "snapshots").is_dir():
+        parser.error(f"--curve {args.curve} has no snapshots/ folder: train it with --snapshot-every")
+    only_models = (args.models or args.curve) and args.only == []  # `--only` with no names: score the files alone
     study = run_study(parser, args, {} if only_models else designs(), "designs", StabilityStudy)
     study.score_models([path.resolve() for path in args.models], args.models_seed_sets)
+    if args.curve is not None:
+        study.score_curve(args.curve)
     study.results["differences"] = differences(study.results)
     if "baseline" in study.results.get("designs", {}):
         study.results["bf16_loss_check"] = loss_check(args.work / "baseline")
     study.save()
     plot(study.results, args.out.with_suffix(".png"))
+    if study.results.get("curve") or CONTROL in study.results.get("designs", {}):
+        plot_curve(study.results, args.out.with_name("stability_curve.png"))
     print(table(study.results), file=sys.stderr)
     return study.results
 

@@ -45,6 +45,45 @@ def diffusion_loss(diffusion: GaussianDiffusion):
     return loss_fn
 
 
+# The UNet options a continued short model may add to its checkpoint's: each starts as the identity (a
+# zero-initialised residual), so the continuation is the checkpoint's function at its first step.
+ADDED_AT_ZERO = ("temporal_levels", "temporal_conv")
+
+
+def continuation_differences(init: UNetConfig, config: UNetConfig) -> str:
+    """The fields where `config` differs from the checkpoint's `init` other than `ADDED_AT_ZERO` options switched
+    on ("" where it continues it), for an error message."""
+    added = {"temporal_levels": set(init.temporal_levels) <= set(config.temporal_levels),
+             "temporal_conv": config.temporal_conv}
+    return ", ".join(f"{f.name} {getattr(config, f.name)!r} vs --init's {getattr(init, f.name)!r}"
+                     for f in dataclasses.fields(UNetConfig)
+                     if getattr(config, f.name) != getattr(init, f.name) and not added.get(f.name, False))
+
+
+def continue_from(unet: nn.Module, init_config: UNetConfig, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Initialise a short model's UNet with a trained one's weights (`init_config`, `state`): every weight is
+    copied and the options it adds (`ADDED_AT_ZERO`) keep their zero initialisation. Checked, not assumed: the
+    result must compute what the checkpoint's UNet computes on a random input. Raises ValueError."""
+    differ = continuation_differences(init_config, unet.config)
+    if differ:
+        raise ValueError(f"this UNet does not continue the checkpoint's: {differ}")
+    missing, unexpected = unet.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ValueError(f"the checkpoint has weights this UNet lacks: {unexpected[:4]} ...")
+    original = UNet(init_config)
+    original.load_state_dict(state)
+    generator = torch.Generator().manual_seed(0)
+    c, f, size = init_config.in_channels, 4, 8 * 2 ** (len(init_config.channel_mult) - 1)
+    x = torch.randn(2, c, f, size, size, generator=generator)
+    t = torch.tensor([10, 900])
+    with torch.no_grad():
+        gap = (unet(x, t) - original(x, t)).abs().max().item()
+    if gap > 1e-4:
+        raise ValueError(f"the added options {missing[:4]} ... change the checkpoint's function (largest "
+                         f"difference {gap:.2g}); they must start at zero")
+    return unet
+
+
 class LatentVideoDiffusion(nn.Module):
     """Frozen autoencoder + UNet + diffusion: `sample` draws videos, `save`/`load` one checkpoint file."""
 

@@ -190,3 +190,56 @@ def test_a_clip_depends_only_on_its_seed_and_index(quick_run):
     assert_same_clips(model.sample(2, seed=5, first_index=2, **kwargs), four[2:])  # a later slice
     other = model.sample(4, seed=6, batch_size=4, **kwargs)
     assert not any(np.array_equal(a, b) for a in four for b in other)  # seeds 5 and 6: disjoint sets
+
+
+def test_init_continues_a_short_model_and_records_it(quick_run, tmp_path):
+    folder, result = quick_run
+    continued = run_cli("train", "--vae", folder / "vae.safetensors", "--out", tmp_path / "more", "--steps", 2,
+                        "--init", result["checkpoint"], "--snapshot-every", 1)
+    final, start = (LatentVideoDiffusion.load(path) for path in (continued["checkpoint"], result["checkpoint"]))
+    assert final.metadata["init_steps"] == start.metadata["steps"] and final.metadata["init_sha256"] == file_sha256(result["checkpoint"])
+    snapshots = sorted((tmp_path / "more" / "snapshots").glob("short_*.safetensors"))
+    assert [path.name for path in snapshots] == ["short_000001.safetensors", "short_000002.safetensors"]
+    last = LatentVideoDiffusion.load(snapshots[-1])  # the EMA model at step 2: the final file's
+    assert last.metadata["steps"] == 2 and 0 < last.metadata["cpu_seconds"]
+    for a, b in zip(last.unet.state_dict().values(), final.unet.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("added", [{"temporal_conv": True}, {"temporal_levels": (0,)}])
+def test_a_continuation_may_add_zero_started_options_and_starts_as_the_checkpoint(quick_run, added):
+    import dataclasses
+
+    from lvdm_ref.lvdm import continue_from
+    from lvdm_ref.recipes import short_model_weights
+    _, result = quick_run
+    original = LatentVideoDiffusion.load(result["checkpoint"]).unet  # the EMA weights, as a continuation takes them
+    config, _, weights, _ = short_model_weights(result["checkpoint"])
+    torch.manual_seed(3)
+    unet = continue_from(UNet(dataclasses.replace(config, **added)), config, weights)
+    assert len(unet.state_dict()) > len(weights)  # the option's weights are there, and new
+    x, t = torch.randn(2, config.in_channels, 4, 8, 8), torch.tensor([3, 700])
+    with torch.no_grad():
+        torch.testing.assert_close(unet(x, t), original(x, t), rtol=0, atol=1e-5)
+
+
+def test_a_continuation_refuses_another_unet(quick_run):
+    import dataclasses
+
+    from lvdm_ref.lvdm import continuation_differences, continue_from
+    from lvdm_ref.recipes import short_model_weights
+    _, result = quick_run
+    config, _, weights, _ = short_model_weights(result["checkpoint"])
+    wider = dataclasses.replace(config, model_channels=2 * config.model_channels)
+    with pytest.raises(ValueError, match="model_channels"):
+        continue_from(UNet(wider), config, weights)
+    dropped = dataclasses.replace(config, temporal_conv=True)  # removing an option drops trained weights
+    assert "temporal_conv" in continuation_differences(dropped, config)
+    assert continuation_differences(config, dropped) == ""
+    started = UNet(dropped)
+    with torch.no_grad():  # an added option that does not start at zero changes the function: refused
+        for name, parameter in started.named_parameters():
+            if ".temporal." in name:
+                parameter.normal_()
+    with pytest.raises(ValueError, match="start at zero"):
+        continue_from(started, config, weights)

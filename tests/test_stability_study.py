@@ -77,3 +77,21 @@ def test_the_record_recomputes_from_its_per_clip_bits():
     for name, gap in stability_study.differences(results).items():
         assert results["differences"][name]["difference"] == pytest.approx(gap["difference"], abs=1e-4)
         assert results["differences"][name]["interval"] == pytest.approx(gap["interval"], abs=1e-4)
+
+
+def test_differences_pair_each_design_with_its_reference():
+    """From scratch against `baseline`; the continuation against its start (the shipped model); the long run's
+    snapshot at the control's step against the control at that step. Gaps in closed form from the bits."""
+    def point(bits, step=None):
+        return {"keeps_bits": bits, **({"step": step} if step else {})}
+
+    results = {"setting": {"num": 4},
+               "designs": {"baseline": {"end": point("0000", 10)},
+                           "joint": {"end": point("1100", 10)},
+                           "continue_2k": {"half": point("0110", 5), "end": point("1110", 10)}},
+               "models": {"mmnist_short": point("0100")},
+               "curve": {"5": {"steps": 5, **point("1111")}, "7": {"steps": 7, **point("0000")}}}
+    gaps = {name: gap["difference"] for name, gap in stability_study.differences(results).items()}
+    assert gaps == pytest.approx({"joint - baseline, end": 0.5,
+                                  "continue_2k, half - mmnist_short": 0.25, "continue_2k, end - mmnist_short": 0.5,
+                                  "curve at step 5 - continue_2k, half": 0.5})  # no snapshot at step 10 yet

@@ -29,11 +29,11 @@ HIERARCHY = ("pred", "interp")
 MODEL_FLAGS = {
     "--max-perturbation-level": ("max_perturbation_level", HIERARCHY),
     "--condition-prob": ("condition_prob", HIERARCHY),
-    "--snapshot-every": ("snapshot_every", HIERARCHY),
+    "--snapshot-every": ("snapshot_every", ("short", *HIERARCHY)),
     "--every-start": ("every_start", HIERARCHY),
     "--keyframe-stride": ("keyframe_stride", HIERARCHY),
     "--max-given": ("max_given", ("pred",)),
-    "--init": ("init", ("pred", "interp", "t2v")),
+    "--init": ("init", MODELS),
     "--caption-drop": ("caption_drop", ("t2v",)),
     "--parameterization": ("parameterization", ("short", "pred", "interp")),
     "--data": ("data", ("short", "pred", "interp")),
@@ -72,7 +72,7 @@ def register(commands) -> None:
     train.add_argument("--condition-prob", type=number(0.0, 1.0, above=True), default=None,
                        help="pred/interp: share of training samples given their condition (LVDM: 0.5 pred, 0.9 interp)")
     train.add_argument("--snapshot-every", type=integer(1), default=None,
-                       help="pred/interp: keep the model every N steps in OUT/snapshots/ (to score it along the way)")
+                       help="short/pred/interp: keep the EMA model every N steps in OUT/snapshots/ (to score it along the way)")
     train.add_argument("--every-start", action="store_true",
                        help="pred/interp: train on windows starting at every latent, not only at keyframes (LVDM's); "
                        "the same clips give 4x more distinct samples")
@@ -86,7 +86,9 @@ def register(commands) -> None:
                        help="bfloat16 autocast on a CPU: --bf16 on, --no-bf16 off (default: on where the CPU has "
                             "AVX512-BF16 or AMX, except the quick preset and autoencoders; on CUDA it is always on)")
     train.add_argument("--init", type=input_file(".safetensors"), default=None,
-                       help="t2v: the short model to warm-start from (default: the shipped mmnist_short for "
+                       help="short: a short model to continue with this run's schedule and clips (e.g. the "
+                            "shipped one on more clips; it may add temporal_conv or temporal_levels); "
+                            "t2v: the short model to warm-start from (default: the shipped mmnist_short for "
                             "--preset mmnist, none for --quick); pred/interp: a short model to warm-start from "
                             "(default: none, trained from scratch at the preset's hierarchy size); pred: also a "
                             "prediction model of the same stride, to go on from with other settings (e.g. --max-given)")
@@ -144,7 +146,7 @@ def resolve_train(args: argparse.Namespace):
                                 resume=args.resume, kind="t2v", init=init, drop_prob=args.caption_drop)
     elif args.model == "short":
         run = resolve_short_run(preset, args.vae, args.out, steps=args.steps, num_clips=args.num_clips,
-                                resume=args.resume)
+                                resume=args.resume, init=args.init, snapshot_every=args.snapshot_every)
     else:
         run = resolve_hierarchy_run(preset, args.model, args.vae, args.out, steps=args.steps,
                                     num_clips=args.num_clips, max_perturbation_level=args.max_perturbation_level,

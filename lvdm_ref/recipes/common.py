@@ -13,7 +13,8 @@ import torch
 from lvdm_ref.checkpoint import PRED_KIND, SHORT_KIND, VAE_KIND, atomic_write, load_weights, read_metadata, unprefixed
 from lvdm_ref.config import DataConfig, DiffusionConfig, Preset, UNetConfig, VAEConfig, from_dict, to_dict
 from lvdm_ref.data import generate_moving_mnist
-from lvdm_ref.train import STATE_FILE
+from lvdm_ref.lvdm import LatentVideoDiffusion
+from lvdm_ref.train import STATE_FILE, Callback, Trainer
 from lvdm_ref.utils import file_sha256
 from lvdm_ref.vae3d import VideoAutoencoder, encode_videos
 from lvdm_ref.video_training import encode_video_data, video_files_fingerprint
@@ -179,3 +180,18 @@ def encoded_training_set(vae: VideoAutoencoder, vae_path: Path, data: DataConfig
     return latents
 
 
+class Snapshots(Callback):
+    """Every `every` steps, the model with the trainer's EMA weights as FOLDER/{name}_{step:06d}.safetensors, with
+    the run's CPU seconds so far (`Trainer.clock`, summed over resumed calls) in its metadata."""
+
+    def __init__(self, model: LatentVideoDiffusion, folder: Path, name: str, every: int, vae_path: Path, extra: dict):
+        self.model, self.folder, self.name, self.every, self.vae_path, self.extra = model, folder, name, every, vae_path, extra
+
+    def on_step_end(self, trainer: Trainer, step: int, logs: dict) -> None:
+        if step % self.every or not trainer.is_main:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        trainer._tick()
+        clock = {"cpu_seconds": round(trainer.clock["cpu_seconds"], 1), "wall_seconds": round(trainer.clock["wall_seconds"], 1)}
+        self.model.save(self.folder / f"{self.name}_{step:06d}.safetensors", vae_path=str(self.vae_path),
+                        ema_unet=trainer.ema_model if trainer.ema else None, extra={**self.extra, "steps": step, **clock})

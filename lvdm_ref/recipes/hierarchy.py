@@ -22,9 +22,9 @@ from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.hierarchy import hierarchy_loss, warm_start
 from lvdm_ref.lvdm import LatentVideoDiffusion
 from lvdm_ref.perturbation import train_max_level
-from lvdm_ref.recipes.common import (LatentDataset, check_num_clips, check_run_folder, encoded_training_set,
+from lvdm_ref.recipes.common import (LatentDataset, Snapshots, check_num_clips, check_run_folder, encoded_training_set,
                                      preset_for_autoencoder, run_settings, short_model_header, short_model_weights)
-from lvdm_ref.train import Callback, Trainer
+from lvdm_ref.train import Trainer
 from lvdm_ref.unet import UNet
 from lvdm_ref.utils import file_sha256, get_device
 from lvdm_ref.vae3d import VideoAutoencoder
@@ -121,20 +121,6 @@ def build_hierarchy_model(preset: Preset, role: str, vae: nn.Module, latent_chan
     latent_shape = (latent_channels, config.num_latents, size, size)
     diffusion = GaussianDiffusion(diffusion_config).to(vae.latent_scale.device)
     return LatentVideoDiffusion(vae, unet.to(vae.latent_scale.device), diffusion, latent_shape, config)
-
-
-class Snapshots(Callback):
-    """Every `every` steps, the model with the trainer's EMA weights as FOLDER/{name}_{step:06d}.safetensors."""
-
-    def __init__(self, model: LatentVideoDiffusion, folder: Path, name: str, every: int, vae_path: Path, extra: dict):
-        self.model, self.folder, self.name, self.every, self.vae_path, self.extra = model, folder, name, every, vae_path, extra
-
-    def on_step_end(self, trainer: Trainer, step: int, logs: dict) -> None:
-        if step % self.every or not trainer.is_main:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.model.save(self.folder / f"{self.name}_{step:06d}.safetensors", vae_path=str(self.vae_path),
-                        ema_unet=trainer.ema_model if trainer.ema else None, extra={**self.extra, "steps": step})
 
 
 # ----------------------------------------------------------------------------- resolve, then run

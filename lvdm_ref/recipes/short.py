@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from lvdm_ref.captions import CAPTION_DIM
-from lvdm_ref.config import DataConfig, Preset, TrainConfig, to_dict
+from lvdm_ref.config import DataConfig, DiffusionConfig, Preset, TrainConfig, UNetConfig, differences, from_dict, to_dict
 from lvdm_ref.data import generate_moving_mnist
 from lvdm_ref.diffusion import GaussianDiffusion
-from lvdm_ref.lvdm import LatentVideoDiffusion, diffusion_loss
+from lvdm_ref.lvdm import LatentVideoDiffusion, continuation_differences, continue_from, diffusion_loss
 from lvdm_ref.pixel import PixelSpace
-from lvdm_ref.recipes.common import (LatentDataset, check_num_clips, check_run_folder, encoded_training_set,
+from lvdm_ref.recipes.common import (LatentDataset, Snapshots, check_num_clips, check_run_folder, encoded_training_set,
                                      preset_for_autoencoder, run_settings, short_model_header, short_model_weights,
                                      training_clips)
 from lvdm_ref.text_to_video import (CAPTION_DROP_PROB, CaptionDataset, TextToVideo, caption_counts, caption_loss,
@@ -37,8 +37,9 @@ class ShortRun:
     vae_path: Path
     out: Path
     resume: bool = False
-    init: Path | None = None  # t2v: the short model it warm-starts from
+    init: Path | None = None  # the short model it warm-starts from (short: continues; t2v: adds captions)
     drop_prob: float = CAPTION_DROP_PROB  # t2v: the share of dropped captions
+    snapshot_every: int | None = None  # short: also keep the EMA model every that many steps in OUT/snapshots/
 
     @property
     def settings(self) -> dict:
@@ -57,7 +58,7 @@ def latent_clip_shape(preset: Preset) -> tuple[int, int, int, int]:
 def resolve_short_run(preset: Preset, vae_path: str | os.PathLike, out: str | os.PathLike, *,
                       steps: int | None = None, num_clips: int | None = None, resume: bool = False,
                       kind: str = "short", init: str | os.PathLike | None = None,
-                      drop_prob: float | None = None) -> ShortRun:
+                      drop_prob: float | None = None, snapshot_every: int | None = None) -> ShortRun:
     """Check a short (`kind` "short") or caption model's ("t2v") whole run before any work, from the
     checkpoints' headers: at least one batch of clips, the autoencoder against the preset's data
     (`preset_for_autoencoder`), the run folder, t2v's `init` (a short model on the same autoencoder and
@@ -74,10 +75,21 @@ def resolve_short_run(preset: Preset, vae_path: str | os.PathLike, out: str | os
         if tuple(meta["latent_shape"]) != latent_clip_shape(preset):
             raise ValueError(f"--init {init} works on latents {tuple(meta['latent_shape'])}, the data encodes to "
                              f"{latent_clip_shape(preset)}: use the preset it was trained with")
+        if kind == "short":  # a continuation: the same objective, the same UNet or one with zero-started additions
+            channels = latent_clip_shape(preset)[0]
+            unet = dataclasses.replace(preset.unet, in_channels=channels, out_channels=channels)
+            differ = continuation_differences(from_dict(UNetConfig, meta["unet"]), unet)
+            if differ:
+                raise ValueError(f"--init {init} has another UNet than the preset's ({differ}): continue it with "
+                                 f"the preset it was trained with")
+            given = from_dict(DiffusionConfig, meta["diffusion"])
+            if given != preset.diffusion:
+                raise ValueError(f"--init {init} was trained with another diffusion ({differences(given, preset.diffusion)}"
+                                 f", --init's vs the preset's): a continuation keeps its objective")
     if preset.data.dataset != "moving_mnist":  # no videos, none readable, all shorter than a clip: said now
         open_video_dataset(preset.data)
     run = ShortRun(preset, train_config, num_clips, Path(vae_path), Path(out), resume,
-                   None if init is None else Path(init), drop_prob)
+                   None if init is None else Path(init), drop_prob, snapshot_every)
     check_run_folder(out, resume, kind, preset.name, run.settings)
     return run
 
@@ -85,7 +97,8 @@ def resolve_short_run(preset: Preset, vae_path: str | os.PathLike, out: str | os
 def train_short_model(preset: Preset, vae_path: str | os.PathLike, out: str | os.PathLike, *, steps: int | None = None,
                       num_clips: int | None = None, resume: bool = False, device: str = "auto", callbacks=(),
                       progress: bool = True, latents_cache: str | os.PathLike | None = None,
-                      stop_at: int | None = None, compile: bool = False) -> dict:
+                      stop_at: int | None = None, compile: bool = False,
+                      init: str | os.PathLike | None = None) -> dict:
     """Train the preset's short LVDM on the frozen autoencoder in `vae_path`; write OUT/short.safetensors.
 
     num_clips training clips (default: the preset's `data.num_train`) are encoded once into
@@ -94,9 +107,10 @@ def train_short_model(preset: Preset, vae_path: str | os.PathLike, out: str | os
     preset is not changed: `steps` replaces the preset's number of steps in a copy. `stop_at` ends
     this call at that step of the `steps`-long run (its schedule unchanged) and writes the model as
     it is then; resume to go on. `compile=True` trains through `torch.compile` (the `train` command's
-    default: 1.25x per step on a CPU after about 2 minutes of compiling; docs/studies/speed.md).
+    default: 1.25x per step on a CPU after about 2 minutes of compiling; docs/studies/speed.md). `init`
+    continues a trained short model (e.g. the shipped one on other clips) with this run's schedule.
     """
-    run = resolve_short_run(preset, vae_path, out, steps=steps, num_clips=num_clips, resume=resume)
+    run = resolve_short_run(preset, vae_path, out, steps=steps, num_clips=num_clips, resume=resume, init=init)
     return fit_short(run, device=device, callbacks=callbacks, progress=progress, latents_cache=latents_cache,
                      stop_at=stop_at, compile=compile)
 
@@ -111,7 +125,7 @@ def fit_short(run: ShortRun, *, device: str = "auto", callbacks=(), progress: bo
                                    progress=progress)  # (N, c, f, h, w)
     return fit_diffusion(run.preset, run.train_config, vae, latents, run.out, vae_path=run.vae_path,
                          resume=run.resume, device=device, callbacks=callbacks, progress=progress, stop_at=stop_at,
-                         compile=compile, settings=run.settings)
+                         compile=compile, settings=run.settings, init=run.init, snapshot_every=run.snapshot_every)
 
 
 def train_pixel_model(preset: Preset, vae_path: str | os.PathLike | None, out: str | os.PathLike, *,
@@ -138,14 +152,25 @@ def train_pixel_model(preset: Preset, vae_path: str | os.PathLike | None, out: s
 def fit_diffusion(preset: Preset, train_config, space: nn.Module, data: torch.Tensor, out: Path, *,
                   vae_path: Path | None = None, resume: bool = False, device: str = "auto", callbacks=(),
                   progress: bool = True, stop_at: int | None = None, compile: bool = False,
-                  extra: dict | None = None, settings: dict | None = None) -> dict:
+                  extra: dict | None = None, settings: dict | None = None, init: Path | None = None,
+                  snapshot_every: int | None = None) -> dict:
     """Train the preset's UNet on `data` (N, c, f, h, w), the clips in the space the diffusion runs in
-    (the autoencoder's latents, or pixels for `pixel.py`), and write OUT/short.safetensors."""
+    (the autoencoder's latents, or pixels for `pixel.py`), and write OUT/short.safetensors. `init`: a short
+    model to continue (`lvdm.continue_from`; its EMA weights, a fresh optimiser and EMA), checked beforehand;
+    `snapshot_every`: keep the EMA model every that many steps as OUT/snapshots/short_{step}.safetensors."""
     latent_shape = tuple(data.shape[1:])  # (c, f, h, w)
     unet_config = dataclasses.replace(preset.unet, in_channels=latent_shape[0], out_channels=latent_shape[0])
     unet, diffusion = UNet(unet_config), GaussianDiffusion(preset.diffusion).to(get_device(device))
+    if init is not None:
+        init_config, _, weights, meta = short_model_weights(init)
+        unet = continue_from(unet, init_config, weights)
+        extra = {**(extra or {}), "init": str(init), "init_sha256": file_sha256(init), "init_steps": meta.get("steps")}
     if get_device(device).type == "cpu":  # NHWC per-frame convs: 1.2x per step on a CPU (benchmarks/unet_speed.py)
         unet = unet.to(memory_format=torch.channels_last)
+    model = LatentVideoDiffusion(space, unet, diffusion, latent_shape)
+    extra = {"preset": preset.name, "train": to_dict(train_config), "num_clips": len(data), **(extra or {})}
+    if snapshot_every:
+        callbacks = (*callbacks, Snapshots(model, Path(out) / "snapshots", "short", snapshot_every, vae_path, extra))
     trainer = Trainer(unet, diffusion_loss(diffusion), LatentDataset(data), train_config, out, device=device,
                       resume=resume, callbacks=callbacks, progress=progress, compile=compile,
                       metadata={"preset": preset.name, **({"settings": settings} if settings else {})})
@@ -154,9 +179,7 @@ def fit_diffusion(preset: Preset, train_config, space: nn.Module, data: torch.Te
     path = Path(out) / "short.safetensors"
     if trainer.is_main:  # one writer under DDP
         model.save(path, ema_unet=trainer.ema_model if trainer.ema else None,
-                   vae_path=None if vae_path is None else str(vae_path),
-                   extra={"preset": preset.name, "train": to_dict(train_config), "num_clips": len(data),
-                          "steps": trainer.step, **(extra or {})})
+                   vae_path=None if vae_path is None else str(vae_path), extra={**extra, "steps": trainer.step})
     return {"checkpoint": str(path), "latent_shape": list(latent_shape), "num_clips": len(data), **summary}
 
 
