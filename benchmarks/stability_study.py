@@ -119,6 +119,10 @@ def designs() -> dict:
         # A continuation of the shipped model: the control for the long run of record (`--curve`), which
         # continues it on MORE_CLIPS clips, compared at the same steps.
         "continue_2k": ("mmnist_short (15,000 steps) continued on its own 2,048 clips", change(), train_continued),
+        "continue_temporal_conv": ("continue_2k with a zero-started 3-tap temporal convolution in every ResBlock",
+                                   change(unet={"temporal_conv": True}), train_continued),
+        "continue_temporal16": ("continue_2k with zero-started temporal attention at 16x16",
+                                change(unet={"temporal_levels": (0,)}), train_continued),
     }
 
 
@@ -278,6 +282,9 @@ def table(results: dict) -> str:
             lines.append(row(f"{name} ({key})", entry[key], entry[key].get("cpu_minutes", "")))
     for name, entry in results.get("models", {}).items():
         lines.append(row(f"`{name}`", entry, "shipped"))
+    for entry in sorted(results.get("curve", {}).values(), key=lambda point: point["steps"]):
+        lines.append(row(f"run of record: {entry['init']} + {entry['steps']:,} steps on {entry['num_clips']:,} clips",
+                         {**entry, "step": entry["steps"]}, entry["cpu_minutes"]))
     reference = results.get("reference", {})
     for key in ("stability_real", "stability_reconstructed"):
         if key in reference:

@@ -66,7 +66,8 @@ def test_the_record_recomputes_from_its_per_clip_bits():
     results = json.loads(RECORD.read_text())
     num = results["setting"]["num"]
     points = [point for entry in results["designs"].values() for point in entry.values()
-              if isinstance(point, dict) and "keeps_bits" in point] + list(results.get("models", {}).values())
+              if isinstance(point, dict) and "keeps_bits" in point] + list(results.get("models", {}).values()) \
+        + list(results.get("curve", {}).values())
     assert points
     for point in points:
         keeps = stability_study.from_bits(point["keeps_bits"])
