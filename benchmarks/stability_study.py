@@ -195,9 +195,10 @@ class StabilityStudy(Study):
                 continue
             scores = self.evaluate(path, f"curve_{folder.name}_{path.stem}", seed_sets=1)
             self.results.setdefault("curve", {})[str(meta["steps"])] = {
-                "steps": meta["steps"], "init": Path(meta.get("init", "")).name or None,
-                "init_steps": meta.get("init_steps"), "num_clips": meta["num_clips"],
-                "cpu_minutes": round(meta["cpu_seconds"] / 60, 1), "sha256": file_sha256(path), **scores}
+                **scores, "sampler_steps": scores["steps"], "steps": meta["steps"],  # training steps, as the key
+                "init": Path(meta.get("init", "")).name or None, "init_steps": meta.get("init_steps"),
+                "num_clips": meta["num_clips"], "cpu_minutes": round(meta["cpu_seconds"] / 60, 1),
+                "sha256": file_sha256(path)}
             self.save()
             print(f"{path.name}: keeps {scores['keeps']}, FVD {scores['fvd']}", file=sys.stderr)
 
@@ -232,10 +233,14 @@ def differences(results: dict) -> dict:
                     from_bits(entry[point]["keeps_bits"]), from_bits(start["keeps_bits"]), num)
     control = designs.get(CONTROL, {})
     for point in ("half", "end"):  # the long run at the control's steps: the same start, schedule and cost per step
-        entry = results.get("curve", {}).get(str(control.get(point, {}).get("step")))
+        step = control.get(point, {}).get("step")
+        entry = results.get("curve", {}).get(str(step))
         if entry:
-            out[f"curve at step {entry['steps']} - {CONTROL}, {point}"] = paired_difference(
+            out[f"curve at step {step} - {CONTROL}, {point}"] = paired_difference(
                 from_bits(entry["keeps_bits"]), from_bits(control[point]["keeps_bits"]), num)
+    for step, entry in results.get("curve", {}).items() if start else ():  # the long run against its start
+        out[f"curve at step {step} - {CONTINUED.stem}"] = paired_difference(
+            from_bits(entry["keeps_bits"]), from_bits(start["keeps_bits"]), num)
     match = results.get("designs", {}).get("baseline", {}).get(f"step_{FP32_MATCH_STEP}")
     fp32 = results.get("models", {}).get("mmnist_attention_factorized")
     if match and fp32:
@@ -282,9 +287,9 @@ def table(results: dict) -> str:
             lines.append(row(f"{name} ({key})", entry[key], entry[key].get("cpu_minutes", "")))
     for name, entry in results.get("models", {}).items():
         lines.append(row(f"`{name}`", entry, "shipped"))
-    for entry in sorted(results.get("curve", {}).values(), key=lambda point: point["steps"]):
-        lines.append(row(f"run of record: {entry['init']} + {entry['steps']:,} steps on {entry['num_clips']:,} clips",
-                         {**entry, "step": entry["steps"]}, entry["cpu_minutes"]))
+    for step, entry in sorted(results.get("curve", {}).items(), key=lambda item: int(item[0])):
+        lines.append(row(f"run of record: {entry['init']} + {int(step):,} steps on {entry['num_clips']:,} clips",
+                         {**entry, "step": int(step)}, entry["cpu_minutes"]))
     reference = results.get("reference", {})
     for key in ("stability_real", "stability_reconstructed"):
         if key in reference:
@@ -347,7 +352,7 @@ def plot_curve(results: dict, path: Path, goal: float = 0.6) -> list[Path]:
     start = results.get("models", {}).get(CONTINUED.stem)
     lines = {}
     if results.get("curve"):
-        points = sorted(results["curve"].values(), key=lambda p: p["steps"])
+        points = [point for _, point in sorted(results["curve"].items(), key=lambda item: int(item[0]))]
         lines[f"on {points[0]['num_clips']:,} clips (the run of record)"] = points
     control = results.get("designs", {}).get(CONTROL, {})
     if any(key in control for key in ("half", "end")):
@@ -373,6 +378,45 @@ def plot_curve(results: dict, path: Path, goal: float = 0.6) -> list[Path]:
     right.legend(fontsize=7)
     figure.tight_layout()
     return save_figure(figure, path)
+
+
+def sample_sets(results: dict, folder: Path) -> dict[str, tuple[Path, str]]:
+    """What `plot_samples` draws, where its samples are kept: `baseline` at its end, the shipped start of the
+    continuations and the run of record's last snapshot."""
+    sets = {}
+    if "end" in results.get("designs", {}).get("baseline", {}):
+        sets["baseline (45 CPU-min)"] = (folder / "baseline_end", results["designs"]["baseline"]["end"]["keeps_bits"])
+    if CONTINUED.stem in results.get("models", {}):
+        sets[CONTINUED.stem] = (folder / f"model_{CONTINUED.stem}", results["models"][CONTINUED.stem]["keeps_bits"])
+    if results.get("curve"):
+        step, last = max(results["curve"].items(), key=lambda item: int(item[0]))
+        runs = sorted(folder.glob(f"curve_*_short_{int(step):06d}"))
+        if runs:
+            sets[f"+ {int(step):,} steps on {last['num_clips']:,} clips"] = (runs[-1], last["keeps_bits"])
+    return {label: entry for label, entry in sets.items() if entry[0].is_dir()}
+
+
+def plot_samples(sets: dict[str, tuple[Path, str]], path: Path, clips: int = 4, every: int = 2) -> list[Path]:
+    """The first `clips` samples of each set (label -> (its samples folder, its keeps_bits)), every `every`-th
+    frame, each titled with what the classifier read: clip i of every set starts from the same noise."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lvdm_ref.viz import frame_strip, save_figure
+
+    figure, axes = plt.subplots(clips, len(sets), figsize=(5.2 * len(sets), 0.95 * clips + 0.4), squeeze=False)
+    for column, (label, (folder, keeps_bits)) in enumerate(sets.items()):
+        videos = np.load(sorted(folder.glob("batch_*.npz"))[0])["videos"]
+        for row in range(clips):
+            axis = axes[row, column]
+            axis.imshow(frame_strip(videos[row], every=every).squeeze(-1), cmap="gray", vmin=0, vmax=255)
+            axis.set_axis_off()
+            verdict = "keeps its digits" if keeps_bits[row] == "1" else "changes a digit"
+            axis.set_title(f"{label}, clip {row}: {verdict}" if row == 0 else f"clip {row}: {verdict}", fontsize=8)
+    figure.tight_layout()
+    return save_figure(figure, path, suffixes=(".png",))  # pixels: an SVG would only wrap them
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -407,6 +451,9 @@ def main(argv: list[str] | None = None) -> dict:
     plot(study.results, args.out.with_suffix(".png"))
     if study.results.get("curve") or CONTROL in study.results.get("designs", {}):
         plot_curve(study.results, args.out.with_name("stability_curve.png"))
+    samples = sample_sets(study.results, args.work / "samples")
+    if len(samples) > 1:  # drawn from the kept samples (the work folder), not from the JSON
+        plot_samples(samples, args.out.with_name("stability_samples.png"))
     print(table(study.results), file=sys.stderr)
     return study.results
 

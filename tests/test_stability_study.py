@@ -91,8 +91,9 @@ def test_differences_pair_each_design_with_its_reference():
                            "joint": {"end": point("1100", 10)},
                            "continue_2k": {"half": point("0110", 5), "end": point("1110", 10)}},
                "models": {"mmnist_short": point("0100")},
-               "curve": {"5": {"steps": 5, **point("1111")}, "7": {"steps": 7, **point("0000")}}}
+               "curve": {"5": {"steps": 5, **point("1111")}, "7": {"steps": 7, **point("0000")}}}  # keyed by step
     gaps = {name: gap["difference"] for name, gap in stability_study.differences(results).items()}
     assert gaps == pytest.approx({"joint - baseline, end": 0.5,
                                   "continue_2k, half - mmnist_short": 0.25, "continue_2k, end - mmnist_short": 0.5,
-                                  "curve at step 5 - continue_2k, half": 0.5})  # no snapshot at step 10 yet
+                                  "curve at step 5 - continue_2k, half": 0.5,  # no snapshot at step 10 yet
+                                  "curve at step 5 - mmnist_short": 0.75, "curve at step 7 - mmnist_short": -0.25})
