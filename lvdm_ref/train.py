@@ -280,6 +280,11 @@ class Trainer:
         self.clock["cpu_seconds"] += cpu - self._mark[1]
         self._mark = (wall, cpu)
 
+    def elapsed(self) -> dict:
+        """The run's wall and CPU seconds so far, summed over resumed calls."""
+        self._tick()
+        return {"cpu_seconds": round(self.clock["cpu_seconds"], 1), "wall_seconds": round(self.clock["wall_seconds"], 1)}
+
     def state_dict(self) -> dict:
         self._tick()
         state = {"step": self.step, "clock": json.dumps(self.clock), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

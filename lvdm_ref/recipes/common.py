@@ -191,7 +191,6 @@ class Snapshots(Callback):
         if step % self.every or not trainer.is_main:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        trainer._tick()
-        clock = {"cpu_seconds": round(trainer.clock["cpu_seconds"], 1), "wall_seconds": round(trainer.clock["wall_seconds"], 1)}
         self.model.save(self.folder / f"{self.name}_{step:06d}.safetensors", vae_path=str(self.vae_path),
-                        ema_unet=trainer.ema_model if trainer.ema else None, extra={**self.extra, "steps": step, **clock})
+                        ema_unet=trainer.ema_model if trainer.ema else None,
+                        extra={**self.extra, "steps": step, **trainer.elapsed()})
