@@ -302,6 +302,22 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def draw_points(left, right, x: list[float], points: list[dict], label: str) -> None:
+    """One line of scored points: stability with its interval on `left`, FVD on `right`."""
+    keeps = np.array([p["keeps"] for p in points])
+    errors = np.abs(np.array([p["keeps_interval"] for p in points]).T - keeps)
+    left.errorbar(x, keeps, yerr=errors, marker="o", capsize=3, label=label)
+    right.plot(x, [p["fvd"] for p in points], "o-", label=label)
+
+
+def draw_real_lines(axis, reference: dict) -> None:
+    """The stability of real clips and of their reconstructions, as horizontal lines."""
+    for key, style in (("stability_real", ":"), ("stability_reconstructed", "-.")):
+        if key in reference:
+            axis.axhline(reference[key]["keeps"], color="gray", ls=style, lw=1,
+                         label=f"{key.split('_')[1]} clips ({reference[key]['keeps']:.2f})")
+
+
 def plot(results: dict, path: Path) -> list[Path]:
     """Stability (with its interval) and FVD against training CPU-minutes, real and reconstructed as lines."""
     import matplotlib
@@ -315,16 +331,9 @@ def plot(results: dict, path: Path) -> list[Path]:
     for name, entry in results.get("designs", {}).items():
         points = [entry[key] for key in ("half", "end") if key in entry]
         if points:
-            minutes = [p["cpu_minutes"] for p in points]
-            keeps = np.array([p["keeps"] for p in points])
-            errors = np.abs(np.array([p["keeps_interval"] for p in points]).T - keeps)
-            left.errorbar(minutes, keeps, yerr=errors, marker="o", capsize=3, label=name)
-            right.plot(minutes, [p["fvd"] for p in points], "o-", label=name)
+            draw_points(left, right, [p["cpu_minutes"] for p in points], points, name)
     reference = results.get("reference", {})
-    for key, style in (("stability_real", ":"), ("stability_reconstructed", "-.")):
-        if key in reference:
-            left.axhline(reference[key]["keeps"], color="gray", ls=style, lw=1,
-                         label=f"{key.split('_')[1]} clips ({reference[key]['keeps']:.2f})")
+    draw_real_lines(left, reference)
     if "autoencoder_ceiling" in reference:
         right.axhline(reference["autoencoder_ceiling"], color="gray", ls="-.", lw=1, label="autoencoder ceiling")
     num = results["setting"]["num"]
@@ -361,15 +370,8 @@ def plot_curve(results: dict, path: Path, goal: float = 0.6) -> list[Path]:
     for label, points in lines.items():
         points = ([start] if start else []) + points
         hours = [0.0] * bool(start) + [p["cpu_minutes"] / 60 for p in points[bool(start):]]
-        keeps = np.array([p["keeps"] for p in points])
-        errors = np.abs(np.array([p["keeps_interval"] for p in points]).T - keeps)
-        left.errorbar(hours, keeps, yerr=errors, marker="o", capsize=3, label=label)
-        right.plot(hours, [p["fvd"] for p in points], "o-", label=label)
-    reference = results.get("reference", {})
-    for key, style in (("stability_real", ":"), ("stability_reconstructed", "-.")):
-        if key in reference:
-            left.axhline(reference[key]["keeps"], color="gray", ls=style, lw=1,
-                         label=f"{key.split('_')[1]} clips ({reference[key]['keeps']:.2f})")
+        draw_points(left, right, hours, points, label)
+    draw_real_lines(left, results.get("reference", {}))
     left.axhline(goal, color="green", ls="--", lw=1, label=f"goal ({goal})")
     left.set(xlabel=f"CPU-hours after {CONTINUED.stem} (one thread, bf16)", ylim=(0, 1),
              ylabel="digit stability [90 %]", title=f"continuing {CONTINUED.stem}: keeps its two digits")
