@@ -29,7 +29,7 @@ from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.perturbation import train_max_level
 from lvdm_ref.pixel import PixelSpace
 from lvdm_ref.unet import UNet
-from lvdm_ref.utils import file_sha256, stream, to_uint8
+from lvdm_ref.utils import file_sha256, randn, stream, to_uint8
 from lvdm_ref.official.autoencoder import OfficialAutoencoder
 from lvdm_ref.vae3d import VideoAutoencoder
 
@@ -72,9 +72,8 @@ def continue_from(unet: nn.Module, init_config: UNetConfig, state: dict[str, tor
         raise ValueError(f"the checkpoint has weights this UNet lacks: {unexpected[:4]} ...")
     original = UNet(init_config)
     original.load_state_dict(state)
-    generator = torch.Generator().manual_seed(0)
-    c, f, size = init_config.in_channels, 4, 8 * 2 ** (len(init_config.channel_mult) - 1)
-    x = torch.randn(2, c, f, size, size, generator=generator)
+    size = 8 * 2 ** (len(init_config.channel_mult) - 1)
+    x = randn((2, init_config.in_channels, 4, size, size), torch.Generator().manual_seed(0))
     t = torch.tensor([10, 900])
     with torch.no_grad():
         gap = (unet(x, t) - original(x, t)).abs().max().item()
