@@ -93,12 +93,11 @@ def train_continued(preset, vae, folder, *, num_clips, latents_cache, **kwargs) 
 
 
 def designs() -> dict:
-    """name -> (what changes, Preset -> Preset, train function). bfloat16 autocast in all of them."""
+    """name -> (what changes, Preset -> Preset, train function). bfloat16 autocast where the CPU computes it
+    natively (the trainer's default: every design of the tables so far), float32 elsewhere."""
     def change(**fields_of):
         def apply(preset):
-            groups = {"train": {"bf16_cpu": True}, **fields_of}
-            if "train" in fields_of:
-                groups["train"] = {"bf16_cpu": True, **fields_of["train"]}
+            groups = dict(fields_of)
             return dataclasses.replace(preset, **{group: dataclasses.replace(getattr(preset, group), **fields)
                                                   for group, fields in groups.items()})
         return apply
@@ -129,6 +128,17 @@ def designs() -> dict:
 class StabilityStudy(Study):
     """The budget study scored by digit stability on 2N samples, FVD beside it."""
     classifier = None
+
+    def budget(self, name: str, cpu_seconds_per_step: float) -> int:
+        """`--equal-steps`: a continuation takes the control's steps, whatever a step costs on this machine (a
+        control calibrated on another CPU bought more steps with its minutes); otherwise the CPU budget."""
+        control = self.results[self.section].get(CONTROL, {})
+        if self.args.equal_steps and name.startswith("continue_") and name != CONTROL:
+            if "steps" not in control:
+                raise SystemExit(f"--equal-steps: {CONTROL} has no steps yet; run it first (--only {CONTROL})")
+            self.results[self.section][name]["steps_of"] = CONTROL
+            return control["steps"]
+        return super().budget(name, cpu_seconds_per_step)
 
     def points(self, name: str, steps: int) -> list[tuple[str, int]]:
         points = super().points(name, steps)
@@ -185,22 +195,72 @@ class StabilityStudy(Study):
 
     def score_curve(self, folder: Path) -> None:
         """Score every snapshot of a long run (`train --model short --snapshot-every K`, FOLDER/snapshots/) not
-        scored yet, on one seed set of N clips, into `curve` (one entry per step: a finished entry never changes)."""
+        scored yet, on one seed set of N clips, into `curve`, keyed "SEGMENT:STEP" (a finished entry never
+        changes). A segment is one run folder: a run that starts again elsewhere (its folder lost with a
+        machine) is a new segment, from the checkpoint it starts from (`steps_after_start`)."""
         from lvdm_ref.checkpoint import read_metadata
         from lvdm_ref.utils import file_sha256
 
-        for path in sorted((folder / "snapshots").glob("short_*.safetensors")):
-            meta = read_metadata(path)
-            if str(meta["steps"]) in self.results.get("curve", {}):
+        snapshots = {path: read_metadata(path) for path in sorted((folder / "snapshots").glob("short_*.safetensors"))}
+        shas = {meta["steps"]: file_sha256(path) for path, meta in snapshots.items()}
+        segment = segment_of(self.results.get("curve", {}), shas)
+        for path, meta in snapshots.items():
+            key = f"{segment}:{meta['steps']}"
+            if key in self.results.get("curve", {}):
                 continue
-            scores = self.evaluate(path, f"curve_{folder.name}_{path.stem}", seed_sets=1)
-            self.results.setdefault("curve", {})[str(meta["steps"])] = {
-                **scores, "sampler_steps": scores["steps"], "steps": meta["steps"],  # training steps, as the key
-                "init": Path(meta.get("init", "")).name or None, "init_steps": meta.get("init_steps"),
+            offset = steps_after_start(resolve_init(meta["init"])) if meta.get("init") else None
+            if offset is None:
+                raise SystemExit(f"{path} does not continue {CONTINUED.name}: train the run with --init")
+            scores = self.evaluate(path, f"curve{segment}_{folder.name}_{path.stem}", seed_sets=1)
+            self.results.setdefault("curve", {})[key] = {
+                **scores, "sampler_steps": scores["steps"], "segment": segment,
+                "steps": meta["steps"], "after_start": offset + meta["steps"],  # the run's steps; after CONTINUED
+                "init": Path(meta["init"]).name, "init_steps": meta.get("init_steps"),
                 "num_clips": meta["num_clips"], "cpu_minutes": round(meta["cpu_seconds"] / 60, 1),
-                "sha256": file_sha256(path)}
+                "device": meta.get("device"), "bf16": meta.get("bf16"), "sha256": shas[meta["steps"]]}
             self.save()
-            print(f"{path.name}: keeps {scores['keeps']}, FVD {scores['fvd']}", file=sys.stderr)
+            print(f"{path.name} (segment {segment}): keeps {scores['keeps']}, FVD {scores['fvd']}", file=sys.stderr)
+
+
+def segment_of(curve: dict, shas: dict[int, str]) -> int:
+    """The segment a run folder's snapshots (step -> sha256) belong to: the one that already holds any of them,
+    or a new one after the last."""
+    for entry in curve.values():
+        if shas.get(entry["steps"]) == entry["sha256"]:
+            return entry["segment"]
+    return max((entry["segment"] for entry in curve.values()), default=0) + 1
+
+
+def resolve_init(recorded: str) -> Path:
+    """A checkpoint path as a run recorded it (relative to where it ran: the repository root)."""
+    path = Path(recorded)
+    return path if path.is_absolute() or path.exists() else ROOT / path
+
+
+def steps_after_start(path: Path, depth: int = 0) -> int | None:
+    """Training steps from `CONTINUED` to the checkpoint at `path`: 0 for the same file, else its own steps plus
+    those of the checkpoint it continued (`init` in its metadata, followed back); None if the chain does not
+    lead to `CONTINUED`."""
+    from lvdm_ref.checkpoint import read_metadata
+    from lvdm_ref.utils import file_sha256
+
+    if not path.exists() or depth > 16:
+        return None
+    if file_sha256(path) == file_sha256(CONTINUED):
+        return 0
+    meta = read_metadata(path)
+    if not meta.get("init") or "steps" not in meta:
+        return None
+    before = steps_after_start(resolve_init(meta["init"]), depth + 1)
+    return None if before is None else before + meta["steps"]
+
+
+def curve_segments(results: dict) -> dict[int, list[dict]]:
+    """The run of record's scored snapshots, per segment, in the order of their steps."""
+    segments: dict[int, list[dict]] = {}
+    for entry in sorted(results.get("curve", {}).values(), key=lambda entry: (entry["segment"], entry["steps"])):
+        segments.setdefault(entry["segment"], []).append(entry)
+    return segments
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, num: int, resamples: int = 2000, seed: int = 0) -> dict:
@@ -232,15 +292,22 @@ def differences(results: dict) -> dict:
                 out[f"{name}, {point} - {CONTINUED.stem}"] = paired_difference(
                     from_bits(entry[point]["keeps_bits"]), from_bits(start["keeps_bits"]), num)
     control = designs.get(CONTROL, {})
-    for point in ("half", "end"):  # the long run at the control's steps: the same start, schedule and cost per step
-        step = control.get(point, {}).get("step")
-        entry = results.get("curve", {}).get(str(step))
-        if entry:
-            out[f"curve at step {step} - {CONTROL}, {point}"] = paired_difference(
-                from_bits(entry["keeps_bits"]), from_bits(control[point]["keeps_bits"]), num)
-    for step, entry in results.get("curve", {}).items() if start else ():  # the long run against its start
-        out[f"curve at step {step} - {CONTINUED.stem}"] = paired_difference(
-            from_bits(entry["keeps_bits"]), from_bits(start["keeps_bits"]), num)
+    segments = curve_segments(results)
+    for segment, entries in segments.items():
+        at = {entry["after_start"]: entry for entry in entries}
+        for point in ("half", "end"):  # the long run at the control's steps: the same start, schedule and step
+            entry = at.get(control.get(point, {}).get("step"))
+            if entry:
+                out[f"curve {segment} at step {entry['after_start']} - {CONTROL}, {point}"] = paired_difference(
+                    from_bits(entry["keeps_bits"]), from_bits(control[point]["keeps_bits"]), num)
+        for entry in entries if start else ():  # the long run against its start
+            out[f"curve {segment} at step {entry['after_start']} - {CONTINUED.stem}"] = paired_difference(
+                from_bits(entry["keeps_bits"]), from_bits(start["keeps_bits"]), num)
+        first = {entry["after_start"]: entry for entry in segments[min(segments)]}
+        for entry in entries if segment != min(segments) else ():  # the same recipe again: how far two runs differ
+            if entry["after_start"] in first:
+                out[f"curve {segment} - curve {min(segments)} at step {entry['after_start']}"] = paired_difference(
+                    from_bits(entry["keeps_bits"]), from_bits(first[entry["after_start"]]["keeps_bits"]), num)
     match = results.get("designs", {}).get("baseline", {}).get(f"step_{FP32_MATCH_STEP}")
     fp32 = results.get("models", {}).get("mmnist_attention_factorized")
     if match and fp32:
@@ -284,12 +351,15 @@ def table(results: dict) -> str:
 
     for name, entry in results.get("designs", {}).items():
         for key in (key for key in entry if isinstance(entry[key], dict) and "keeps" in entry[key]):
-            lines.append(row(f"{name} ({key})", entry[key], entry[key].get("cpu_minutes", "")))
+            where = f"; {describe_device(entry)}" if "device" in entry else ""
+            lines.append(row(f"{name} ({key}{where})", entry[key], entry[key].get("cpu_minutes", "")))
     for name, entry in results.get("models", {}).items():
         lines.append(row(f"`{name}`", entry, "shipped"))
-    for step, entry in sorted(results.get("curve", {}).items(), key=lambda item: int(item[0])):
-        lines.append(row(f"run of record: {entry['init']} + {int(step):,} steps on {entry['num_clips']:,} clips",
-                         {**entry, "step": int(step)}, entry["cpu_minutes"]))
+    for segment, entries in curve_segments(results).items():
+        for entry in entries:
+            lines.append(row(f"run of record, segment {segment} ({describe_device(entry)}): {entry['init']} + "
+                             f"{entry['steps']:,} steps on {entry['num_clips']:,} clips",
+                             {**entry, "step": entry["after_start"]}, entry["cpu_minutes"]))
     reference = results.get("reference", {})
     for key in ("stability_real", "stability_reconstructed"):
         if key in reference:
@@ -300,6 +370,12 @@ def table(results: dict) -> str:
         lines.append(f"\n{name} (N = {gap['num']}): {gap['difference']:+.3f} "
                      f"[{gap['interval'][0]:+.3f}, {gap['interval'][1]:+.3f}]; per seed set {sets}")
     return "\n".join(lines)
+
+
+def describe_device(entry: dict) -> str:
+    """Where a snapshot trained, and in what arithmetic."""
+    arithmetic = {True: "bf16", False: "float32"}.get(entry.get("bf16"), "arithmetic not recorded")
+    return f"{entry.get('device') or 'device not recorded'}, {arithmetic}"
 
 
 def draw_points(left, right, x: list[float], points: list[dict], label: str) -> None:
@@ -349,8 +425,10 @@ def plot(results: dict, path: Path) -> list[Path]:
 
 
 def plot_curve(results: dict, path: Path, goal: float = 0.6) -> list[Path]:
-    """The long run of record against CPU-hours after its start (the shipped model, at 0), beside the control
-    that continues the same model on its own clips: stability (with intervals) and FVD."""
+    """The long run of record against training steps after its start (the shipped model, at 0), one line per
+    segment (each labelled with its machine and CPU seconds a step), beside the control that continues the same
+    model on its own clips: stability (with intervals) and FVD. Steps, not CPU-hours, on the axis: segments on
+    different machines cost different CPU time per step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -360,24 +438,27 @@ def plot_curve(results: dict, path: Path, goal: float = 0.6) -> list[Path]:
 
     start = results.get("models", {}).get(CONTINUED.stem)
     lines = {}
-    if results.get("curve"):
-        points = [point for _, point in sorted(results["curve"].items(), key=lambda item: int(item[0]))]
-        lines[f"on {points[0]['num_clips']:,} clips (the run of record)"] = points
+    for segment, entries in curve_segments(results).items():
+        per_step = entries[-1]["cpu_minutes"] * 60 / entries[-1]["steps"]
+        label = (f"run of record on {entries[0]['num_clips']:,} clips, segment {segment} "
+                 f"({describe_device(entries[-1])}: {per_step:.2f} CPU-s a step)")
+        lines[label] = [(entry["after_start"], entry) for entry in entries]
     control = results.get("designs", {}).get(CONTROL, {})
     if any(key in control for key in ("half", "end")):
-        lines[f"on its own 2,048 clips ({CONTROL})"] = [control[key] for key in ("half", "end") if key in control]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+        lines[f"on its own 2,048 clips ({CONTROL})"] = [(control[key]["step"], control[key])
+                                                        for key in ("half", "end") if key in control]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
     for label, points in lines.items():
-        points = ([start] if start else []) + points
-        hours = [0.0] * bool(start) + [p["cpu_minutes"] / 60 for p in points[bool(start):]]
-        draw_points(left, right, hours, points, label)
+        points = ([(0, start)] if start else []) + points
+        draw_points(left, right, [step / 1000 for step, _ in points], [point for _, point in points], label)
     draw_real_lines(left, results.get("reference", {}))
     left.axhline(goal, color="green", ls="--", lw=1, label=f"goal ({goal})")
-    left.set(xlabel=f"CPU-hours after {CONTINUED.stem} (one thread, bf16)", ylim=(0, 1),
+    left.set(xlabel=f"thousand training steps after {CONTINUED.stem} (one thread)", ylim=(0, 1),
              ylabel="digit stability [90 %]", title=f"continuing {CONTINUED.stem}: keeps its two digits")
-    right.set(xlabel=f"CPU-hours after {CONTINUED.stem}", ylabel=f"FVD (N = {results['setting']['num']})", title="FVD")
-    left.legend(fontsize=7)
-    right.legend(fontsize=7)
+    right.set(xlabel=f"thousand training steps after {CONTINUED.stem}", ylabel=f"FVD (N = {results['setting']['num']})",
+              title="FVD")
+    left.legend(fontsize=6)
+    right.legend(fontsize=6)
     figure.tight_layout()
     return save_figure(figure, path)
 
@@ -390,11 +471,12 @@ def sample_sets(results: dict, folder: Path) -> dict[str, tuple[Path, str]]:
         sets["baseline (45 CPU-min)"] = (folder / "baseline_end", results["designs"]["baseline"]["end"]["keeps_bits"])
     if CONTINUED.stem in results.get("models", {}):
         sets[CONTINUED.stem] = (folder / f"model_{CONTINUED.stem}", results["models"][CONTINUED.stem]["keeps_bits"])
-    if results.get("curve"):
-        step, last = max(results["curve"].items(), key=lambda item: int(item[0]))
-        runs = sorted(folder.glob(f"curve_*_short_{int(step):06d}"))
+    segments = curve_segments(results)
+    if segments:
+        last = segments[max(segments)][-1]
+        runs = sorted(folder.glob(f"curve{last['segment']}_*_short_{last['steps']:06d}"))
         if runs:
-            sets[f"+ {int(step):,} steps on {last['num_clips']:,} clips"] = (runs[-1], last["keeps_bits"])
+            sets[f"+ {last['after_start']:,} steps on {last['num_clips']:,} clips"] = (runs[-1], last["keeps_bits"])
     return {label: entry for label, entry in sets.items() if entry[0].is_dir()}
 
 
@@ -431,6 +513,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="score --models on 1 or 2 seed sets of --num clips")
     parser.add_argument("--curve", type=Path, default=None,
                         help="score the snapshots of this long run's folder (train --snapshot-every) not scored yet")
+    parser.add_argument("--equal-steps", action="store_true",
+                        help=f"a continuation takes {CONTROL}'s steps instead of its CPU budget (on a machine that is "
+                             f"not the control's: compare at equal steps, each step's cost recorded)")
     parser.add_argument("--table", action="store_true", help="only print the JSON as a Markdown table")
     args = parser.parse_args(argv)
     if args.table:

@@ -68,11 +68,15 @@ def seconds_per_step(times: list[float], warmup: int = 3) -> float:
 def _calibrate(train, preset, vae, folder, steps, threads, common) -> dict:
     import resource
 
+    from lvdm_ref.train import cpu_has_bf16, cpu_name
+
     torch.set_num_threads(threads)
     clock = CpuClock()
     train(preset, vae, folder, steps=steps + 3, callbacks=[clock], **common)
+    bf16 = cpu_has_bf16() if preset.train.bf16_cpu is None else preset.train.bf16_cpu
     return {"cpu_seconds_per_step": round(seconds_per_step(clock.times), 4),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "device": cpu_name(), "bf16": bf16}  # a CPU second buys different work on another machine
 
 
 def logged_loss(folder: Path, step: int) -> float | None:
@@ -149,6 +153,10 @@ class Study:
                 "eta": eta, "seed": seed}
 
     # ------------------------------------------------------------------ one variant
+    def budget(self, name: str, cpu_seconds_per_step: float) -> int:
+        """A variant's steps: as many as `--minutes` of CPU buy at its calibrated cost."""
+        return max(2, int(self.args.minutes * 60 / cpu_seconds_per_step))
+
     def points(self, name: str, steps: int) -> list[tuple[str, int]]:
         """(point, step) pairs at which a variant of `steps` steps is scored, in order: half and all of it."""
         return [("half", steps // 2), ("end", steps)]
@@ -164,8 +172,7 @@ class Study:
         if "steps" not in entry:  # calibration: CPU seconds per step, then the step count for the budget
             measured = calibrate(train, preset, args.vae, self.work / f"{name}_calibration", args.calibration_steps,
                                  args.threads, common)
-            per_step = measured["cpu_seconds_per_step"]
-            entry.update(**measured, steps=max(2, int(args.minutes * 60 / per_step)),
+            entry.update(**measured, steps=self.budget(name, measured["cpu_seconds_per_step"]),
                          preset={"unet": dataclasses.asdict(preset.unet), "diffusion": dataclasses.asdict(preset.diffusion),
                                  "train": dataclasses.asdict(preset.train)})
             self.save()

@@ -11,6 +11,7 @@ import torch
 from lvdm_ref.config import get_preset
 from lvdm_ref.diffusion import GaussianDiffusion
 from lvdm_ref.lvdm import LatentVideoDiffusion
+from lvdm_ref.train import cpu_name
 from lvdm_ref.unet import UNet
 from lvdm_ref.utils import file_sha256
 from lvdm_ref.vae3d import VideoAutoencoder, encode_videos
@@ -202,6 +203,7 @@ def test_init_continues_a_short_model_and_records_it(quick_run, tmp_path):
     assert [path.name for path in snapshots] == ["short_000001.safetensors", "short_000002.safetensors"]
     last = LatentVideoDiffusion.load(snapshots[-1])  # the EMA model at step 2: the final file's
     assert last.metadata["steps"] == 2 and 0 < last.metadata["cpu_seconds"]
+    assert last.metadata["device"] == cpu_name() and last.metadata["bf16"] in (True, False)  # where it trained
     for a, b in zip(last.unet.state_dict().values(), final.unet.state_dict().values()):
         assert torch.equal(a, b)
 

@@ -91,9 +91,46 @@ def test_differences_pair_each_design_with_its_reference():
                            "joint": {"end": point("1100", 10)},
                            "continue_2k": {"half": point("0110", 5), "end": point("1110", 10)}},
                "models": {"mmnist_short": point("0100")},
-               "curve": {"5": {"steps": 5, **point("1111")}, "7": {"steps": 7, **point("0000")}}}  # keyed by step
+               "curve": {"1:5": {"segment": 1, "steps": 5, "after_start": 5, **point("1111")},
+                         "1:7": {"segment": 1, "steps": 7, "after_start": 7, **point("0000")},
+                         # the run again from its start on another machine, and once from a later checkpoint
+                         "2:5": {"segment": 2, "steps": 5, "after_start": 5, **point("1011")},
+                         "3:3": {"segment": 3, "steps": 3, "after_start": 10, **point("1100")}}}
     gaps = {name: gap["difference"] for name, gap in stability_study.differences(results).items()}
     assert gaps == pytest.approx({"joint - baseline, end": 0.5,
                                   "continue_2k, half - mmnist_short": 0.25, "continue_2k, end - mmnist_short": 0.5,
-                                  "curve at step 5 - continue_2k, half": 0.5,  # no snapshot at step 10 yet
-                                  "curve at step 5 - mmnist_short": 0.75, "curve at step 7 - mmnist_short": -0.25})
+                                  "curve 1 at step 5 - continue_2k, half": 0.5,  # no snapshot at step 10 yet
+                                  "curve 1 at step 5 - mmnist_short": 0.75, "curve 1 at step 7 - mmnist_short": -0.25,
+                                  "curve 2 at step 5 - continue_2k, half": 0.25, "curve 2 at step 5 - mmnist_short": 0.5,
+                                  "curve 2 - curve 1 at step 5": -0.25,  # the same recipe twice
+                                  "curve 3 at step 10 - continue_2k, end": -0.25, "curve 3 at step 10 - mmnist_short": 0.25})
+
+
+def test_a_run_folder_is_one_segment_of_the_curve():
+    """Snapshots already scored name their segment; a folder none of whose snapshots were scored is a new one."""
+    curve = {"1:5": {"segment": 1, "steps": 5, "sha256": "a"}, "2:5": {"segment": 2, "steps": 5, "sha256": "b"}}
+    assert stability_study.segment_of(curve, {5: "b", 10: "c"}) == 2  # the second run, resumed: a new snapshot
+    assert stability_study.segment_of(curve, {5: "a"}) == 1
+    assert stability_study.segment_of(curve, {5: "d", 10: "c"}) == 3  # started again: same steps, other weights
+    assert stability_study.segment_of({}, {5: "a"}) == 1
+
+
+def test_steps_after_start_follow_the_chain_of_inits(tmp_path, monkeypatch):
+    """A checkpoint's steps after the shipped start: its own plus those of each checkpoint it continued."""
+    import torch
+
+    from lvdm_ref.checkpoint import save_weights
+
+    def checkpoint(name, steps, init=None):
+        metadata = {"steps": steps, **({"init": str(init)} if init else {})}
+        return save_weights(tmp_path / name, {"w": torch.full((2,), float(steps))}, metadata)
+
+    start = checkpoint("start.safetensors", 15000)
+    monkeypatch.setattr(stability_study, "CONTINUED", start)
+    first = checkpoint("first.safetensors", 300, start)
+    second = checkpoint("second.safetensors", 40, first)
+    assert stability_study.steps_after_start(start) == 0
+    assert stability_study.steps_after_start(first) == 300
+    assert stability_study.steps_after_start(second) == 340
+    assert stability_study.steps_after_start(checkpoint("alone.safetensors", 7)) is None  # not a continuation
+    assert stability_study.steps_after_start(tmp_path / "missing.safetensors") is None

@@ -14,7 +14,7 @@ from lvdm_ref.checkpoint import PRED_KIND, SHORT_KIND, VAE_KIND, atomic_write, l
 from lvdm_ref.config import DataConfig, DiffusionConfig, Preset, UNetConfig, VAEConfig, from_dict, to_dict
 from lvdm_ref.data import generate_moving_mnist
 from lvdm_ref.lvdm import LatentVideoDiffusion
-from lvdm_ref.train import STATE_FILE, Callback, Trainer
+from lvdm_ref.train import STATE_FILE, Callback, Trainer, cpu_name
 from lvdm_ref.utils import file_sha256
 from lvdm_ref.vae3d import VideoAutoencoder, encode_videos
 from lvdm_ref.video_training import encode_video_data, video_files_fingerprint
@@ -180,9 +180,17 @@ def encoded_training_set(vae: VideoAutoencoder, vae_path: Path, data: DataConfig
     return latents
 
 
+def machine_of(trainer: Trainer) -> dict:
+    """Where a run trains and in what arithmetic: its CPU seconds mean little without them."""
+    if trainer.device.type == "cuda":
+        return {"device": torch.cuda.get_device_name(trainer.device), "bf16": trainer.uses_bf16}
+    return {"device": cpu_name(), "bf16": trainer.uses_bf16}
+
+
 class Snapshots(Callback):
     """Every `every` steps, the model with the trainer's EMA weights as FOLDER/{name}_{step:06d}.safetensors, with
-    the run's CPU seconds so far (`Trainer.clock`, summed over resumed calls) in its metadata."""
+    the run's CPU seconds so far (`Trainer.clock`, summed over resumed calls), its device and arithmetic in its
+    metadata."""
 
     def __init__(self, model: LatentVideoDiffusion, folder: Path, name: str, every: int, vae_path: Path, extra: dict):
         self.model, self.folder, self.name, self.every, self.vae_path, self.extra = model, folder, name, every, vae_path, extra
@@ -193,4 +201,4 @@ class Snapshots(Callback):
         self.folder.mkdir(parents=True, exist_ok=True)
         self.model.save(self.folder / f"{self.name}_{step:06d}.safetensors", vae_path=str(self.vae_path),
                         ema_unet=trainer.ema_model if trainer.ema else None,
-                        extra={**self.extra, "steps": step, **trainer.elapsed()})
+                        extra={**self.extra, "steps": step, **trainer.elapsed(), **machine_of(trainer)})
