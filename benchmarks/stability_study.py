@@ -50,6 +50,8 @@ FP32_MATCH_STEP = 3434  # where the attention ablation's float32 factorised run 
 MORE_CLIPS = 16_384  # the data design: 8x the preset's 2,048 encoded clips
 CONTINUED = SHIPPED_DIR / "mmnist_short.safetensors"  # where the `continue_*` designs start (scored under `models`)
 CONTROL = "continue_2k"  # what the other continuations are compared with
+# Continuations that take the steps of one of the control's points and are scored at their end only, on N clips.
+AT_CONTROL_POINT = {"continue_anneal": "half"}
 
 
 def keeps_per_clip(classifier, videos: np.ndarray) -> np.ndarray:
@@ -122,6 +124,9 @@ def designs() -> dict:
                                    change(unet={"temporal_conv": True}), train_continued),
         "continue_temporal16": ("continue_2k with zero-started temporal attention at 16x16",
                                 change(unet={"temporal_levels": (0,)}), train_continued),
+        # mmnist_short was trained at a constant lr and never annealed: does a decay to 0 bring out what it knows?
+        "continue_anneal": (f"continue_2k for {CONTROL}'s half steps, its lr decayed to 0 on a cosine after warm-up",
+                            change(train={"lr_schedule": "cosine"}), train_continued),
     }
 
 
@@ -133,6 +138,12 @@ class StabilityStudy(Study):
         """`--equal-steps`: a continuation takes the control's steps, whatever a step costs on this machine (a
         control calibrated on another CPU bought more steps with its minutes); otherwise the CPU budget."""
         control = self.results[self.section].get(CONTROL, {})
+        if name in AT_CONTROL_POINT:
+            point = AT_CONTROL_POINT[name]
+            if point not in control:
+                raise SystemExit(f"{name} takes the steps of {CONTROL}'s {point} point: run {CONTROL} first")
+            self.results[self.section][name]["steps_of"] = f"{CONTROL}, {point}"
+            return control[point]["step"]
         if self.args.equal_steps and name.startswith("continue_") and name != CONTROL:
             if "steps" not in control:
                 raise SystemExit(f"--equal-steps: {CONTROL} has no steps yet; run it first (--only {CONTROL})")
@@ -141,6 +152,8 @@ class StabilityStudy(Study):
         return super().budget(name, cpu_seconds_per_step)
 
     def points(self, name: str, steps: int) -> list[tuple[str, int]]:
+        if name in AT_CONTROL_POINT:
+            return [("end", steps)]
         points = super().points(name, steps)
         if name == "baseline" and FP32_MATCH_STEP < steps:  # the bfloat16 check against the float32 run
             points = sorted(points + [(f"step_{FP32_MATCH_STEP}", FP32_MATCH_STEP)], key=lambda point: point[1])
@@ -168,7 +181,8 @@ class StabilityStudy(Study):
         seed set) at the points along the way (sampling costs about as much CPU as training)."""
         real, num = self.reference(), self.args.num
         if seed_sets is None:
-            seed_sets = 1 if key.rsplit("_", 1)[-1] in ("half", str(FP32_MATCH_STEP)) else 2
+            name, point = key.rsplit("_", 1)
+            seed_sets = 1 if point in ("half", str(FP32_MATCH_STEP)) or name in AT_CONTROL_POINT else 2
         count = seed_sets * num
         videos, sample_cpu = sample_in_batches(checkpoint, count, self.work / "samples" / key, sampler, steps,
                                                eta, seed)
@@ -285,9 +299,13 @@ def differences(results: dict) -> dict:
             if point not in entry:
                 continue
             against = CONTROL if name.startswith("continue_") else "baseline"
-            if name != against and point in designs.get(against, {}):
+            if name != against and name not in AT_CONTROL_POINT and point in designs.get(against, {}):
                 out[f"{name} - {against}, {point}"] = paired_difference(
                     from_bits(entry[point]["keeps_bits"]), from_bits(designs[against][point]["keeps_bits"]), num)
+            for other in ("half", "end") if name in AT_CONTROL_POINT else ():  # at the control's steps, and its end
+                if other in designs.get(CONTROL, {}):
+                    out[f"{name}, {point} - {CONTROL}, {other}"] = paired_difference(
+                        from_bits(entry[point]["keeps_bits"]), from_bits(designs[CONTROL][other]["keeps_bits"]), num)
             if name.startswith("continue_") and start:
                 out[f"{name}, {point} - {CONTINUED.stem}"] = paired_difference(
                     from_bits(entry[point]["keeps_bits"]), from_bits(start["keeps_bits"]), num)

@@ -89,7 +89,8 @@ def test_differences_pair_each_design_with_its_reference():
     results = {"setting": {"num": 4},
                "designs": {"baseline": {"end": point("0000", 10)},
                            "joint": {"end": point("1100", 10)},
-                           "continue_2k": {"half": point("0110", 5), "end": point("1110", 10)}},
+                           "continue_2k": {"half": point("0110", 5), "end": point("1110", 10)},
+                           "continue_anneal": {"end": point("1111", 5)}},  # the control's half steps, annealed
                "models": {"mmnist_short": point("0100")},
                "curve": {"1:5": {"segment": 1, "steps": 5, "after_start": 5, **point("1111")},
                          "1:7": {"segment": 1, "steps": 7, "after_start": 7, **point("0000")},
@@ -99,6 +100,9 @@ def test_differences_pair_each_design_with_its_reference():
     gaps = {name: gap["difference"] for name, gap in stability_study.differences(results).items()}
     assert gaps == pytest.approx({"joint - baseline, end": 0.5,
                                   "continue_2k, half - mmnist_short": 0.25, "continue_2k, end - mmnist_short": 0.5,
+                                  "continue_anneal, end - continue_2k, half": 0.5,  # the same steps
+                                  "continue_anneal, end - continue_2k, end": 0.25,  # against twice the steps
+                                  "continue_anneal, end - mmnist_short": 0.75,
                                   "curve 1 at step 5 - continue_2k, half": 0.5,  # no snapshot at step 10 yet
                                   "curve 1 at step 5 - mmnist_short": 0.75, "curve 1 at step 7 - mmnist_short": -0.25,
                                   "curve 2 at step 5 - continue_2k, half": 0.25, "curve 2 at step 5 - mmnist_short": 0.5,
@@ -134,3 +138,19 @@ def test_steps_after_start_follow_the_chain_of_inits(tmp_path, monkeypatch):
     assert stability_study.steps_after_start(second) == 340
     assert stability_study.steps_after_start(checkpoint("alone.safetensors", 7)) is None  # not a continuation
     assert stability_study.steps_after_start(tmp_path / "missing.safetensors") is None
+
+
+def test_continuations_take_the_controls_steps_where_asked():
+    """`--equal-steps` and the designs fixed at a point of the control take its steps; the rest their CPU budget."""
+    import argparse
+
+    study = stability_study.StabilityStudy.__new__(stability_study.StabilityStudy)  # no files: budgets only
+    study.section, study.args = "designs", argparse.Namespace(equal_steps=False, minutes=45.0)
+    study.results = {"designs": {"continue_2k": {"steps": 10, "half": {"step": 5}}, "continue_anneal": {},
+                                 "continue_temporal_conv": {}}}
+    assert study.budget("continue_anneal", 1.0) == 5 and study.points("continue_anneal", 5) == [("end", 5)]
+    assert study.budget("continue_temporal_conv", 60.0) == 45  # 45 minutes at 60 CPU-seconds a step
+    study.args.equal_steps = True
+    assert study.budget("continue_temporal_conv", 60.0) == 10
+    assert study.results["designs"]["continue_temporal_conv"]["steps_of"] == "continue_2k"
+    assert study.budget("baseline", 60.0) == 45  # not a continuation: its budget
