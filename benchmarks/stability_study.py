@@ -11,8 +11,9 @@ autoencoder's reconstructions of them 0.93; two unrelated clips agree with proba
 
 Each design changes one thing from `baseline` (the `mmnist` preset) and trains with the budget-study
 harness of `lvdm_ref/budget_study.py` (the same encoded clips, seed and optimiser; a calibration fixes the number
-of steps from the CPU seconds per step), here under bfloat16 autocast and `torch.compile`, which the
-trainer uses by default on CPUs with AVX512-BF16. At half and at all of its steps a design is scored on
+of steps from the CPU seconds per step), under `torch.compile` and, where the CPU computes bfloat16 natively
+(AVX512-BF16 or AMX), bfloat16 autocast: the trainer's defaults. A calibration records its CPU and arithmetic;
+on a machine that is not the control's, `--equal-steps` compares continuations at the control's steps. At half and at all of its steps a design is scored on
 2N samples at its end (DDIM 50, eta 1, EMA weights, one noise stream per clip): stability on two
 disjoint seed sets of N clips each (clips 0..N-1 and N..2N-1), with a 90 % bootstrap interval over all
 2N, and FVD of the first N against the fixed real set; at half its steps, on the first N only. `baseline` is also scored at step 3,434, where the float32 eager run
