@@ -307,3 +307,25 @@ def test_loss_history_callback_sees_every_step(tmp_path):
     trainer = Trainer(TinyModel(), mse, RegressionSet(), config, tmp_path, callbacks=[history], progress=False)
     trainer.fit()
     assert history.steps == [1, 2, 3, 4, 5] and history.losses[-1] == trainer.last_logs["loss"]
+
+
+def test_a_snapshot_once_written_is_kept_when_a_resumed_run_passes_its_step_again(tmp_path):
+    """A resumed run replays the steps after its last state: the snapshot it wrote before (and that may have been
+    scored) stays as it was, and the next ones carry the run's device and arithmetic."""
+    from types import SimpleNamespace
+
+    from lvdm_ref.recipes.common import Snapshots
+    from lvdm_ref.train import cpu_name
+
+    saved = {}
+    model = SimpleNamespace(save=lambda path, **kwargs: saved.update({path.name: kwargs["extra"]}))
+    trainer = SimpleNamespace(is_main=True, device=torch.device("cpu"), uses_bf16=False, ema=None,
+                              elapsed=lambda: {"cpu_seconds": 1.0, "wall_seconds": 2.0})
+    callback = Snapshots(model, tmp_path, "short", 2, tmp_path / "vae.safetensors", {"num_clips": 4})
+    (tmp_path / "short_000002.safetensors").write_bytes(b"scored")
+    for step in (2, 3, 4):
+        callback.on_step_end(trainer, step, {})
+    assert (tmp_path / "short_000002.safetensors").read_bytes() == b"scored"
+    assert list(saved) == ["short_000004.safetensors"]
+    assert saved["short_000004.safetensors"] == {"num_clips": 4, "steps": 4, "cpu_seconds": 1.0, "wall_seconds": 2.0,
+                                                 "device": cpu_name(), "bf16": False}

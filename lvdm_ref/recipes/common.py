@@ -196,9 +196,10 @@ class Snapshots(Callback):
         self.model, self.folder, self.name, self.every, self.vae_path, self.extra = model, folder, name, every, vae_path, extra
 
     def on_step_end(self, trainer: Trainer, step: int, logs: dict) -> None:
-        if step % self.every or not trainer.is_main:
+        path = self.folder / f"{self.name}_{step:06d}.safetensors"
+        if step % self.every or not trainer.is_main or path.exists():  # a run resumed before it: kept as scored
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.model.save(self.folder / f"{self.name}_{step:06d}.safetensors", vae_path=str(self.vae_path),
+        self.model.save(path, vae_path=str(self.vae_path),
                         ema_unet=trainer.ema_model if trainer.ema else None,
                         extra={**self.extra, "steps": step, **trainer.elapsed(), **machine_of(trainer)})
