@@ -425,7 +425,7 @@ def plot(results: dict, path: Path) -> list[Path]:
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for name, entry in results.get("designs", {}).items():
         points = [entry[key] for key in ("half", "end") if key in entry]
-        if points:
+        if points and entry.get("bf16", True):  # float32 on another CPU: its minutes are not this axis's
             draw_points(left, right, [p["cpu_minutes"] for p in points], points, name)
     reference = results.get("reference", {})
     draw_real_lines(left, reference)
@@ -446,7 +446,7 @@ def plot(results: dict, path: Path) -> list[Path]:
 def plot_curve(results: dict, path: Path, goal: float = 0.6) -> list[Path]:
     """The long run of record against training steps after its start (the shipped model, at 0), one line per
     segment (each labelled with its machine and CPU seconds a step), beside the control that continues the same
-    model on its own clips: stability (with intervals) and FVD. Steps, not CPU-hours, on the axis: segments on
+    model on its own clips and the other continuations: stability (with intervals) and FVD. Steps, not CPU-hours, on the axis: segments on
     different machines cost different CPU time per step."""
     import matplotlib
 
@@ -462,10 +462,10 @@ def plot_curve(results: dict, path: Path, goal: float = 0.6) -> list[Path]:
         label = (f"run of record on {entries[0]['num_clips']:,} clips, segment {segment} "
                  f"({describe_device(entries[-1])}: {per_step:.2f} CPU-s a step)")
         lines[label] = [(entry["after_start"], entry) for entry in entries]
-    control = results.get("designs", {}).get(CONTROL, {})
-    if any(key in control for key in ("half", "end")):
-        lines[f"on its own 2,048 clips ({CONTROL})"] = [(control[key]["step"], control[key])
-                                                        for key in ("half", "end") if key in control]
+    for name, entry in results.get("designs", {}).items():  # the control, and the other continuations
+        if name.startswith("continue_") and any(key in entry for key in ("half", "end")):
+            label = f"on its own 2,048 clips ({CONTROL})" if name == CONTROL else f"{name} ({describe_device(entry)})"
+            lines[label] = [(entry[key]["step"], entry[key]) for key in ("half", "end") if key in entry]
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
     for label, points in lines.items():
         points = ([(0, start)] if start else []) + points
