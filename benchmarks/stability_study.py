@@ -9,17 +9,18 @@ plausibly. Digit stability does: the share of clips whose digits, read by the sh
 (`lvdm_ref/digits.py`), are the same in frames 0-7 and in frames 8-15 (real test clips: about 0.95, the
 autoencoder's reconstructions of them 0.93; two unrelated clips agree with probability 0.02).
 
-Each design changes one thing from `baseline` (the `mmnist` preset) and trains with the budget-study
-harness of `lvdm_ref/budget_study.py` (the same encoded clips, seed and optimiser; a calibration fixes the number
-of steps from the CPU seconds per step), under `torch.compile` and, where the CPU computes bfloat16 natively
+Each design changes one thing from `baseline` (the `mmnist` preset) and trains with the budget-study harness
+of `lvdm_ref/budget_study.py` (the same encoded clips, seed and optimiser; a calibration fixes the number of
+steps from the CPU seconds per step), under `torch.compile` and, where the CPU computes bfloat16 natively
 (AVX512-BF16 or AMX), bfloat16 autocast: the trainer's defaults. A calibration records its CPU and arithmetic;
-on a machine that is not the control's, `--equal-steps` compares continuations at the control's steps. At half and at all of its steps a design is scored on
-2N samples at its end (DDIM 50, eta 1, EMA weights, one noise stream per clip): stability on two
-disjoint seed sets of N clips each (clips 0..N-1 and N..2N-1), with a 90 % bootstrap interval over all
-2N, and FVD of the first N against the fixed real set; at half its steps, on the first N only. `baseline` is also scored at step 3,434, where the float32 eager run
-of the attention ablation (`mmnist_attention_factorized`, the same preset, seed and clips) ended: with
-the same noise streams, the two are a paired check of bfloat16 training. The default budget, 45
-CPU-minutes, is that run's: at equal CPU, `baseline` shows what bfloat16 and compiling buy.
+on a machine that is not the control's, `--equal-steps` compares continuations at the control's steps. A
+design is scored at half its steps on N samples and at its end on 2N (DDIM 50, eta 1, EMA weights, one noise
+stream per clip): stability on two disjoint seed sets of N clips each (clips 0..N-1 and N..2N-1), with a 90 %
+bootstrap interval over all 2N, and FVD of the first N against the fixed real set. `baseline` is also scored
+at step 3,434, where the float32 eager run of the attention ablation (`mmnist_attention_factorized`, the same
+preset, seed and clips) ended: with the same noise streams, the two are a paired check of bfloat16 training.
+The default budget, 45 CPU-minutes, is that run's: at equal CPU, `baseline` shows what bfloat16 and compiling
+buy.
 
 Designs are compared by paired differences (the same noise streams give each design's clip i):
 `differences` holds each design's end point minus `baseline`'s, per seed set and pooled, with 90 %
@@ -312,6 +313,7 @@ def differences(results: dict) -> dict:
                     from_bits(entry[point]["keeps_bits"]), from_bits(start["keeps_bits"]), num)
     control = designs.get(CONTROL, {})
     segments = curve_segments(results)
+    first = {entry["after_start"]: entry for entry in segments[min(segments)]} if segments else {}
     for segment, entries in segments.items():
         at = {entry["after_start"]: entry for entry in entries}
         for point in ("half", "end"):  # the long run at the control's steps: the same start, schedule and step
@@ -322,7 +324,6 @@ def differences(results: dict) -> dict:
         for entry in entries if start else ():  # the long run against its start
             out[f"curve {segment} at step {entry['after_start']} - {CONTINUED.stem}"] = paired_difference(
                 from_bits(entry["keeps_bits"]), from_bits(start["keeps_bits"]), num)
-        first = {entry["after_start"]: entry for entry in segments[min(segments)]}
         for entry in entries if segment != min(segments) else ():  # the same recipe again: how far two runs differ
             if entry["after_start"] in first:
                 out[f"curve {segment} - curve {min(segments)} at step {entry['after_start']}"] = paired_difference(
