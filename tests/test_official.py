@@ -29,7 +29,10 @@ from lvdm_ref.official.closed_form import fill, is_filled
 from lvdm_ref.unet import UNet
 
 FIXTURES = Path(__file__).parent / "fixtures"
-TOLERANCE = 1e-5  # absolute, on outputs of size ~0.1-1; relative for the DDIM end point, whose values reach ~20
+# Absolute, on outputs of size ~0.1-5; relative for the DDIM end point, whose values reach ~20. float32 through a
+# deep UNet rounds differently on different CPU kernels: 1.3e-5 at most on an AVX2 AMD EPYC against fixtures made
+# on an AVX512 Xeon. Each wrong semantic misses by 0.46 or more (test_project_defaults_do_not_match_...).
+TOLERANCE = 1e-4
 
 
 @functools.lru_cache(maxsize=None)
