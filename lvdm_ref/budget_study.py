@@ -33,6 +33,7 @@ from lvdm_ref.checkpoint import SHIPPED_DIR
 from lvdm_ref.config import get_preset
 from lvdm_ref.metrics import fvd_from_features
 from lvdm_ref.recipes import train_short_model
+from lvdm_ref.recipes.common import machine_of
 from lvdm_ref.studies import (OTHER_REAL_SEED, FeatureCache, markdown_table, merge_results, real_clips, reconstruct,
                               sample_in_batches)
 from lvdm_ref.train import Callback
@@ -40,13 +41,15 @@ from lvdm_ref.utils import file_sha256
 
 
 class CpuClock(Callback):
-    """The process CPU time at the end of every training step."""
+    """The process CPU time at the end of every training step, and where the steps ran (`machine_of`)."""
 
     def __init__(self):
         self.times: list[float] = []
+        self.machine: dict = {}
 
     def on_step_end(self, trainer, step: int, logs: dict) -> None:
         self.times.append(time.process_time())
+        self.machine = self.machine or machine_of(trainer)
 
 
 def calibrate(train, preset, vae: Path, folder: Path, steps: int, threads: int, common: dict) -> dict:
@@ -68,15 +71,12 @@ def seconds_per_step(times: list[float], warmup: int = 3) -> float:
 def _calibrate(train, preset, vae, folder, steps, threads, common) -> dict:
     import resource
 
-    from lvdm_ref.train import cpu_has_bf16, cpu_name
-
     torch.set_num_threads(threads)
     clock = CpuClock()
     train(preset, vae, folder, steps=steps + 3, callbacks=[clock], **common)
-    bf16 = cpu_has_bf16() if preset.train.bf16_cpu is None else preset.train.bf16_cpu
     return {"cpu_seconds_per_step": round(seconds_per_step(clock.times), 4),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "device": cpu_name(), "bf16": bf16}  # a CPU second buys different work on another machine
+            **clock.machine}  # a CPU second buys different work on another machine
 
 
 def logged_loss(folder: Path, step: int) -> float | None:

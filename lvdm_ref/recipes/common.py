@@ -182,9 +182,8 @@ def encoded_training_set(vae: VideoAutoencoder, vae_path: Path, data: DataConfig
 
 def machine_of(trainer: Trainer) -> dict:
     """Where a run trains and in what arithmetic: its CPU seconds mean little without them."""
-    if trainer.device.type == "cuda":
-        return {"device": torch.cuda.get_device_name(trainer.device), "bf16": trainer.uses_bf16}
-    return {"device": cpu_name(), "bf16": trainer.uses_bf16}
+    device = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else cpu_name()
+    return {"device": device, "bf16": trainer.uses_bf16}
 
 
 class Snapshots(Callback):
