@@ -209,10 +209,10 @@ class StabilityStudy(Study):
             print(f"{path.stem}: keeps {self.results['models'][path.stem]['keeps']}", file=sys.stderr)
 
 
-    def score_curve(self, folder: Path) -> None:
+    def score_curve(self, folder: Path, steps: list[int] | None = None) -> None:
         """Score every snapshot of a long run (`train --model short --snapshot-every K`, FOLDER/snapshots/) not
-        scored yet, on one seed set of N clips, into `curve`, keyed "SEGMENT:STEP" (a finished entry never
-        changes). A segment is one run folder: a run that starts again elsewhere (its folder lost with a
+        scored yet (only those at `steps`, when given), on one seed set of N clips, into `curve`, keyed
+        "SEGMENT:STEP" (a finished entry never changes). A segment is one run folder: a run that starts again elsewhere (its folder lost with a
         machine) is a new segment, from the checkpoint it starts from (`steps_after_start`)."""
         from lvdm_ref.checkpoint import read_metadata
         from lvdm_ref.utils import file_sha256
@@ -222,7 +222,7 @@ class StabilityStudy(Study):
         segment = segment_of(self.results.get("curve", {}), shas)
         for path, meta in snapshots.items():
             key = f"{segment}:{meta['steps']}"
-            if key in self.results.get("curve", {}):
+            if key in self.results.get("curve", {}) or (steps and meta["steps"] not in steps):
                 continue
             offset = steps_after_start(resolve_init(meta["init"])) if meta.get("init") else None
             if offset is None:
@@ -533,6 +533,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="score --models on 1 or 2 seed sets of --num clips")
     parser.add_argument("--curve", type=Path, default=None,
                         help="score the snapshots of this long run's folder (train --snapshot-every) not scored yet")
+    parser.add_argument("--curve-steps", type=int, nargs="*", default=None,
+                        help="with --curve: score the snapshots at these steps only (each costs about as much CPU as "
+                             "training 1,000 steps)")
     parser.add_argument("--equal-steps", action="store_true",
                         help=f"a continuation takes {CONTROL}'s steps instead of its CPU budget (on a machine that is "
                              f"not the control's: compare at equal steps, each step's cost recorded)")
@@ -550,7 +553,7 @@ def main(argv: list[str] | None = None) -> dict:
     study = run_study(parser, args, {} if only_models else designs(), "designs", StabilityStudy)
     study.score_models([path.resolve() for path in args.models], args.models_seed_sets)
     if args.curve is not None:
-        study.score_curve(args.curve)
+        study.score_curve(args.curve, args.curve_steps)
     study.results["differences"] = differences(study.results)
     if "baseline" in study.results.get("designs", {}):
         study.results["bf16_loss_check"] = loss_check(args.work / "baseline")

@@ -154,3 +154,29 @@ def test_continuations_take_the_controls_steps_where_asked():
     assert study.budget("continue_temporal_conv", 60.0) == 10
     assert study.results["designs"]["continue_temporal_conv"]["steps_of"] == "continue_2k"
     assert study.budget("baseline", 60.0) == 45  # not a continuation: its budget
+
+
+def test_curve_scores_new_snapshots_once_and_only_the_steps_asked(tmp_path, monkeypatch):
+    """`--curve-steps`: only those snapshots are scored; a later call scores the rest and never an entry twice."""
+    import torch
+
+    from lvdm_ref.checkpoint import save_weights
+
+    start = save_weights(tmp_path / "start.safetensors", {"w": torch.zeros(2)}, {"steps": 15000})
+    monkeypatch.setattr(stability_study, "CONTINUED", start)
+    for steps in (5, 10, 15):
+        save_weights(tmp_path / "run" / "snapshots" / f"short_{steps:06d}.safetensors", {"w": torch.full((2,), steps)},
+                     {"steps": steps, "init": str(start), "num_clips": 64, "cpu_seconds": 60.0 * steps})
+    study = stability_study.StabilityStudy.__new__(stability_study.StabilityStudy)
+    study.results, scored = {}, []
+
+    def evaluate(path, key, seed_sets=None):
+        scored.append(key)
+        return {"keeps": 0.5, "fvd": 100.0, "steps": 50}
+
+    study.evaluate, study.save = evaluate, lambda: None
+    study.score_curve(tmp_path / "run", [10])
+    assert list(study.results["curve"]) == ["1:10"] and len(scored) == 1
+    assert study.results["curve"]["1:10"]["after_start"] == 10 and study.results["curve"]["1:10"]["cpu_minutes"] == 10
+    study.score_curve(tmp_path / "run")
+    assert sorted(study.results["curve"]) == ["1:10", "1:15", "1:5"] and len(scored) == 3
