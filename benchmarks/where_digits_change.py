@@ -14,6 +14,12 @@ this says where they stop being equal. The `mmnist` autoencoder compresses time 
   frames shows dips at t = 3, 7, 11 (the last decoded frame of one latent and the first of the next) that
   real clips and reconstructions do not.
 
+And, with --from-real, where in the denoising the digits are lost: the first --num real clips are encoded,
+noised to t and denoised by the generator from there (SDEdit, `GaussianDiffusion.denoise_from`, the same
+DDIM 50 eta 1 schedule from its first step at or below t, one noise stream per clip shared by every t). At small
+t the model only renders details of the real clip's digits; near T it draws everything, as in sampling. Per t:
+stability, the share whose frames 8-15 still show the real clip's digits, and how strongly the second digit is read.
+
 Real clips are the studies' set (seed 1), reconstructions are the shipped autoencoder's of them, and
 samples are DDIM 50, eta 1, seed 0 (one noise stream per clip, as the stability study draws them), kept
 in --work by the checkpoint's sha256 so a rerun only scores. Writes benchmarks/results/where_digits_change.json
@@ -33,10 +39,11 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from lvdm_ref.checkpoint import write_json  # noqa: E402
-from lvdm_ref.digits import (SHIPPED_DIGITS, DigitClassifier, agreement_matrix, digits_from_probabilities,  # noqa: E402
-                             frame_probabilities, window_digits)
+from lvdm_ref.digits import (SHIPPED_DIGITS, DigitClassifier, agreement_matrix, clip_digits,  # noqa: E402
+                             digits_from_probabilities, frame_probabilities, window_digits)
 from lvdm_ref.studies import interval, real_clips, reconstruct, sample_in_batches, set_threads  # noqa: E402
-from lvdm_ref.utils import file_sha256  # noqa: E402
+from lvdm_ref.studies import kept_batches  # noqa: E402
+from lvdm_ref.utils import file_sha256, stream, to_uint8  # noqa: E402
 from lvdm_ref.vae3d import VideoAutoencoder  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "where_digits_change.json"
@@ -61,6 +68,40 @@ def profile(classifier, videos: np.ndarray, window: int) -> dict:
             "latent_agreement": [[round(float(v), 4) for v in row] for row in agreement_matrix(latent).tolist()],
             "latent_agreement_by_distance": by_distance,  # distance: [share, low, high]
             "second_digit_probability": [round(float(v), 4) for v in top_two.mean(0)]}
+
+
+def from_real(checkpoint: Path, clips: np.ndarray, labels: np.ndarray, t_starts: list[int], folder: Path,
+              classifier) -> dict:
+    """Per t: the generator's SDEdit of `clips` from t, scored (stability, true digits in frames 8-15, how
+    strongly the second digit is read); each batch kept in FOLDER/t_T so a rerun goes on where it stopped."""
+    from lvdm_ref.lvdm import LatentVideoDiffusion
+    from lvdm_ref.vae3d import encode_videos
+
+    model = LatentVideoDiffusion.load(checkpoint)
+    model.unet.eval()
+    latents = None
+    results = {}
+    for t_start in t_starts:
+        def make(first, t_start=t_start):
+            nonlocal latents
+            if latents is None:
+                latents = encode_videos(model.vae, clips, progress=False)
+            part = latents[first:first + 16]
+            generators = [stream(0, index) for index in range(first, first + len(part))]
+            denoised = model.diffusion.denoise_from(model.unet, part, t_start, generator=generators)
+            return to_uint8(model.decode(denoised))
+
+        videos, cpu_seconds = kept_batches(folder / f"t_{t_start:04d}", len(clips), make, progress=True)
+        first, last = (clip_digits(classifier, videos[:, half]) for half in (slice(0, 8), slice(8, 16)))
+        keeps = (first == last).all(dim=1).float().numpy()
+        true = (last == torch.as_tensor(labels).sort(dim=1).values).all(dim=1).float().numpy()
+        second = frame_probabilities(classifier, videos).topk(2, dim=-1).values[..., 1].mean(dim=1).numpy()
+        results[str(t_start)] = {"keeps": [round(float(keeps.mean()), 4), *interval(keeps)],
+                                 "true_digits": [round(float(true.mean()), 4), *interval(true)],
+                                 "second_digit_probability": round(float(second.mean()), 4),
+                                 "cpu_seconds": round(cpu_seconds, 1)}
+        print(f"from real at t = {t_start}: {results[str(t_start)]}")
+    return results
 
 
 def boundary_contrast(frame_to_frame: list[float], window: int) -> float:
@@ -111,6 +152,40 @@ def plot(results: dict, path: Path) -> list[Path]:
     return paths
 
 
+def plot_from_real(results: dict, path: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entry = results["from_real"]
+    steps = sorted(int(key) for key in entry if key.isdigit())
+    figure, axis = plt.subplots(figsize=(6.4, 4))
+    for measure, label, color in (("keeps", "keeps its digits (0-7 = 8-15)", "C0"),
+                                  ("true_digits", "frames 8-15 show the real clip's digits", "C1")):
+        values = np.array([entry[str(t)][measure] for t in steps])  # (T, 3): share, low, high
+        axis.plot(steps, values[:, 0], marker="o", color=color, label=label)
+        axis.fill_between(steps, values[:, 1], values[:, 2], color=color, alpha=0.2)
+    axis.plot(steps, [entry[str(t)]["second_digit_probability"] for t in steps], marker="s", ls="--", color="C2",
+              label="second digit read with (mean probability)")
+    sets = results["sets"]
+    generated = [name for name in sets if name not in ("real", "reconstructed")]
+    for name, style in (("reconstructed", "-."), *((name, ":") for name in generated[:1])):
+        share = np.mean([row[0] for row in sets[name]["latent_agreement_by_distance"].values()])
+        axis.axhline(share, color="0.5", ls=style, lw=1, label=f"{name}: latent frames agree")
+    axis.set(xlabel="denoised from timestep t (of 1000)", ylabel="share of clips", ylim=(0, 1.02),
+             title=f"{entry['checkpoint']}: real clips noised to t and denoised (N = {entry['num']})")
+    axis.title.set_fontsize(8)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    paths = []
+    for suffix in (".png", ".svg"):
+        figure.savefig(path.with_suffix(suffix), dpi=110)
+        paths.append(path.with_suffix(suffix))
+    plt.close(figure)
+    return paths
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", type=Path, nargs="*",
@@ -120,6 +195,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "where_digits_change")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--from-real", type=int, nargs="*", default=[],
+                        help="also denoise real clips from these timesteps with the first --short model (SDEdit)")
+    parser.add_argument("--from-real-num", type=int, default=128, help="real clips for --from-real")
     args = parser.parse_args(argv)
     if args.num < 2:
         parser.error(f"--num must be at least 2 (intervals are over clips), got {args.num}")
@@ -146,9 +224,23 @@ def main(argv: list[str] | None = None) -> dict:
         entry["boundary_contrast"] = boundary_contrast(entry["frame_to_frame"], window)
         results["sets"][name] = entry
         print(f"{name}: frame-to-frame {entry['frame_to_frame']}, across - within boundaries "
-              f"{entry['boundary_contrast']:+.3f}, latent agreement by distance {entry['latent_agreement_by_distance']}")
+              f"{entry['boundary_contrast']:+.3f}, latent agreement by distance "
+              f"{entry['latent_agreement_by_distance']}")
+    if args.from_real:
+        if not args.short:
+            parser.error("--from-real needs a --short model")
+        if any(not 0 <= t < 1000 for t in args.from_real):
+            parser.error(f"--from-real takes timesteps in [0, 999], got {args.from_real}")
+        clips, labels = real_clips(args.from_real_num, labels=True)
+        path = args.short[0]
+        results["from_real"] = {"checkpoint": models[path.stem]["checkpoint"], "num": args.from_real_num,
+                                **from_real(path, clips, labels, sorted(args.from_real),
+                                            args.work / f"from_real_{path.stem}_{models[path.stem]['sha256'][:12]}",
+                                            classifier)}
     write_json(args.out, results)
     plot(results, args.out.with_suffix(""))
+    if "from_real" in results:
+        plot_from_real(results, args.out.with_name(args.out.stem + "_from_real"))
     return results
 
 

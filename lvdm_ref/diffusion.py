@@ -344,6 +344,24 @@ class GaussianDiffusion(nn.Module):
             return x
         return x, Trajectory(timesteps, torch.stack(seen_x + [x.cpu()]), torch.stack(seen_x0))
 
+    @torch.no_grad()
+    def denoise_from(self, model: Callable, x_start: torch.Tensor, t_start: int, *, num_steps: int = 50,
+                     eta: float = 1.0, generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+        """SDEdit (Meng et al. 2022): noise `x_start` to the first DDIM timestep at or below `t_start` (of the
+        uniform `num_steps` schedule `sample` visits), then take the schedule's remaining steps to x_0. From a
+        real x_start it shows what the model keeps of data that is only partly noised: at small t the model
+        only renders details, near T it draws everything. `generator` as in `sample` (x_t's noise first)."""
+        timesteps = [t for t in self.sampling_timesteps("ddim", num_steps) if t <= t_start]
+        if not timesteps:
+            raise ValueError(f"t_start={t_start} is below every step of the {num_steps}-step schedule: use t_start >= 0")
+        draw = functools.partial(randn, tuple(x_start.shape), generator, x_start.device, x_start.dtype)
+        full = functools.partial(torch.full, (x_start.shape[0],), device=x_start.device, dtype=torch.long)
+        x = self.q_sample(x_start, full(timesteps[0]), draw())
+        for index, t_value in enumerate(timesteps):
+            t_prev = timesteps[index + 1] if index + 1 < len(timesteps) else -1
+            x, _ = self.ddim_sample(model, x, full(t_value), full(t_prev), eta=eta, noise=draw())
+        return x
+
 
 class EmpiricalDenoiser(nn.Module):
     """The exact MMSE denoiser for a finite data set: E[x_0 | x_t] when x_0 is uniform over `data`.

@@ -313,3 +313,26 @@ def test_min_snr_weights_are_one_weighting_in_three_units(parameterization):
     snr = diffusion.snr(t)
     x0_error = ((guess - x0) ** 2).flatten(1).mean(1)
     torch.testing.assert_close(loss, snr.clamp(max=5.0) * x0_error)
+
+
+def test_denoise_from_the_last_step_is_sampling_from_the_noised_start():
+    """SDEdit from t = T - 1 is `sample` started at q_sample(x_start, T - 1) with the same later noise; from any
+    t, the exact denoiser of a one-point data set lands on that point."""
+    diffusion = make(num_timesteps=100)
+    x_start = torch.randn(2, 2, 3, 4, 4, dtype=torch.float64)
+    ours = diffusion.denoise_from(toy_model, x_start, 99, num_steps=10, eta=1.0,
+                                  generator=torch.Generator().manual_seed(5))
+    generator = torch.Generator().manual_seed(5)
+    x_t = diffusion.q_sample(x_start, torch.full((2,), 99), torch.randn(x_start.shape, generator=generator,
+                                                                          dtype=torch.float64))
+    theirs = diffusion.sample(toy_model, x_start.shape, sampler="ddim", num_steps=10, eta=1.0, noise=x_t,
+                              generator=generator)
+    torch.testing.assert_close(ours, theirs)
+    data = torch.randn(1, 2, 3, 4, 4, dtype=torch.float64)
+    denoiser = EmpiricalDenoiser(data, diffusion)
+    for t_start in (0, 30, 99):  # t = 0: the schedule's last step alone
+        landed = diffusion.denoise_from(denoiser, x_start, t_start, num_steps=10, eta=1.0,
+                                        generator=torch.Generator().manual_seed(t_start))
+        torch.testing.assert_close(landed, data.expand_as(x_start))
+    with pytest.raises(ValueError, match="t_start"):
+        diffusion.denoise_from(toy_model, x_start, -1)
