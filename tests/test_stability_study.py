@@ -180,3 +180,43 @@ def test_curve_scores_new_snapshots_once_and_only_the_steps_asked(tmp_path, monk
     assert study.results["curve"]["1:10"]["after_start"] == 10 and study.results["curve"]["1:10"]["cpu_minutes"] == 10
     study.score_curve(tmp_path / "run")
     assert sorted(study.results["curve"]) == ["1:10", "1:15", "1:5"] and len(scored) == 3
+
+
+def test_where_digits_change_sees_a_swap_between_latent_frames():
+    """Real clips agree across their latent frames; with latent frames 2-3 (frames 8-15) taken from another clip,
+    frames 0-1 and 2-3 agree by chance only, and the frame-to-frame dip sits at the boundary between them."""
+    import where_digits_change
+
+    classifier = DigitClassifier.load(SHIPPED_DIGITS).eval()
+    clips = generate_moving_mnist(16, 16, 64, 2, "test", seed=3)
+    real = where_digits_change.profile(classifier, clips, window=4)
+    assert np.min(real["latent_agreement"]) >= 0.7  # 0.90-0.96 at N = 256
+    swapped = clips.copy()
+    swapped[:, 8:] = np.roll(clips, 1, axis=0)[:, 8:]
+    entry = where_digits_change.profile(classifier, swapped, window=4)
+    matrix = np.asarray(entry["latent_agreement"])
+    assert matrix[0, 1] >= 0.7 and matrix[2, 3] >= 0.7 and matrix[:2, 2:].max() <= 0.3
+    steps = entry["frame_to_frame"]
+    assert steps[7] <= 0.3 and steps[7] == min(steps)  # between frame 7 and 8
+    assert where_digits_change.boundary_contrast([1.0] * 3 + [0.0] + [1.0] * 3, 4) == pytest.approx(-1.0)
+
+
+def test_committed_where_digits_change_recomputes_from_its_matrices():
+    """The committed record's summaries are the means of what it keeps: agreement at each distance is the mean
+    of the matrix's entries at that distance, the boundary contrast that of the frame-to-frame shares."""
+    import where_digits_change
+
+    record = json.loads(where_digits_change.RESULTS.read_text())
+    for name, entry in record["sets"].items():
+        matrix = np.asarray(entry["latent_agreement"])
+        np.testing.assert_allclose(matrix, matrix.T, atol=1e-4)
+        np.testing.assert_allclose(np.diag(matrix), 1.0)
+        for distance, (share, low, high) in entry["latent_agreement_by_distance"].items():
+            assert share == pytest.approx(np.diagonal(matrix, int(distance)).mean(), abs=1e-3), name
+            assert low <= share <= high
+        assert entry["boundary_contrast"] == pytest.approx(
+            where_digits_change.boundary_contrast(entry["frame_to_frame"], record["window"]), abs=1e-3)
+    for t, entry in record.get("from_real", {}).items():
+        if t.isdigit():
+            for share, low, high in (entry["keeps"], entry["true_digits"]):
+                assert low <= share <= high
