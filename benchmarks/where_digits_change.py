@@ -28,6 +28,7 @@ and a figure beside it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -70,10 +71,16 @@ def profile(classifier, videos: np.ndarray, window: int) -> dict:
             "second_digit_probability": [round(float(v), 4) for v in top_two.mean(0)]}
 
 
+def bits(values: np.ndarray) -> str:
+    """Per-clip 0/1 flags as a string of digits (kept so that models can be paired clip by clip later)."""
+    return "".join(str(int(v)) for v in values)
+
+
 def from_real(checkpoint: Path, clips: np.ndarray, labels: np.ndarray, t_starts: list[int], folder: Path,
               classifier) -> dict:
     """Per t: the generator's SDEdit of `clips` from t, scored (stability, true digits in frames 8-15, how
-    strongly the second digit is read); each batch kept in FOLDER/t_T so a rerun goes on where it stopped."""
+    strongly the second digit is read); each batch kept in FOLDER/t_T so a rerun goes on where it stopped,
+    and a bigger N reuses the clips of a smaller one (clip i has its own noise stream)."""
     from lvdm_ref.lvdm import LatentVideoDiffusion
     from lvdm_ref.vae3d import encode_videos
 
@@ -96,12 +103,33 @@ def from_real(checkpoint: Path, clips: np.ndarray, labels: np.ndarray, t_starts:
         keeps = (first == last).all(dim=1).float().numpy()
         true = (last == torch.as_tensor(labels).sort(dim=1).values).all(dim=1).float().numpy()
         second = frame_probabilities(classifier, videos).topk(2, dim=-1).values[..., 1].mean(dim=1).numpy()
-        results[str(t_start)] = {"keeps": [round(float(keeps.mean()), 4), *interval(keeps)],
+        results[str(t_start)] = {"num": len(clips), "keeps": [round(float(keeps.mean()), 4), *interval(keeps)],
                                  "true_digits": [round(float(true.mean()), 4), *interval(true)],
                                  "second_digit_probability": round(float(second.mean()), 4),
-                                 "cpu_seconds": round(cpu_seconds, 1)}
-        print(f"from real at t = {t_start}: {results[str(t_start)]}")
+                                 "cpu_seconds": round(cpu_seconds, 1), "keeps_bits": bits(keeps),
+                                 "true_bits": bits(true)}
+        print(f"{checkpoint.stem} from real at t = {t_start}: keeps {results[str(t_start)]['keeps']}, "
+              f"true digits {results[str(t_start)]['true_digits']}")
     return results
+
+
+def from_real_differences(entries: dict) -> dict:
+    """Every later model against every earlier one at each t both were scored at, paired clip by clip on
+    their common clips: "B - A, keeps|true, t = T"."""
+    names, out = list(entries), {}
+    for i, first in enumerate(names):
+        for name in names[i + 1:]:
+            for t, entry in entries[name]["t"].items():
+                reference = entries[first]["t"].get(t)
+                if reference is None:
+                    continue
+                for measure in ("keeps", "true"):
+                    a, b = (np.array([int(c) for c in e[f"{measure}_bits"]], float) for e in (entry, reference))
+                    num = min(len(a), len(b))
+                    gap = a[:num] - b[:num]
+                    out[f"{name} - {first}, {measure}, t = {t}"] = {
+                        "difference": round(float(gap.mean()), 4), "interval": interval(gap), "num": num}
+    return out
 
 
 def boundary_contrast(frame_to_frame: list[float], window: int) -> float:
@@ -158,24 +186,22 @@ def plot_from_real(results: dict, path: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    entry = results["from_real"]
-    steps = sorted(int(key) for key in entry if key.isdigit())
-    figure, axis = plt.subplots(figsize=(6.4, 4))
-    for measure, label, color in (("keeps", "keeps its digits (0-7 = 8-15)", "C0"),
-                                  ("true_digits", "frames 8-15 show the real clip's digits", "C1")):
-        values = np.array([entry[str(t)][measure] for t in steps])  # (T, 3): share, low, high
-        axis.plot(steps, values[:, 0], marker="o", color=color, label=label)
-        axis.fill_between(steps, values[:, 1], values[:, 2], color=color, alpha=0.2)
-    axis.plot(steps, [entry[str(t)]["second_digit_probability"] for t in steps], marker="s", ls="--", color="C2",
-              label="second digit read with (mean probability)")
+    figure, axis = plt.subplots(figsize=(6.8, 4.2))
+    for index, (name, entry) in enumerate(results["from_real"]["models"].items()):
+        steps = sorted(int(t) for t in entry["t"])
+        for measure, style, label in (("keeps", "-", "keeps its digits"),
+                                      ("true_digits", "--", "shows the real digits")):
+            values = np.array([entry["t"][str(t)][measure] for t in steps])  # (T, 3): share, low, high
+            axis.plot(steps, values[:, 0], ls=style, marker="o", ms=3, color=f"C{index}", label=f"{name}: {label}")
+            if measure == "keeps":
+                axis.fill_between(steps, values[:, 1], values[:, 2], color=f"C{index}", alpha=0.15)
     sets = results["sets"]
-    generated = [name for name in sets if name not in ("real", "reconstructed")]
-    for name, style in (("reconstructed", "-."), *((name, ":") for name in generated[:1])):
-        share = np.mean([row[0] for row in sets[name]["latent_agreement_by_distance"].values()])
-        axis.axhline(share, color="0.5", ls=style, lw=1, label=f"{name}: latent frames agree")
-    axis.set(xlabel="denoised from timestep t (of 1000)", ylabel="share of clips", ylim=(0, 1.02),
-             title=f"{entry['checkpoint']}: real clips noised to t and denoised (N = {entry['num']})")
-    axis.title.set_fontsize(8)
+    for name, style in (("real", ":"), ("reconstructed", "-.")):
+        if name in sets:
+            share = np.mean([row[0] for row in sets[name]["latent_agreement_by_distance"].values()])
+            axis.axhline(share, color="0.5", ls=style, lw=1, label=f"{name} clips: latent frames agree")
+    axis.set(xlabel="real clips noised to timestep t (of 1000), then denoised by the model",
+             ylabel="share of clips", ylim=(0, 1.02), title="Where in the denoising the digits are lost")
     axis.legend(fontsize=7)
     figure.tight_layout()
     paths = []
@@ -184,6 +210,12 @@ def plot_from_real(results: dict, path: Path) -> list[Path]:
         paths.append(path.with_suffix(suffix))
     plt.close(figure)
     return paths
+
+
+def shown(path: Path) -> str:
+    """A checkpoint's path as the results file names it: relative to the checkout where it lies inside it."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -196,7 +228,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "where_digits_change")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--from-real", type=int, nargs="*", default=[],
-                        help="also denoise real clips from these timesteps with the first --short model (SDEdit)")
+                        help="also denoise real clips from these timesteps (SDEdit) with each --from-real-models model")
+    parser.add_argument("--from-real-models", type=Path, nargs="*", default=None,
+                        help="models for --from-real (default: the --short ones), each paired with the others")
     parser.add_argument("--from-real-num", type=int, default=128, help="real clips for --from-real")
     args = parser.parse_args(argv)
     if args.num < 2:
@@ -206,6 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--vae {args.vae} does not exist: give the autoencoder the --short checkpoints were trained on")
     window = VideoAutoencoder.load(args.vae).config.temporal_downsample  # frames per latent frame
     classifier = DigitClassifier.load(SHIPPED_DIGITS).eval()
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     clips = real_clips(args.num)
     sets = {"real": clips, "reconstructed": reconstruct(args.vae, clips)}
     models = {}
@@ -213,8 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
         sha = file_sha256(path)
         videos, _ = sample_in_batches(path, args.num, args.work / f"{path.stem}_{sha[:12]}")
         sets[path.stem] = videos
-        shown = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
-        models[path.stem] = {"checkpoint": str(shown),
+        models[path.stem] = {"checkpoint": shown(path),
                              "sha256": sha, "sampler": "ddim 50, eta 1, seed 0"}
     command = " ".join(argv if argv is not None else sys.argv[1:])
     results = {"command": f"python benchmarks/where_digits_change.py {command}",
@@ -226,17 +260,29 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name}: frame-to-frame {entry['frame_to_frame']}, across - within boundaries "
               f"{entry['boundary_contrast']:+.3f}, latent agreement by distance "
               f"{entry['latent_agreement_by_distance']}")
+    if previous.get("num") == args.num:  # generators scored before at this N and not asked for now stay
+        for name, entry in previous.get("models", {}).items():
+            if name not in results["models"]:
+                results["models"][name], results["sets"][name] = entry, previous["sets"][name]
     if args.from_real:
-        if not args.short:
-            parser.error("--from-real needs a --short model")
         if any(not 0 <= t < 1000 for t in args.from_real):
             parser.error(f"--from-real takes timesteps in [0, 999], got {args.from_real}")
+        paths = args.short if args.from_real_models is None else args.from_real_models
+        if not paths:
+            parser.error("--from-real needs a model: --short or --from-real-models")
         clips, labels = real_clips(args.from_real_num, labels=True)
-        path = args.short[0]
-        results["from_real"] = {"checkpoint": models[path.stem]["checkpoint"], "num": args.from_real_num,
-                                **from_real(path, clips, labels, sorted(args.from_real),
-                                            args.work / f"from_real_{path.stem}_{models[path.stem]['sha256'][:12]}",
-                                            classifier)}
+        entries = previous.get("from_real", {}).get("models", {})
+        for path in paths:
+            sha = file_sha256(path)
+            entry = entries.get(path.stem, {})
+            if entry.get("sha256") != sha:  # another file under that name: its old scores go
+                entry = {"checkpoint": shown(path), "sha256": sha, "t": {}}
+            scores = from_real(path, clips, labels, sorted(args.from_real),
+                               args.work / f"from_real_{path.stem}_{sha[:12]}", classifier)
+            entries[path.stem] = {**entry, "t": {**entry["t"], **scores}}
+        results["from_real"] = {"models": entries, "differences": from_real_differences(entries)}
+    elif "from_real" in previous:
+        results["from_real"] = previous["from_real"]  # kept from an earlier run
     write_json(args.out, results)
     plot(results, args.out.with_suffix(""))
     if "from_real" in results:

@@ -216,7 +216,25 @@ def test_committed_where_digits_change_recomputes_from_its_matrices():
             assert low <= share <= high
         assert entry["boundary_contrast"] == pytest.approx(
             where_digits_change.boundary_contrast(entry["frame_to_frame"], record["window"]), abs=1e-3)
-    for t, entry in record.get("from_real", {}).items():
-        if t.isdigit():
-            for share, low, high in (entry["keeps"], entry["true_digits"]):
-                assert low <= share <= high
+    for name, model in record.get("from_real", {}).get("models", {}).items():
+        for t, entry in model["t"].items():
+            for measure, flags in (("keeps", "keeps_bits"), ("true_digits", "true_bits")):
+                share, low, high = entry[measure]
+                assert share == pytest.approx(np.mean([int(c) for c in entry[flags]]), abs=1e-3), (name, t)
+                assert low <= share <= high and len(entry[flags]) == entry["num"]
+
+
+def test_from_real_differences_pair_every_two_models_at_each_shared_step():
+    import where_digits_change
+
+    def scored(keeps, true):
+        return {"keeps_bits": keeps, "true_bits": true}
+
+    entries = {"a": {"t": {"300": scored("1100", "1000"), "500": scored("0000", "0000")}},
+               "b": {"t": {"300": scored("1111", "0000")}},
+               "c": {"t": {"300": scored("0011", "0011"), "500": scored("1000", "1000")}}}
+    gaps = {name: gap["difference"] for name, gap in where_digits_change.from_real_differences(entries).items()}
+    assert gaps == pytest.approx({"b - a, keeps, t = 300": 0.5, "b - a, true, t = 300": -0.25,
+                                  "c - a, keeps, t = 300": 0.0, "c - a, true, t = 300": 0.25,
+                                  "c - a, keeps, t = 500": 0.25, "c - a, true, t = 500": 0.25,
+                                  "c - b, keeps, t = 300": -0.5, "c - b, true, t = 300": 0.5})
