@@ -119,6 +119,10 @@ def designs() -> dict:
                   change(unet={"attention": "joint"}), train_compiled),
         "clips_16k": (f"{MORE_CLIPS:,} encoded training clips instead of 2,048",
                       change(), train_more_clips),
+        # Real clips noised to t = 300 and denoised lose a third of their digits, as much after 3,434 steps as
+        # after 15,000 (where_digits_change.py --from-real): is the denoiser too small rather than undertrained?
+        "wide": ("model_channels 96 instead of 64 (2.25x the FLOPs of a step)",
+                 change(unet={"model_channels": 96}), train_compiled),
         # A continuation of the shipped model: the control for the long run of record (`--curve`), which
         # continues it on MORE_CLIPS clips, compared at the same steps.
         "continue_2k": ("mmnist_short (15,000 steps) continued on its own 2,048 clips", change(), train_continued),
