@@ -44,7 +44,7 @@ from lvdm_ref.digits import (SHIPPED_DIGITS, DigitClassifier, agreement_matrix, 
                              digits_from_probabilities, frame_probabilities, window_digits)
 from lvdm_ref.studies import interval, real_clips, reconstruct, sample_in_batches, set_threads  # noqa: E402
 from lvdm_ref.studies import kept_batches  # noqa: E402
-from lvdm_ref.utils import file_sha256, stream, to_uint8  # noqa: E402
+from lvdm_ref.utils import file_sha256, randn, stream, to_uint8  # noqa: E402
 from lvdm_ref.vae3d import VideoAutoencoder  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "where_digits_change.json"
@@ -76,6 +76,17 @@ def bits(values: np.ndarray) -> str:
     return "".join(str(int(v)) for v in values)
 
 
+CONTROL_CLIPS = 32  # clips on which the RMS distance of the model's output from the real latents is measured
+
+
+def keeps_and_true(classifier, videos: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per clip, 0/1: frames 0-7 and 8-15 show the same digits; frames 8-15 show `labels`."""
+    first, last = (clip_digits(classifier, videos[:, half]) for half in (slice(0, 8), slice(8, 16)))
+    keeps = (first == last).all(dim=1).float().numpy()
+    true = (last == torch.as_tensor(labels).sort(dim=1).values).all(dim=1).float().numpy()
+    return keeps, true
+
+
 def from_real(checkpoint: Path, clips: np.ndarray, labels: np.ndarray, t_starts: list[int], folder: Path,
               classifier) -> dict:
     """Per t: the generator's SDEdit of `clips` from t, scored (stability, true digits in frames 8-15, how
@@ -99,17 +110,31 @@ def from_real(checkpoint: Path, clips: np.ndarray, labels: np.ndarray, t_starts:
             return to_uint8(model.decode(denoised))
 
         videos, cpu_seconds = kept_batches(folder / f"t_{t_start:04d}", len(clips), make, progress=True)
-        first, last = (clip_digits(classifier, videos[:, half]) for half in (slice(0, 8), slice(8, 16)))
-        keeps = (first == last).all(dim=1).float().numpy()
-        true = (last == torch.as_tensor(labels).sort(dim=1).values).all(dim=1).float().numpy()
+        keeps, true = keeps_and_true(classifier, videos, labels)
         second = frame_probabilities(classifier, videos).topk(2, dim=-1).values[..., 1].mean(dim=1).numpy()
+        # The control: is the autoencoder's decoder what breaks the digits? The model's output lies some distance
+        # from the real latents; the real latents moved as far at random (isotropic Gaussian noise of the same
+        # RMS, measured on the first clips) and decoded show whether any error of that size breaks them.
+        if latents is None:
+            latents = encode_videos(model.vae, clips, progress=False)
+        count = min(CONTROL_CLIPS, len(clips))
+        denoised = model.diffusion.denoise_from(model.unet, latents[:count], t_start,
+                                                generator=[stream(0, index) for index in range(count)])
+        rms = (denoised - latents[:count]).pow(2).mean().sqrt().item()
+        moved = latents + rms * randn(tuple(latents.shape), [stream(1, index) for index in range(len(clips))])
+        control = np.concatenate([to_uint8(model.decode(moved[i:i + 16])) for i in range(0, len(moved), 16)])
+        control_keeps, control_true = keeps_and_true(classifier, control, labels)
         results[str(t_start)] = {"num": len(clips), "keeps": [round(float(keeps.mean()), 4), *interval(keeps)],
                                  "true_digits": [round(float(true.mean()), 4), *interval(true)],
                                  "second_digit_probability": round(float(second.mean()), 4),
                                  "cpu_seconds": round(cpu_seconds, 1), "keeps_bits": bits(keeps),
-                                 "true_bits": bits(true)}
+                                 "true_bits": bits(true), "latent_rms_error": round(rms, 4),
+                                 "random_error_of_that_rms": {
+                                     "keeps": [round(float(control_keeps.mean()), 4), *interval(control_keeps)],
+                                     "true_digits": [round(float(control_true.mean()), 4), *interval(control_true)]}}
         print(f"{checkpoint.stem} from real at t = {t_start}: keeps {results[str(t_start)]['keeps']}, "
-              f"true digits {results[str(t_start)]['true_digits']}")
+              f"true digits {results[str(t_start)]['true_digits']}; latent RMS error {rms:.3f}, random error of "
+              f"that size: {results[str(t_start)]['random_error_of_that_rms']}")
     return results
 
 
@@ -195,6 +220,10 @@ def plot_from_real(results: dict, path: Path) -> list[Path]:
             axis.plot(steps, values[:, 0], ls=style, marker="o", ms=3, color=f"C{index}", label=f"{name}: {label}")
             if measure == "keeps":
                 axis.fill_between(steps, values[:, 1], values[:, 2], color=f"C{index}", alpha=0.15)
+        controls = [entry["t"][str(t)].get("random_error_of_that_rms", {}).get("keeps") for t in steps]
+        if all(controls):  # the real latents moved at random as far as the model's output lies from them
+            axis.plot(steps, [c[0] for c in controls], ls=":", marker="x", ms=4, color=f"C{index}",
+                      label=f"{name}: real latents + random error of its size, keeps")
     sets = results["sets"]
     for name, style in (("real", ":"), ("reconstructed", "-.")):
         if name in sets:
