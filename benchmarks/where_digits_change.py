@@ -211,7 +211,7 @@ def plot_from_real(results: dict, path: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6.8, 4.2))
+    figure, axis = plt.subplots(figsize=(10, 4.4))
     for index, (name, entry) in enumerate(results["from_real"]["models"].items()):
         steps = sorted(int(t) for t in entry["t"])
         for measure, style, label in (("keeps", "-", "keeps its digits"),
@@ -221,7 +221,7 @@ def plot_from_real(results: dict, path: Path) -> list[Path]:
             if measure == "keeps":
                 axis.fill_between(steps, values[:, 1], values[:, 2], color=f"C{index}", alpha=0.15)
         controls = [entry["t"][str(t)].get("random_error_of_that_rms", {}).get("keeps") for t in steps]
-        if all(controls):  # the real latents moved at random as far as the model's output lies from them
+        if index == 0 and all(controls):  # the real latents moved at random as far as the model's output lies
             axis.plot(steps, [c[0] for c in controls], ls=":", marker="x", ms=4, color=f"C{index}",
                       label=f"{name}: real latents + random error of its size, keeps")
     sets = results["sets"]
@@ -231,11 +231,11 @@ def plot_from_real(results: dict, path: Path) -> list[Path]:
             axis.axhline(share, color="0.5", ls=style, lw=1, label=f"{name} clips: latent frames agree")
     axis.set(xlabel="real clips noised to timestep t (of 1000), then denoised by the model",
              ylabel="share of clips", ylim=(0, 1.02), title="Where in the denoising the digits are lost")
-    axis.legend(fontsize=7)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     paths = []
     for suffix in (".png", ".svg"):
-        figure.savefig(path.with_suffix(suffix), dpi=110)
+        figure.savefig(path.with_suffix(suffix), dpi=110, bbox_inches="tight")
         paths.append(path.with_suffix(suffix))
     plt.close(figure)
     return paths

@@ -222,6 +222,8 @@ def test_committed_where_digits_change_recomputes_from_its_matrices():
                 share, low, high = entry[measure]
                 assert share == pytest.approx(np.mean([int(c) for c in entry[flags]]), abs=1e-3), (name, t)
                 assert low <= share <= high and len(entry[flags]) == entry["num"]
+            for share, low, high in entry.get("random_error_of_that_rms", {}).values():
+                assert low <= share <= high and entry["latent_rms_error"] > 0
 
 
 def test_from_real_differences_pair_every_two_models_at_each_shared_step():
