@@ -46,7 +46,8 @@ from lvdm_ref.checkpoint import SHIPPED_DIR  # noqa: E402
 from lvdm_ref.digits import SHIPPED_DIGITS, DigitClassifier, chance_of_same_digits  # noqa: E402
 from lvdm_ref.metrics import fvd_from_features  # noqa: E402
 from lvdm_ref.recipes import train_short_model  # noqa: E402
-from lvdm_ref.studies import OTHER_REAL_SEED, interval, real_clips, reconstruct, sample_in_batches  # noqa: E402
+from lvdm_ref.studies import (OTHER_REAL_SEED, bits, from_bits, interval, real_clips, reconstruct,  # noqa: E402
+                              sample_in_batches)
 
 FP32_MATCH_STEP = 3434  # where the attention ablation's float32 factorised run (45 CPU-minutes eager) ended
 MORE_CLIPS = 16_384  # the data design: 8x the preset's 2,048 encoded clips
@@ -61,14 +62,6 @@ def keeps_per_clip(classifier, videos: np.ndarray) -> np.ndarray:
     from lvdm_ref.digits import keeps_digits
 
     return keeps_digits(classifier, videos, first=slice(0, 8), last=slice(8, 16), per_video=True).numpy()
-
-
-def bits(keeps: np.ndarray) -> str:
-    return "".join("1" if keep else "0" for keep in keeps)
-
-
-def from_bits(text: str) -> np.ndarray:
-    return np.array([char == "1" for char in text], dtype=float)
 
 
 def stability_summary(keeps: np.ndarray, num: int) -> dict:

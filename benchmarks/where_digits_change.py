@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from lvdm_ref.checkpoint import write_json  # noqa: E402
 from lvdm_ref.digits import (SHIPPED_DIGITS, DigitClassifier, agreement_matrix, clip_digits,  # noqa: E402
                              digits_from_probabilities, frame_probabilities, window_digits)
-from lvdm_ref.studies import interval, real_clips, reconstruct, sample_in_batches, set_threads  # noqa: E402
-from lvdm_ref.studies import kept_batches  # noqa: E402
+from lvdm_ref.studies import (bits, from_bits, interval, kept_batches, real_clips, reconstruct,  # noqa: E402
+                              sample_in_batches, set_threads)
 from lvdm_ref.utils import file_sha256, randn, stream, to_uint8  # noqa: E402
 from lvdm_ref.vae3d import VideoAutoencoder  # noqa: E402
 
@@ -69,11 +69,6 @@ def profile(classifier, videos: np.ndarray, window: int) -> dict:
             "latent_agreement": [[round(float(v), 4) for v in row] for row in agreement_matrix(latent).tolist()],
             "latent_agreement_by_distance": by_distance,  # distance: [share, low, high]
             "second_digit_probability": [round(float(v), 4) for v in top_two.mean(0)]}
-
-
-def bits(values: np.ndarray) -> str:
-    """Per-clip 0/1 flags as a string of digits (kept so that models can be paired clip by clip later)."""
-    return "".join(str(int(v)) for v in values)
 
 
 CONTROL_CLIPS = 32  # clips on which the RMS distance of the model's output from the real latents is measured
@@ -149,7 +144,7 @@ def from_real_differences(entries: dict) -> dict:
                 if reference is None:
                     continue
                 for measure in ("keeps", "true"):
-                    a, b = (np.array([int(c) for c in e[f"{measure}_bits"]], float) for e in (entry, reference))
+                    a, b = (from_bits(e[f"{measure}_bits"]) for e in (entry, reference))
                     num = min(len(a), len(b))
                     gap = a[:num] - b[:num]
                     out[f"{name} - {first}, {measure}, t = {t}"] = {

@@ -188,6 +188,16 @@ def merge_results(path: Path, results: dict, section: str, touched: set[str]) ->
 
 
 # ----------------------------------------------------------------------------- statistics
+def bits(flags: np.ndarray) -> str:
+    """Per-clip 0/1 flags as a string ("1011"), how the results files keep them for pairing clip by clip."""
+    return "".join("1" if flag else "0" for flag in flags)
+
+
+def from_bits(text: str) -> np.ndarray:
+    """The flags of `bits`, as floats (N,)."""
+    return np.array([char == "1" for char in text], dtype=float)
+
+
 def interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> list[float]:
     """90 % percentile interval of the mean of per-clip `values` over `resamples` resamplings of the clips."""
     rng = np.random.default_rng(seed)
