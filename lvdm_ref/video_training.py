@@ -111,6 +111,11 @@ class _FailureCount:
                               f"({len(self.failed)} failed so far)", stacklevel=3)
 
 
+# Decoding workers start as fresh interpreters: a worker forked from a process whose threads (torch's, the
+# compiler's, the video decoder's) held a lock at that moment can wait on it forever.
+WORKER_START = "spawn"
+
+
 class VideoClipBatches:
     """batch_fn for the trainer: `batch_size` clips per step, decoded ahead in `num_workers` processes.
 
@@ -142,8 +147,9 @@ class VideoClipBatches:
         if self._iterator is None or step != self._next_step or rank != self._rank:
             self.close()
             loader = DataLoader(self.clips, batch_sampler=self._batches(step, rank, world_size),
-                                num_workers=self.num_workers, collate_fn=_collate,
-                                persistent_workers=False, prefetch_factor=2 if self.num_workers else None)
+                                num_workers=self.num_workers, collate_fn=_collate, persistent_workers=False,
+                                prefetch_factor=2 if self.num_workers else None,
+                                multiprocessing_context=WORKER_START if self.num_workers else None)
             self._iterator, self._rank = iter(loader), rank
         clips, failures = next(self._iterator)  # (B / world, C, F, H, W)
         self._next_step = step + 1
@@ -160,9 +166,11 @@ def decode_video_clips(dataset: VideoClipDataset, num_clips: int, seed: int = 0,
     """Yield (clips (b, C, F, H, W), failures) batches of the set: clip i is video i mod N at a start drawn
     from `stream(seed, -1, i)` (the middle clip when `dataset.random_start` is False)."""
     keys = [(-1, i, i % len(dataset)) for i in range(num_clips)]
+    workers = default_workers() if num_workers is None else num_workers
     loader = DataLoader(SeededClips(dataset, seed), batch_sampler=[keys[i:i + batch_size]
                                                                      for i in range(0, num_clips, batch_size)],
-                        num_workers=default_workers() if num_workers is None else num_workers, collate_fn=_collate)
+                        num_workers=workers, collate_fn=_collate,
+                        multiprocessing_context=WORKER_START if workers else None)
     with tqdm(total=num_clips, desc=desc, unit="clip", disable=not progress, file=sys.stderr) as bar:
         for clips, failures in loader:
             yield clips, failures
