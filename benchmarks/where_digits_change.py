@@ -58,7 +58,7 @@ def profile(classifier, videos: np.ndarray, window: int) -> dict:
     per_frame = digits_from_probabilities(probabilities.reshape(num * frames, -1), 2, threshold).reshape(num, frames, 2)
     steps = (per_frame[:, 1:] == per_frame[:, :-1]).all(dim=-1).float().numpy()  # (N, F - 1): t and t+1 agree
     latent = window_digits(probabilities, window, 2, threshold)  # (N, F // window, 2)
-    same = (latent[:, :, None] == latent[:, None]).all(dim=-1).float().numpy()  # (N, W, W)
+    same = agreement_matrix(latent, per_clip=True).numpy()  # (N, W, W)
     by_distance = {}  # |i - j| -> [share of (clip, pair) agreeing, 90 % interval over clips]
     for distance in range(1, same.shape[1]):
         per_clip = np.diagonal(same, distance, 1, 2).mean(1)  # (N,): over the pairs at this distance
@@ -66,7 +66,7 @@ def profile(classifier, videos: np.ndarray, window: int) -> dict:
     top_two = probabilities.topk(2, dim=-1).values[..., 1]  # (N, F): how strongly the weaker digit is read
     return {"num": num,
             "frame_to_frame": [round(float(v), 4) for v in steps.mean(0)],
-            "latent_agreement": [[round(float(v), 4) for v in row] for row in agreement_matrix(latent).tolist()],
+            "latent_agreement": [[round(float(v), 4) for v in row] for row in same.mean(0).tolist()],
             "latent_agreement_by_distance": by_distance,  # distance: [share, low, high]
             "second_digit_probability": [round(float(v), 4) for v in top_two.mean(0)]}
 

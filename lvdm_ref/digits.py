@@ -236,11 +236,11 @@ def window_digits(probabilities: torch.Tensor, window: int, num_digits: int = 2,
     return digits.reshape(num, count, num_digits)
 
 
-def agreement_matrix(digits: torch.Tensor) -> torch.Tensor:
+def agreement_matrix(digits: torch.Tensor, per_clip: bool = False) -> torch.Tensor:
     """Readings (N, W, K) -> float (W, W): entry (i, j) is the share of clips whose digits in window i
-    equal those in window j (1 on the diagonal)."""
-    same = (digits[:, :, None, :] == digits[:, None, :, :]).all(dim=-1)  # (N, W, W)
-    return same.float().mean(dim=0)
+    equal those in window j (1 on the diagonal); with `per_clip`, the 0/1 flags (N, W, W) behind it."""
+    same = (digits[:, :, None, :] == digits[:, None, :, :]).all(dim=-1).float()  # (N, W, W)
+    return same if per_clip else same.mean(dim=0)
 
 
 def fit_threshold(model: nn.Module, videos: np.ndarray, labels: np.ndarray,

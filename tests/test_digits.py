@@ -161,3 +161,10 @@ def test_window_digits_and_agreement_matrix_in_closed_form():
     assert window_digits(probabilities, 5).shape == (2, 3, 2)  # frame 15 fills no window
     with pytest.raises(ValueError, match="window"):
         window_digits(probabilities, 17)
+
+
+def test_agreement_matrix_per_clip_flags_average_to_the_matrix():
+    digits = torch.tensor([[[3, 7], [3, 7], [3, 8]], [[1, 1], [2, 2], [1, 1]]])
+    flags = agreement_matrix(digits, per_clip=True)
+    assert flags.shape == (2, 3, 3) and flags[0, 0, 2].item() == 0 and flags[1, 0, 2].item() == 1
+    torch.testing.assert_close(flags.mean(dim=0), agreement_matrix(digits))
