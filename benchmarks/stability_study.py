@@ -55,6 +55,9 @@ CONTINUED = SHIPPED_DIR / "mmnist_short.safetensors"  # where the `continue_*` d
 CONTROL = "continue_2k"  # what the other continuations are compared with
 # Continuations that take the steps of one of the control's points and are scored at their end only, on N clips.
 AT_CONTROL_POINT = {"continue_anneal": "half"}
+# `--equal-steps` for a design from scratch: the steps of baseline's point that the float32 run also reached, so
+# that a design of another cost is compared with the same training (and the shipped float32 checkpoint) step for step.
+AT_BASELINE_STEP = f"baseline, step_{FP32_MATCH_STEP}"
 
 
 def keeps_per_clip(classifier, videos: np.ndarray) -> np.ndarray:
@@ -133,6 +136,24 @@ class StabilityStudy(Study):
     """The budget study scored by digit stability on 2N samples, FVD beside it."""
     classifier = None
 
+    def run(self, name: str, describe: str, apply, train=train_short_model) -> None:
+        """`--equal-steps-threads`: a design at equal steps trains and samples on that many threads (its budget is
+        steps, so threads change only its recorded cost: the calibration's CPU seconds, summed over threads)."""
+        threads = getattr(self.args, "equal_steps_threads", None)
+        if not (self.args.equal_steps and threads and not name.startswith("continue_") and name != "baseline"):
+            return super().run(name, describe, apply, train)
+        import torch
+
+        saved = self.args.threads
+        self.args.threads = threads
+        torch.set_num_threads(threads)
+        self.results[self.section].setdefault(name, {"change": describe})["threads"] = threads
+        try:
+            super().run(name, describe, apply, train)
+        finally:
+            self.args.threads = saved
+            torch.set_num_threads(saved)
+
     def budget(self, name: str, cpu_seconds_per_step: float) -> int:
         """`--equal-steps`: a continuation takes the control's steps, whatever a step costs on this machine (a
         control calibrated on another CPU bought more steps with its minutes); otherwise the CPU budget."""
@@ -143,6 +164,9 @@ class StabilityStudy(Study):
                 raise SystemExit(f"{name} takes the steps of {CONTROL}'s {point} point: run {CONTROL} first")
             self.results[self.section][name]["steps_of"] = f"{CONTROL}, {point}"
             return control[point]["step"]
+        if self.args.equal_steps and not name.startswith("continue_") and name != "baseline":
+            self.results[self.section][name]["steps_of"] = AT_BASELINE_STEP
+            return FP32_MATCH_STEP
         if self.args.equal_steps and name.startswith("continue_") and name != CONTROL:
             if "steps" not in control:
                 raise SystemExit(f"--equal-steps: {CONTROL} has no steps yet; run it first (--only {CONTROL})")
@@ -298,6 +322,12 @@ def differences(results: dict) -> dict:
             if point not in entry:
                 continue
             against = CONTROL if name.startswith("continue_") else "baseline"
+            if entry.get("steps_of") == AT_BASELINE_STEP:  # equal steps: its end against baseline at that step
+                reference = designs.get("baseline", {}).get(f"step_{FP32_MATCH_STEP}")
+                if point == "end" and reference:
+                    out[f"{name} - baseline, step {FP32_MATCH_STEP}"] = paired_difference(
+                        from_bits(entry[point]["keeps_bits"]), from_bits(reference["keeps_bits"]), num)
+                continue
             if name != against and name not in AT_CONTROL_POINT and point in designs.get(against, {}):
                 out[f"{name} - {against}, {point}"] = paired_difference(
                     from_bits(entry[point]["keeps_bits"]), from_bits(designs[against][point]["keeps_bits"]), num)
@@ -534,8 +564,11 @@ def main(argv: list[str] | None = None) -> dict:
                         help="with --curve: score the snapshots at these steps only (each costs about as much CPU as "
                              "training 1,000 steps)")
     parser.add_argument("--equal-steps", action="store_true",
-                        help=f"a continuation takes {CONTROL}'s steps instead of its CPU budget (on a machine that is "
-                             f"not the control's: compare at equal steps, each step's cost recorded)")
+                        help=f"a continuation takes {CONTROL}'s steps instead of its CPU budget, a design from scratch "
+                             f"the {FP32_MATCH_STEP:,} of baseline's float32 match point (compare at equal steps, each "
+                             f"step's cost recorded)")
+    parser.add_argument("--equal-steps-threads", type=int, default=None,
+                        help="with --equal-steps: train and sample a design from scratch on this many threads")
     parser.add_argument("--table", action="store_true", help="only print the JSON as a Markdown table")
     args = parser.parse_args(argv)
     if args.table:

@@ -19,6 +19,8 @@ noised to t and denoised by the generator from there (SDEdit, `GaussianDiffusion
 DDIM 50 eta 1 schedule from its first step at or below t, one noise stream per clip shared by every t). At small
 t the model only renders details of the real clip's digits; near T it draws everything, as in sampling. Per t:
 stability, the share whose frames 8-15 still show the real clip's digits, and how strongly the second digit is read.
+With --from-real-clips training the clips are the first of the mmnist preset's 2,048 training clips instead: a
+denoiser that had memorised its clips would keep their digits far better than those of new clips.
 
 Real clips are the studies' set (seed 1), reconstructions are the shipped autoencoder's of them, and
 samples are DDIM 50, eta 1, seed 0 (one noise stream per clip, as the stability study draws them), kept
@@ -133,12 +135,54 @@ def from_real(checkpoint: Path, clips: np.ndarray, labels: np.ndarray, t_starts:
     return results
 
 
+TRAINING_CLIPS = 2048  # the mmnist preset's training set, generated whole (a smaller set is not its prefix)
+
+
+def own_training_clips(num: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `num` of the mmnist preset's training clips, and their digit labels (N, 2)."""
+    from lvdm_ref.config import get_preset
+    from lvdm_ref.data import generate_moving_mnist
+
+    data = get_preset("mmnist").data
+    if data.num_train != TRAINING_CLIPS or not 2 <= num <= TRAINING_CLIPS:
+        raise ValueError(f"--from-real-clips training takes 2..{TRAINING_CLIPS} of the preset's "
+                         f"{data.num_train} clips, got --from-real-num {num}")
+    clips, labels = generate_moving_mnist(data.num_train, data.num_frames, data.size, data.num_digits, "train",
+                                          data.seed, return_labels=True)
+    return clips[:num], labels[:num]
+
+
+def entry_name(stem: str, clips: str) -> str:
+    """A model's entry under `from_real`: its file's stem, marked when scored on its own training clips."""
+    return stem if clips == "test" else f"{stem} (training clips)"
+
+
 def from_real_differences(entries: dict) -> dict:
-    """Every later model against every earlier one at each t both were scored at, paired clip by clip on
-    their common clips: "B - A, keeps|true, t = T"."""
+    """Every later model against every earlier one on the same clips (held-out or training) at each t both were
+    scored at, paired clip by clip on their common clips: "B - A, keeps|true, t = T". And a model on its training
+    clips against itself on held-out clips (other clips, so unpaired: each share's own resampling):
+    "B (training clips) - B, ...". """
     names, out = list(entries), {}
+    for name in names:
+        other = name.removesuffix(" (training clips)")
+        held_out = entries.get(other)
+        if entries[name].get("clips") != "training" or held_out is None:
+            continue
+        for t, entry in entries[name]["t"].items():
+            if t in held_out["t"]:
+                for measure in ("keeps", "true"):
+                    a, b = (from_bits(e[f"{measure}_bits"]) for e in (entry, held_out["t"][t]))
+                    rng = np.random.default_rng(0)  # independent resamplings of the two sets of clips
+                    gaps = [a[rng.integers(0, len(a), len(a))].mean() - b[rng.integers(0, len(b), len(b))].mean()
+                            for _ in range(2000)]
+                    out[f"{name} - {other}, {measure}, t = {t}"] = {
+                        "difference": round(float(a.mean() - b.mean()), 4),
+                        "interval": [round(float(q), 4) for q in np.percentile(gaps, [5, 95])],
+                        "num": [len(a), len(b)], "paired": False}
     for i, first in enumerate(names):
         for name in names[i + 1:]:
+            if entries[name].get("clips", "test") != entries[first].get("clips", "test"):
+                continue
             for t, entry in entries[name]["t"].items():
                 reference = entries[first]["t"].get(t)
                 if reference is None:
@@ -256,6 +300,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--from-real-models", type=Path, nargs="*", default=None,
                         help="models for --from-real (default: the --short ones), each paired with the others")
     parser.add_argument("--from-real-num", type=int, default=128, help="real clips for --from-real")
+    parser.add_argument("--from-real-clips", choices=("test", "training"), default="test",
+                        help="--from-real on held-out clips of test digits (the studies' set) or on the first of the "
+                             "mmnist preset's 2,048 training clips (the clips every mmnist short model trained on)")
     args = parser.parse_args(argv)
     if args.num < 2:
         parser.error(f"--num must be at least 2 (intervals are over clips), got {args.num}")
@@ -294,16 +341,20 @@ def main(argv: list[str] | None = None) -> dict:
         paths = args.short if args.from_real_models is None else args.from_real_models
         if not paths:
             parser.error("--from-real needs a model: --short or --from-real-models")
-        clips, labels = real_clips(args.from_real_num, labels=True)
+        if args.from_real_clips == "training":
+            clips, labels = own_training_clips(args.from_real_num)
+        else:
+            clips, labels = real_clips(args.from_real_num, labels=True)
         entries = previous.get("from_real", {}).get("models", {})
         for path in paths:
-            sha = file_sha256(path)
-            entry = entries.get(path.stem, {})
+            sha, key = file_sha256(path), entry_name(path.stem, args.from_real_clips)
+            entry = entries.get(key, {})
             if entry.get("sha256") != sha:  # another file under that name: its old scores go
-                entry = {"checkpoint": shown(path), "sha256": sha, "t": {}}
-            scores = from_real(path, clips, labels, sorted(args.from_real),
-                               args.work / f"from_real_{path.stem}_{sha[:12]}", classifier)
-            entries[path.stem] = {**entry, "t": {**entry["t"], **scores}}
+                entry = {"checkpoint": shown(path), "sha256": sha, "clips": args.from_real_clips, "t": {}}
+            folder = args.work / f"from_real_{path.stem}_{sha[:12]}" if args.from_real_clips == "test" else \
+                args.work / f"from_training_{path.stem}_{sha[:12]}"
+            scores = from_real(path, clips, labels, sorted(args.from_real), folder, classifier)
+            entries[key] = {**entry, "command": results["command"], "t": {**entry["t"], **scores}}
         results["from_real"] = {"models": entries, "differences": from_real_differences(entries)}
     elif "from_real" in previous:
         results["from_real"] = previous["from_real"]  # kept from an earlier run

@@ -153,7 +153,23 @@ def test_continuations_take_the_controls_steps_where_asked():
     study.args.equal_steps = True
     assert study.budget("continue_temporal_conv", 60.0) == 10
     assert study.results["designs"]["continue_temporal_conv"]["steps_of"] == "continue_2k"
-    assert study.budget("baseline", 60.0) == 45  # not a continuation: its budget
+    assert study.budget("baseline", 60.0) == 45  # the reference of equal steps keeps its budget
+    study.results["designs"]["wide"] = {}
+    assert study.budget("wide", 60.0) == stability_study.FP32_MATCH_STEP  # from scratch: baseline's match point
+    assert study.results["designs"]["wide"]["steps_of"] == stability_study.AT_BASELINE_STEP
+
+
+def test_a_design_at_equal_steps_is_compared_with_baseline_at_that_step():
+    """Its end against baseline's point at the same step (not baseline's end, a CPU budget of other steps)."""
+    step = f"step_{stability_study.FP32_MATCH_STEP}"
+    ones, zeros = stability_study.bits(np.ones(4)), stability_study.bits(np.zeros(4))
+    results = {"setting": {"num": 4}, "designs": {
+        "baseline": {step: {"keeps_bits": zeros}, "end": {"keeps_bits": ones}},
+        "wide": {"steps_of": stability_study.AT_BASELINE_STEP, "half": {"keeps_bits": ones},
+                 "end": {"keeps_bits": ones}}}}
+    out = stability_study.differences(results)
+    assert out[f"wide - baseline, step {stability_study.FP32_MATCH_STEP}"]["difference"] == pytest.approx(1.0)
+    assert not any(key.startswith("wide - baseline, ") and "step" not in key for key in out)
 
 
 def test_curve_scores_new_snapshots_once_and_only_the_steps_asked(tmp_path, monkeypatch):
@@ -240,3 +256,33 @@ def test_from_real_differences_pair_every_two_models_at_each_shared_step():
                                   "c - a, keeps, t = 300": 0.0, "c - a, true, t = 300": 0.25,
                                   "c - a, keeps, t = 500": 0.25, "c - a, true, t = 500": 0.25,
                                   "c - b, keeps, t = 300": -0.5, "c - b, true, t = 300": 0.5})
+
+
+def test_a_model_on_its_training_clips_is_compared_with_itself_on_held_out_clips_only():
+    """Other clips: no pairing with another model's held-out clips; the unpaired gap of the two shares."""
+    import where_digits_change
+
+    def scored(keeps, true):
+        return {"keeps_bits": keeps, "true_bits": true}
+
+    entries = {"a": {"t": {"300": scored("1100", "1000")}},
+               "b": {"t": {"300": scored("0000", "0000")}},
+               "a (training clips)": {"clips": "training", "t": {"300": scored("1111", "1110")}}}
+    out = where_digits_change.from_real_differences(entries)
+    assert sorted(out) == ["a (training clips) - a, keeps, t = 300", "a (training clips) - a, true, t = 300",
+                           "b - a, keeps, t = 300", "b - a, true, t = 300"]
+    gap = out["a (training clips) - a, true, t = 300"]
+    assert gap["difference"] == pytest.approx(0.5) and gap["paired"] is False
+    assert gap["interval"][0] <= 0.5 <= gap["interval"][1]
+
+
+def test_own_training_clips_are_the_clips_the_trainer_encodes():
+    import where_digits_change
+
+    from lvdm_ref.config import get_preset
+    from lvdm_ref.recipes.common import training_clips
+
+    clips, labels = where_digits_change.own_training_clips(3)
+    assert np.array_equal(clips, training_clips(get_preset("mmnist").data, 2048)[:3]) and labels.shape == (3, 2)
+    with pytest.raises(ValueError, match="from-real-num"):
+        where_digits_change.own_training_clips(4096)
