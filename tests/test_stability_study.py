@@ -286,3 +286,15 @@ def test_own_training_clips_are_the_clips_the_trainer_encodes():
     assert np.array_equal(clips, training_clips(get_preset("mmnist").data, 2048)[:3]) and labels.shape == (3, 2)
     with pytest.raises(ValueError, match="from-real-num"):
         where_digits_change.own_training_clips(4096)
+
+
+def test_equal_steps_probe_refuses_continuations_and_steps_past_the_schedule(tmp_path, capsys):
+    import equal_steps_probe
+
+    for argv, message in ((["--design", "continue_2k", "--stop-at", "10"], "continues mmnist_short"),
+                          (["--design", "wide", "--stop-at", "5000"], "--stop-at takes 1..3434")):
+        with pytest.raises(SystemExit):
+            equal_steps_probe.main([*argv, "--work", str(tmp_path)])
+        assert message in capsys.readouterr().err
+    assert equal_steps_probe.folder_of("baseline", tmp_path) == tmp_path / "baseline_equal_steps"
+    assert equal_steps_probe.folder_of("wide", tmp_path) == tmp_path / "wide"  # the study's own: it resumes there
