@@ -87,8 +87,8 @@ def keeps_and_true(classifier, videos: np.ndarray, labels: np.ndarray) -> tuple[
 def from_real(checkpoint: Path, clips: np.ndarray, labels: np.ndarray, t_starts: list[int], folder: Path,
               classifier) -> dict:
     """Per t: the generator's SDEdit of `clips` from t, scored (stability, true digits in frames 8-15, how
-    strongly the second digit is read); each batch kept in FOLDER/t_T so a rerun goes on where it stopped,
-    and a bigger N reuses the clips of a smaller one (clip i has its own noise stream)."""
+    strongly the second digit is read); each batch kept in FOLDER/t_T so a rerun goes on where it stopped
+    (`from_real_folder`: one folder per set of clips, since the N real clips are not the first N of a bigger set)."""
     from lvdm_ref.lvdm import LatentVideoDiffusion
     from lvdm_ref.vae3d import encode_videos
 
@@ -150,6 +150,14 @@ def own_training_clips(num: int) -> tuple[np.ndarray, np.ndarray]:
     clips, labels = generate_moving_mnist(data.num_train, data.num_frames, data.size, data.num_digits, "train",
                                           data.seed, return_labels=True)
     return clips[:num], labels[:num]
+
+
+def from_real_folder(work: Path, stem: str, sha: str, clips: str, num: int) -> Path:
+    """Where a model's denoised clips are kept: by checkpoint and by set of clips. The studies' N real clips are
+    drawn as one set (trajectories depend on N), so another N is another set; the training clips are one set."""
+    if clips == "training":
+        return work / f"from_training_{stem}_{sha[:12]}"
+    return work / (f"from_real_{stem}_{sha[:12]}" + ("" if num == 128 else f"_n{num}"))  # 128: the folders so far
 
 
 def entry_name(stem: str, clips: str) -> str:
@@ -245,32 +253,37 @@ def plot(results: dict, path: Path) -> list[Path]:
 
 
 def plot_from_real(results: dict, path: Path) -> list[Path]:
+    """Two panels over t, one line per model: the share that keeps its digits (with its interval), and the share
+    whose frames 8-15 show the real clip's digits; the first model's random-error control and the real and
+    reconstructed clips' latent agreement as references. A model on its training clips is drawn dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(10, 4.4))
-    for index, (name, entry) in enumerate(results["from_real"]["models"].items()):
-        steps = sorted(int(t) for t in entry["t"])
-        for measure, style, label in (("keeps", "-", "keeps its digits"),
-                                      ("true_digits", "--", "shows the real digits")):
-            values = np.array([entry["t"][str(t)][measure] for t in steps])  # (T, 3): share, low, high
-            axis.plot(steps, values[:, 0], ls=style, marker="o", ms=3, color=f"C{index}", label=f"{name}: {label}")
-            if measure == "keeps":
-                axis.fill_between(steps, values[:, 1], values[:, 2], color=f"C{index}", alpha=0.15)
-        controls = [entry["t"][str(t)].get("random_error_of_that_rms", {}).get("keeps") for t in steps]
-        if index == 0 and all(controls):  # the real latents moved at random as far as the model's output lies
-            axis.plot(steps, [c[0] for c in controls], ls=":", marker="x", ms=4, color=f"C{index}",
-                      label=f"{name}: real latents + random error of its size, keeps")
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.6), sharey=True)
     sets = results["sets"]
-    for name, style in (("real", ":"), ("reconstructed", "-.")):
-        if name in sets:
-            share = np.mean([row[0] for row in sets[name]["latent_agreement_by_distance"].values()])
-            axis.axhline(share, color="0.5", ls=style, lw=1, label=f"{name} clips: latent frames agree")
-    axis.set(xlabel="real clips noised to timestep t (of 1000), then denoised by the model",
-             ylabel="share of clips", ylim=(0, 1.02), title="Where in the denoising the digits are lost")
-    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for axis, measure, title in ((axes[0], "keeps", "keeps its digits (frames 0-7 = 8-15)"),
+                                 (axes[1], "true_digits", "frames 8-15 show the real clip's digits")):
+        for index, (name, entry) in enumerate(results["from_real"]["models"].items()):
+            steps = sorted(int(t) for t in entry["t"])
+            values = np.array([entry["t"][str(t)][measure] for t in steps])  # (T, 3): share, low, high
+            style = "--" if entry.get("clips") == "training" else "-"
+            axis.plot(steps, values[:, 0], ls=style, marker="o", ms=3, color=f"C{index}", label=name)
+            axis.fill_between(steps, values[:, 1], values[:, 2], color=f"C{index}", alpha=0.12)
+            controls = [entry["t"][str(t)].get("random_error_of_that_rms", {}).get(measure) for t in steps]
+            if index == 0 and all(controls):  # the real latents moved at random as far as the model's output lies
+                axis.plot(steps, [c[0] for c in controls], ls=":", marker="x", ms=4, color=f"C{index}",
+                          label=f"{name}'s real latents + random error of its size")
+        for name, style in (("real", ":"), ("reconstructed", "-.")):
+            if name in sets:
+                share = np.mean([row[0] for row in sets[name]["latent_agreement_by_distance"].values()])
+                axis.axhline(share, color="0.5", ls=style, lw=1, label=f"{name} clips: latent frames agree")
+        axis.set(xlabel="timestep t (of 1000)", title=title, ylim=(0, 1.02))
+    axes[0].set_ylabel("share of clips")
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.suptitle("Where in the denoising the digits are lost: real clips noised to t, then denoised by the model "
+                    "(dashed: on its own training clips)")
     figure.tight_layout()
     paths = []
     for suffix in (".png", ".svg"):
@@ -351,8 +364,7 @@ def main(argv: list[str] | None = None) -> dict:
             entry = entries.get(key, {})
             if entry.get("sha256") != sha:  # another file under that name: its old scores go
                 entry = {"checkpoint": shown(path), "sha256": sha, "clips": args.from_real_clips, "t": {}}
-            folder = args.work / f"from_real_{path.stem}_{sha[:12]}" if args.from_real_clips == "test" else \
-                args.work / f"from_training_{path.stem}_{sha[:12]}"
+            folder = from_real_folder(args.work, path.stem, sha, args.from_real_clips, args.from_real_num)
             scores = from_real(path, clips, labels, sorted(args.from_real), folder, classifier)
             entries[key] = {**entry, "command": results["command"], "t": {**entry["t"], **scores}}
         results["from_real"] = {"models": entries, "differences": from_real_differences(entries)}

@@ -298,3 +298,17 @@ def test_equal_steps_probe_refuses_continuations_and_steps_past_the_schedule(tmp
         assert message in capsys.readouterr().err
     assert equal_steps_probe.folder_of("baseline", tmp_path) == tmp_path / "baseline_equal_steps"
     assert equal_steps_probe.folder_of("wide", tmp_path) == tmp_path / "wide"  # the study's own: it resumes there
+
+
+def test_from_real_keeps_each_set_of_real_clips_apart(tmp_path):
+    """The studies' real clips are drawn as one set: 128 of them are not the first 128 of 256, so their denoised
+    batches must not be read back for the other N."""
+    import where_digits_change
+
+    from lvdm_ref.studies import real_clips
+
+    assert not np.array_equal(real_clips(4), real_clips(8)[:4])  # why: trajectories depend on N
+    folders = {where_digits_change.from_real_folder(tmp_path, "m", "ab" * 32, "test", num) for num in (128, 256)}
+    assert len(folders) == 2
+    assert where_digits_change.from_real_folder(tmp_path, "m", "ab" * 32, "training", 128) == \
+        where_digits_change.from_real_folder(tmp_path, "m", "ab" * 32, "training", 256)  # one fixed set, a prefix
