@@ -140,7 +140,7 @@ class StabilityStudy(Study):
         """`--equal-steps-threads`: a design at equal steps trains and samples on that many threads (its budget is
         steps, so threads change only its recorded cost: the calibration's CPU seconds, summed over threads)."""
         threads = getattr(self.args, "equal_steps_threads", None)
-        if not (self.args.equal_steps and threads and not name.startswith("continue_") and name != "baseline"):
+        if not (threads and self.at_baseline_step(name)):
             return super().run(name, describe, apply, train)
         import torch
 
@@ -154,6 +154,10 @@ class StabilityStudy(Study):
             self.args.threads = saved
             torch.set_num_threads(saved)
 
+    def at_baseline_step(self, name: str) -> bool:
+        """`--equal-steps` and a design from scratch other than baseline: it takes baseline's match point."""
+        return self.args.equal_steps and not name.startswith("continue_") and name != "baseline"
+
     def budget(self, name: str, cpu_seconds_per_step: float) -> int:
         """`--equal-steps`: a continuation takes the control's steps, whatever a step costs on this machine (a
         control calibrated on another CPU bought more steps with its minutes); otherwise the CPU budget."""
@@ -164,7 +168,7 @@ class StabilityStudy(Study):
                 raise SystemExit(f"{name} takes the steps of {CONTROL}'s {point} point: run {CONTROL} first")
             self.results[self.section][name]["steps_of"] = f"{CONTROL}, {point}"
             return control[point]["step"]
-        if self.args.equal_steps and not name.startswith("continue_") and name != "baseline":
+        if self.at_baseline_step(name):
             self.results[self.section][name]["steps_of"] = AT_BASELINE_STEP
             return FP32_MATCH_STEP
         if self.args.equal_steps and name.startswith("continue_") and name != CONTROL:

@@ -45,7 +45,7 @@ from lvdm_ref.checkpoint import write_json  # noqa: E402
 from lvdm_ref.digits import (SHIPPED_DIGITS, DigitClassifier, agreement_matrix, clip_digits,  # noqa: E402
                              digits_from_probabilities, frame_probabilities, window_digits)
 from lvdm_ref.studies import (bits, from_bits, interval, kept_batches, real_clips, reconstruct,  # noqa: E402
-                              sample_in_batches, set_threads)
+                              sample_in_batches, set_threads, unpaired_difference)
 from lvdm_ref.utils import file_sha256, randn, stream, to_uint8  # noqa: E402
 from lvdm_ref.vae3d import VideoAutoencoder  # noqa: E402
 
@@ -180,13 +180,7 @@ def from_real_differences(entries: dict) -> dict:
             if t in held_out["t"]:
                 for measure in ("keeps", "true"):
                     a, b = (from_bits(e[f"{measure}_bits"]) for e in (entry, held_out["t"][t]))
-                    rng = np.random.default_rng(0)  # independent resamplings of the two sets of clips
-                    gaps = [a[rng.integers(0, len(a), len(a))].mean() - b[rng.integers(0, len(b), len(b))].mean()
-                            for _ in range(2000)]
-                    out[f"{name} - {other}, {measure}, t = {t}"] = {
-                        "difference": round(float(a.mean() - b.mean()), 4),
-                        "interval": [round(float(q), 4) for q in np.percentile(gaps, [5, 95])],
-                        "num": [len(a), len(b)], "paired": False}
+                    out[f"{name} - {other}, {measure}, t = {t}"] = unpaired_difference(a, b)
     for i, first in enumerate(names):
         for name in names[i + 1:]:
             if entries[name].get("clips", "test") != entries[first].get("clips", "test"):

@@ -205,6 +205,17 @@ def interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> list[f
     return [round(float(q), 4) for q in np.percentile(means, [5, 95])]
 
 
+def unpaired_difference(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
+    """mean(a) - mean(b) of per-clip values on two different sets of clips, with the 90 % percentile interval
+    of the gap over independent resamplings of each set."""
+    rng = np.random.default_rng(seed)
+    gaps = [a[rng.integers(0, len(a), len(a))].mean() - b[rng.integers(0, len(b), len(b))].mean()
+            for _ in range(resamples)]
+    return {"difference": round(float(a.mean() - b.mean()), 4),
+            "interval": [round(float(q), 4) for q in np.percentile(gaps, [5, 95])],
+            "num": [len(a), len(b)], "paired": False}
+
+
 def paired_differences(scores_a: dict, scores_b: dict, measures=("psnr", "ssim", "true_digits")) -> dict:
     """Per-clip scores of a minus those of b on the same clips (same condition and noise): the mean and 90 %
     interval of each measure, and of each generated latent's PSNR (`psnr_by_latent`, (N, 3)) when both have it."""
