@@ -312,3 +312,32 @@ def test_from_real_keeps_each_set_of_real_clips_apart(tmp_path):
     assert len(folders) == 2
     assert where_digits_change.from_real_folder(tmp_path, "m", "ab" * 32, "training", 128) == \
         where_digits_change.from_real_folder(tmp_path, "m", "ab" * 32, "training", 256)  # one fixed set, a prefix
+
+
+def test_every_design_from_scratch_changes_one_field_of_the_preset():
+    """The protocol: each design changes one thing from `baseline`; `deep` doubles the ResBlocks of every level
+    (a UNet of L levels and n blocks a level has 2Ln + L + 2 of them: n down and n + 1 up per level, two in the
+    middle)."""
+    import dataclasses
+
+    from lvdm_ref.config import get_preset
+    from lvdm_ref.unet import ResBlock, UNet
+
+    def fields(preset):
+        return {(group, name): value for group in ("unet", "diffusion", "train", "data")
+                for name, value in dataclasses.asdict(getattr(preset, group)).items()}
+
+    base = fields(get_preset("mmnist"))
+    expected = {"baseline": set(), "temporal16": {("unet", "temporal_levels")},
+                "temporal_conv": {("unet", "temporal_conv")}, "pooled_norm": {("unet", "norm")},
+                "joint": {("unet", "attention")}, "clips_16k": set(), "wide": {("unet", "model_channels")},
+                "deep": {("unet", "num_res_blocks")}}
+    designs = stability_study.designs()
+    for name, changed in expected.items():
+        got = fields(designs[name][1](get_preset("mmnist")))
+        assert {key for key in base if got[key] != base[key]} == changed, name
+    deep = designs["deep"][1](get_preset("mmnist")).unet
+    levels = len(deep.channel_mult)
+    for config, blocks in ((get_preset("mmnist").unet, 1), (deep, 2)):
+        found = sum(isinstance(module, ResBlock) for module in UNet(config).modules())
+        assert found == 2 * levels * blocks + levels + 2
