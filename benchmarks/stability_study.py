@@ -119,9 +119,12 @@ def designs() -> dict:
         # after 15,000 (where_digits_change.py --from-real): is the denoiser too small rather than undertrained?
         "wide": ("model_channels 96 instead of 64 (2.25x the FLOPs of a step)",
                  change(unet={"model_channels": 96}), train_compiled),
-        # The preset has one ResBlock per level (the official UNets and the ucf101 preset have two): capacity by
-        # depth rather than width (8.0 M parameters against 5.4 M; 12.2 M for `wide`).
-        "deep": ("num_res_blocks 2 instead of 1 (two ResBlocks per level, as the official UNet)",
+        # `wide` gives the real digits back more often than baseline at 1,000 steps: does width go on paying?
+        "wider": ("model_channels 128 instead of 64 (4x the FLOPs of a step)",
+                  change(unet={"model_channels": 128}), train_compiled),
+        # The preset has one ResBlock per level (the official short models' configs three, the ucf101 preset
+        # two): capacity by depth rather than width (8.0 M parameters against 5.4 M; 12.2 M for `wide`).
+        "deep": ("num_res_blocks 2 instead of 1 (two ResBlocks per level; the official short UNets have three)",
                  change(unet={"num_res_blocks": 2}), train_compiled),
         # A continuation of the shipped model: the control for the long run of record (`--curve`), which
         # continues it on MORE_CLIPS clips, compared at the same steps.

@@ -36,7 +36,7 @@ from lvdm_ref.recipes import train_short_model
 from lvdm_ref.recipes.common import machine_of
 from lvdm_ref.studies import (OTHER_REAL_SEED, FeatureCache, markdown_table, merge_results, real_clips, reconstruct,
                               sample_in_batches)
-from lvdm_ref.train import Callback
+from lvdm_ref.train import Callback, cpu_has_bf16, cpu_name
 from lvdm_ref.utils import file_sha256
 
 
@@ -60,6 +60,15 @@ def calibrate(train, preset, vae: Path, folder: Path, steps: int, threads: int, 
 
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         return pool.submit(_calibrate, train, preset, vae, folder, steps, threads, common).result()
+
+
+CALIBRATION_KEYS = ("steps", "cpu_seconds_per_step", "peak_rss_mib", "device", "bf16", "threads")
+
+
+def calibrated_here(entry: dict, preset) -> bool:
+    """Whether a variant's calibration was measured on this CPU in the arithmetic its training uses here."""
+    bf16 = cpu_has_bf16() if preset.train.bf16_cpu is None else preset.train.bf16_cpu
+    return entry.get("device") == cpu_name() and entry.get("bf16") == bf16
 
 
 def seconds_per_step(times: list[float], warmup: int = 3) -> float:
@@ -169,10 +178,18 @@ class Study:
         preset = apply(get_preset("mmnist"))
         folder, cache = self.work / name, self.work / "latents.pt"
         common = dict(num_clips=args.num_clips, latents_cache=cache, progress=True)
+        fresh = not (folder / "train_state.pt").exists() and not self.scored_points(name, entry)
+        if "steps" in entry and fresh and not calibrated_here(entry, preset):
+            # Measured on another machine or in another arithmetic, and nothing trained yet: it would price this
+            # run's steps at another machine's rate. Calibrate again here.
+            for key in CALIBRATION_KEYS:
+                entry.pop(key, None)
+        if getattr(args, "recalibrate", False) and "steps" in entry:
+            return self.recalibrate(name, entry, preset, train, common)
         if "steps" not in entry:  # calibration: CPU seconds per step, then the step count for the budget
             measured = calibrate(train, preset, args.vae, self.work / f"{name}_calibration", args.calibration_steps,
                                  args.threads, common)
-            entry.update(**measured, steps=self.budget(name, measured["cpu_seconds_per_step"]),
+            entry.update(**measured, threads=args.threads, steps=self.budget(name, measured["cpu_seconds_per_step"]),
                          preset={"unet": dataclasses.asdict(preset.unet), "diffusion": dataclasses.asdict(preset.diffusion),
                                  "train": dataclasses.asdict(preset.train)})
             self.save()
@@ -192,6 +209,21 @@ class Study:
                             "final_loss": summary["final_loss"], **result}
             self.save()
             print(f"{name} {point}: step {stop}, FVD {result['fvd']}", file=sys.stderr)
+
+    def scored_points(self, name: str, entry: dict) -> list[str]:
+        """The points of a variant already trained and scored."""
+        return [point for point, _ in self.points(name, entry.get("steps", 0)) if point in entry]
+
+    def recalibrate(self, name: str, entry: dict, preset, train, common: dict) -> None:
+        """`--recalibrate`: measure a variant's CPU seconds per step again on this machine (its points trained
+        here, under a calibration made elsewhere) and price its recorded points at that rate; its steps stay."""
+        measured = calibrate(train, preset, self.args.vae, self.work / f"{name}_calibration",
+                             self.args.calibration_steps, self.args.threads, common)
+        entry.update(**measured, threads=self.args.threads)
+        for point in self.scored_points(name, entry):
+            entry[point]["cpu_minutes"] = round(entry[point]["step"] * measured["cpu_seconds_per_step"] / 60, 2)
+        self.save()
+        print(f"{name}: {measured['cpu_seconds_per_step']} CPU-s a step on {measured['device']}", file=sys.stderr)
 
     def samplers(self) -> None:
         """Samplers on the finished variant with the lowest end point: DDIM 50 with three seeds, DDIM 50 and 100
@@ -228,6 +260,9 @@ def add_study_arguments(parser: argparse.ArgumentParser, *, minutes: float, num:
     parser.add_argument("--calibration-steps", type=int, default=20)
     parser.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of the scored samples (LVDM: 50)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--recalibrate", action="store_true",
+                        help=f"measure each {what}'s CPU seconds per step again on this machine (where it trained) "
+                             "and price its recorded points at that rate; trains nothing else")
     parser.add_argument("--only", nargs="*", default=None, help=f"{what}s to run (default: all, in order)")
     parser.add_argument("--out", type=Path, default=out)
     parser.add_argument("--work", type=Path, default=work)

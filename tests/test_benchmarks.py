@@ -392,3 +392,51 @@ def test_logged_loss_is_the_last_row_at_or_before_the_step(tmp_path):
     assert logged_loss(tmp_path, 10) is None  # no log
     (tmp_path / LOG_FILE).write_text("".join(json.dumps({"step": s, "loss": s / 100}) + "\n" for s in (1, 25, 50)))
     assert logged_loss(tmp_path, 49) == 0.25 and logged_loss(tmp_path, 50) == 0.5 and logged_loss(tmp_path, 0) is None
+
+
+def test_a_calibration_made_on_another_machine_is_measured_again_where_the_variant_trains(tmp_path, monkeypatch):
+    """A variant calibrated elsewhere that has trained nothing yet is calibrated again here (its steps would
+    otherwise be priced at the other machine's rate); one with scored points keeps its calibration until
+    `--recalibrate` measures it here and prices those points again."""
+    import argparse
+
+    from lvdm_ref import budget_study
+    from lvdm_ref.train import cpu_has_bf16, cpu_name
+
+    here = {"device": cpu_name(), "bf16": cpu_has_bf16()}
+    calls = []
+
+    def calibrate(train, preset, vae, folder, steps, threads, common):
+        calls.append(threads)
+        return {"cpu_seconds_per_step": 0.6, "peak_rss_mib": 1, **here}
+
+    def train(preset, vae, folder, *, steps, stop_at, resume, **common):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "train_state.pt").write_bytes(b"")
+        return {"checkpoint": str(folder / "short.safetensors"), "final_loss": 0.1}
+
+    monkeypatch.setattr(budget_study, "calibrate", calibrate)
+    monkeypatch.setattr(budget_study.Study, "evaluate", lambda self, checkpoint, key, **kwargs: {"fvd": 1.0})
+    vae = tmp_path / "vae.safetensors"
+    vae.write_bytes(b"weights")
+    args = argparse.Namespace(vae=vae, minutes=1.0, num=2, num_clips=16, threads=1, out=tmp_path / "study.json",
+                              work=tmp_path / "work", calibration_steps=1, sample_steps=50, recalibrate=False)
+    study = budget_study.Study(args)
+    elsewhere = {"cpu_seconds_per_step": 5.0, "device": "another CPU", "bf16": not here["bf16"], "threads": 2}
+    study.results["recipes"]["fresh"] = {"change": "x", "steps": 12, **elsewhere}
+    study.run("fresh", "x", lambda preset: preset, train)
+    entry = study.results["recipes"]["fresh"]
+    assert calls == [1] and entry["device"] == here["device"] and entry["threads"] == 1
+    assert entry["steps"] == 100 and entry["end"]["cpu_minutes"] == pytest.approx(1.0)  # 60 s at 0.6 s a step
+
+    scored = {"change": "y", "steps": 400, **elsewhere, "half": {"step": 200, "cpu_minutes": 16.67, "final_loss": 0.1},
+              "end": {"step": 400, "cpu_minutes": 33.33, "final_loss": 0.1}}
+    study.results["recipes"]["scored"] = json.loads(json.dumps(scored))
+    study.run("scored", "y", lambda preset: preset, train)
+    assert calls == [1] and study.results["recipes"]["scored"] == scored  # finished: nothing measured or trained
+    args.recalibrate = True
+    study.run("scored", "y", lambda preset: preset, train)
+    entry = study.results["recipes"]["scored"]
+    assert calls == [1, 1] and entry["device"] == here["device"] and entry["steps"] == 400
+    assert entry["half"]["cpu_minutes"] == pytest.approx(2.0) and entry["end"]["cpu_minutes"] == pytest.approx(4.0)
+    assert json.loads(args.out.read_text())["recipes"]["scored"] == entry

@@ -331,7 +331,7 @@ def test_every_design_from_scratch_changes_one_field_of_the_preset():
     expected = {"baseline": set(), "temporal16": {("unet", "temporal_levels")},
                 "temporal_conv": {("unet", "temporal_conv")}, "pooled_norm": {("unet", "norm")},
                 "joint": {("unet", "attention")}, "clips_16k": set(), "wide": {("unet", "model_channels")},
-                "deep": {("unet", "num_res_blocks")}}
+                "wider": {("unet", "model_channels")}, "deep": {("unet", "num_res_blocks")}}
     designs = stability_study.designs()
     for name, changed in expected.items():
         got = fields(designs[name][1](get_preset("mmnist")))
