@@ -287,6 +287,58 @@ def plot_from_real(results: dict, path: Path) -> list[Path]:
     return paths
 
 
+# The capacity figure: the SDEdit scores of one design at several training steps (entries of `from_real`, all
+# trained on the same 2,048 clips, seed and schedule; the 64-channel runs at 3,434 and 15,000 steps are the shipped
+# `mmnist_attention_factorized` and `mmnist_short`). Names not in the results are left out.
+CAPACITY = {
+    "64 channels (the preset)": {1000: "baseline_1000", 3434: "mmnist_attention_factorized", 15000: "mmnist_short"},
+    "64 channels, trained again in bfloat16 on an Intel Xeon": {1000: "baseline_1000_bf16"},
+    "96 channels (`wide`)": {1000: "wide_1000", 3434: "wide_3434"},
+    "128 channels (`wider`)": {1000: "wider_1000"},
+    "64 channels, 2 ResBlocks a level (`deep`)": {1000: "deep_1000"},
+}
+
+
+def capacity_series(results: dict, t: int, measure: str = "true_digits") -> dict[str, np.ndarray]:
+    """label -> (K, 4) rows of training steps, share, interval low and high at timestep t, for the designs of
+    `CAPACITY` that the results hold."""
+    entries, series = results.get("from_real", {}).get("models", {}), {}
+    for label, points in CAPACITY.items():
+        rows = [[steps, *entries[name]["t"][str(t)][measure]] for steps, name in sorted(points.items())
+                if name in entries and str(t) in entries[name]["t"]]
+        if rows:
+            series[label] = np.array(rows, dtype=float)
+    return series
+
+
+def plot_capacity(results: dict, path: Path, starts: tuple[int, ...] = (300, 500)) -> list[Path]:
+    """One panel per start t: the share of real clips whose frames 8-15 show their digits after denoising, against
+    training steps, one line per width or depth, with 90 % intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(starts), figsize=(5.2 * len(starts), 4.2), sharey=True, squeeze=False)
+    for axis, t in zip(axes[0], starts):
+        for index, (label, rows) in enumerate(capacity_series(results, t).items()):
+            axis.errorbar(rows[:, 0] * (1 + 0.03 * index), rows[:, 1],
+                          yerr=[rows[:, 1] - rows[:, 2], rows[:, 3] - rows[:, 1]], marker="o", ms=4, capsize=3,
+                          color=f"C{index}", label=label)
+        axis.set(xscale="log", xlabel="training steps (batch 16)", title=f"denoised from t = {t}")
+        axis.set_xticks([1000, 3434, 15000], ["1,000", "3,434", "15,000"])
+    axes[0, 0].set_ylabel("share of real clips whose frames 8-15 show their digits")
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.suptitle("Capacity: real test clips noised to t and denoised, by width and depth (N = 128, paired)")
+    figure.tight_layout()
+    paths = []
+    for suffix in (".png", ".svg"):
+        figure.savefig(path.with_suffix(suffix), dpi=110, bbox_inches="tight")
+        paths.append(path.with_suffix(suffix))
+    plt.close(figure)
+    return paths
+
+
 def shown(path: Path) -> str:
     """A checkpoint's path as the results file names it: relative to the checkout where it lies inside it."""
     resolved = path.resolve()
@@ -368,6 +420,8 @@ def main(argv: list[str] | None = None) -> dict:
     plot(results, args.out.with_suffix(""))
     if "from_real" in results:
         plot_from_real(results, args.out.with_name(args.out.stem + "_from_real"))
+        if capacity_series(results, 300):
+            plot_capacity(results, args.out.with_name(args.out.stem + "_capacity"))
     return results
 
 

@@ -341,3 +341,22 @@ def test_every_design_from_scratch_changes_one_field_of_the_preset():
     for config, blocks in ((get_preset("mmnist").unet, 1), (deep, 2)):
         found = sum(isinstance(module, ResBlock) for module in UNet(config).modules())
         assert found == 2 * levels * blocks + levels + 2
+
+
+def test_capacity_series_are_the_scores_of_each_design_by_training_steps(tmp_path):
+    """The capacity figure's rows: each design's SDEdit shares in the order of its training steps, models the
+    results do not hold left out."""
+    import where_digits_change
+
+    def scored(share):
+        return {"t": {"300": {"true_digits": [share, share - 0.1, share + 0.1]}}}
+
+    results = {"from_real": {"models": {"mmnist_short": scored(0.68), "baseline_1000": scored(0.59),
+                                       "mmnist_attention_factorized": scored(0.69), "wide_1000": scored(0.64)}}}
+    series = where_digits_change.capacity_series(results, 300)
+    preset, wide = series["64 channels (the preset)"], series["96 channels (`wide`)"]
+    assert preset[:, 0].tolist() == [1000, 3434, 15000] and preset[:, 1].tolist() == [0.59, 0.69, 0.68]
+    assert wide.tolist() == [[1000, 0.64, pytest.approx(0.54), pytest.approx(0.74)]]
+    assert len(series) == 2 and where_digits_change.capacity_series(results, 500) == {}
+    paths = where_digits_change.plot_capacity(results, tmp_path / "capacity", starts=(300,))
+    assert all(path.stat().st_size > 0 for path in paths)
