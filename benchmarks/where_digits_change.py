@@ -293,9 +293,9 @@ def plot_from_real(results: dict, path: Path) -> list[Path]:
 CAPACITY = {
     "64 channels (the preset)": {1000: "baseline_1000", 3434: "mmnist_attention_factorized", 15000: "mmnist_short"},
     "64 channels, trained again in bfloat16 on an Intel Xeon": {1000: "baseline_1000_bf16"},
-    "96 channels (`wide`)": {1000: "wide_1000", 3434: "wide_3434"},
-    "128 channels (`wider`)": {1000: "wider_1000"},
-    "64 channels, 2 ResBlocks a level (`deep`)": {1000: "deep_1000"},
+    "96 channels (wide)": {1000: "wide_1000", 3434: "wide_3434"},
+    "128 channels (wider)": {1000: "wider_1000"},
+    "64 channels, 2 ResBlocks a level (deep)": {1000: "deep_1000"},
 }
 
 

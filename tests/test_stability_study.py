@@ -354,7 +354,7 @@ def test_capacity_series_are_the_scores_of_each_design_by_training_steps(tmp_pat
     results = {"from_real": {"models": {"mmnist_short": scored(0.68), "baseline_1000": scored(0.59),
                                        "mmnist_attention_factorized": scored(0.69), "wide_1000": scored(0.64)}}}
     series = where_digits_change.capacity_series(results, 300)
-    preset, wide = series["64 channels (the preset)"], series["96 channels (`wide`)"]
+    preset, wide = series["64 channels (the preset)"], series["96 channels (wide)"]
     assert preset[:, 0].tolist() == [1000, 3434, 15000] and preset[:, 1].tolist() == [0.59, 0.69, 0.68]
     assert wide.tolist() == [[1000, 0.64, pytest.approx(0.54), pytest.approx(0.74)]]
     assert len(series) == 2 and where_digits_change.capacity_series(results, 500) == {}
