@@ -48,6 +48,7 @@ from lvdm_ref.studies import (bits, from_bits, interval, kept_batches, real_clip
                               sample_in_batches, set_threads, unpaired_difference)
 from lvdm_ref.utils import file_sha256, randn, stream, to_uint8  # noqa: E402
 from lvdm_ref.vae3d import VideoAutoencoder  # noqa: E402
+from lvdm_ref.viz import save_figure  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "where_digits_change.json"
 
@@ -238,12 +239,7 @@ def plot(results: dict, path: Path) -> list[Path]:
                  yticks=range(len(matrix)))
     figure.suptitle(f"Where digits change (N = {results['num']} clips a set)")
     figure.tight_layout()
-    paths = []
-    for suffix in (".png", ".svg"):
-        figure.savefig(path.with_suffix(suffix), dpi=110)
-        paths.append(path.with_suffix(suffix))
-    plt.close(figure)
-    return paths
+    return save_figure(figure, path, dpi=110)
 
 
 def plot_from_real(results: dict, path: Path) -> list[Path]:
@@ -279,12 +275,7 @@ def plot_from_real(results: dict, path: Path) -> list[Path]:
     figure.suptitle("Where in the denoising the digits are lost: real clips noised to t, then denoised by the model "
                     "(dashed: on its own training clips)")
     figure.tight_layout()
-    paths = []
-    for suffix in (".png", ".svg"):
-        figure.savefig(path.with_suffix(suffix), dpi=110, bbox_inches="tight")
-        paths.append(path.with_suffix(suffix))
-    plt.close(figure)
-    return paths
+    return save_figure(figure, path, dpi=110, bbox_inches="tight")
 
 
 # The capacity figure: the SDEdit scores of one design at several training steps (entries of `from_real`, all
@@ -331,12 +322,7 @@ def plot_capacity(results: dict, path: Path, starts: tuple[int, ...] = (300, 500
     axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.suptitle("Capacity: real test clips noised to t and denoised, by width and depth (N = 128, paired)")
     figure.tight_layout()
-    paths = []
-    for suffix in (".png", ".svg"):
-        figure.savefig(path.with_suffix(suffix), dpi=110, bbox_inches="tight")
-        paths.append(path.with_suffix(suffix))
-    plt.close(figure)
-    return paths
+    return save_figure(figure, path, dpi=110, bbox_inches="tight")
 
 
 def shown(path: Path) -> str:

@@ -159,15 +159,16 @@ def plot_long_video(video: np.ndarray, is_keyframe: np.ndarray, every: int = 16,
 
 
 # ----------------------------------------------------------------------------- saving
-def save_figure(figure, path: str | Path, suffixes: tuple[str, ...] = (".png", ".svg")) -> list[Path]:
-    """Write a matplotlib figure as `path` with each suffix (PNG for pages, SVG for print) and close it."""
+def save_figure(figure, path: str | Path, suffixes: tuple[str, ...] = (".png", ".svg"), **savefig) -> list[Path]:
+    """Write a matplotlib figure as `path` with each suffix (PNG for pages, SVG for print) and close it; `savefig`
+    options go to `Figure.savefig` (dpi 120 unless given; bbox_inches="tight" keeps a legend outside the axes)."""
     import matplotlib.pyplot as plt
 
     written = []
     for suffix in suffixes:
         target = Path(path).with_suffix(suffix)
         target.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(target, dpi=120)
+        figure.savefig(target, **{"dpi": 120, **savefig})
         written.append(target)
     plt.close(figure)
     return written
